@@ -1,0 +1,54 @@
+# The README's interface: `make run` and `make test` do all the set-up.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# A local PostgreSQL is provisioned only when DATABASE_URL is not given.
+LOCAL_DB_URL := $(shell scripts/db.sh url)
+ADMIN_TOKEN ?= dev-admin-token
+export ADMIN_TOKEN
+
+.PHONY: help run test lint fmt bench db-up db-down db-url deps
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+deps: ## install what the build needs (libpq headers) when missing
+	@scripts/deps.sh
+
+db-up: ## provision (first time) and start the project-local PostgreSQL
+	@scripts/db.sh up
+
+db-down: ## stop the project-local PostgreSQL
+	@scripts/db.sh down
+
+db-url: ## print the DATABASE_URL of the project-local PostgreSQL
+	@echo $(LOCAL_DB_URL)
+
+run: deps ## start the server (and the local PostgreSQL unless DATABASE_URL is set)
+	@if [ -z "$$DATABASE_URL" ]; then scripts/db.sh up; fi
+	cargo build --release --bin shop-server
+	@url="$${DATABASE_URL:-$(LOCAL_DB_URL)}"; bind="$${BIND_ADDR:-127.0.0.1:8080}"; \
+	  echo "shop server:  http://$$bind"; \
+	  echo "API docs:     http://$$bind/docs"; \
+	  echo "admin token:  $$ADMIN_TOKEN   (development only; set ADMIN_TOKEN to change it)"; \
+	  DATABASE_URL="$$url" SEED_DEMO_DATA="$${SEED_DEMO_DATA:-true}" exec target/release/shop-server
+
+test: deps ## provision/start the local PostgreSQL, then run every test
+	@if [ -z "$$DATABASE_URL" ]; then scripts/db.sh up; fi
+	@url="$${DATABASE_URL:-$(LOCAL_DB_URL)}"; \
+	  if cargo nextest --version >/dev/null 2>&1; then \
+	    DATABASE_URL="$$url" cargo nextest run --workspace --no-fail-fast && DATABASE_URL="$$url" cargo test --workspace --doc; \
+	  else \
+	    DATABASE_URL="$$url" cargo test --workspace --no-fail-fast; \
+	  fi
+
+lint: ## rustfmt check and clippy with warnings as errors
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+fmt: ## format the code
+	cargo fmt --all
+
+bench: deps ## benchmarks (see docs/benchmarks.md)
+	@if [ -z "$$DATABASE_URL" ]; then scripts/db.sh up; fi
+	@url="$${DATABASE_URL:-$(LOCAL_DB_URL)}"; DATABASE_URL="$$url" scripts/bench.sh

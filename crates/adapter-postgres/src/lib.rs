@@ -1,0 +1,23 @@
+//! PostgreSQL adapters: diesel + r2d2 implementations of the domain's persistence
+//! ports, and the embedded migrations.
+//!
+//! Diesel is synchronous, so every store method checks a connection out and runs its
+//! queries (or its one transaction) inside `spawn_blocking`, via [`pool::run`]; no
+//! diesel work ever happens on an async worker thread. Row structs and diesel types
+//! stay private to this crate.
+
+mod error;
+mod idempotency;
+pub mod migrate;
+mod points;
+pub mod pool;
+mod schema;
+#[cfg(feature = "test-support")]
+pub mod test_support;
+mod users;
+
+pub use idempotency::PgIdempotencyStore;
+pub use migrate::run_migrations;
+pub use points::PgPointStore;
+pub use pool::{PgPool, PoolConfig, connect};
+pub use users::PgUserRepository;

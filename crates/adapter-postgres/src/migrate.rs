@@ -1,0 +1,39 @@
+//! Embedded migrations, run at start-up.
+//!
+//! Several instances may start at once: the migrations run under a PostgreSQL
+//! session advisory lock, so one instance migrates while the others wait, then find
+//! nothing pending.
+
+use anyhow::Context;
+use diesel::connection::SimpleConnection;
+use diesel::{Connection, PgConnection};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations");
+
+/// Arbitrary, fixed key of the advisory lock that serialises migrations.
+const MIGRATION_LOCK_KEY: i64 = 0x5350_4d49_4752; // "SPMIGR"
+
+/// Connects to `url` and applies every pending migration; returns how many ran.
+///
+/// # Errors
+/// When the database cannot be reached or a migration fails.
+pub fn run_migrations(url: &str) -> anyhow::Result<usize> {
+    let mut conn = PgConnection::establish(url).context("connecting to run migrations")?;
+    migrate(&mut conn)
+}
+
+pub(crate) fn migrate(conn: &mut PgConnection) -> anyhow::Result<usize> {
+    conn.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))
+        .context("taking the migration lock")?;
+    let result = conn
+        .run_pending_migrations(MIGRATIONS)
+        .map(|done| done.len())
+        .map_err(|err| anyhow::anyhow!("running migrations: {err}"));
+    let unlock = conn
+        .batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"))
+        .context("releasing the migration lock");
+    let ran = result?;
+    unlock?;
+    Ok(ran)
+}

@@ -1,0 +1,94 @@
+//! Diesel's view of the tables in `migrations/`. Kept by hand in step with them;
+//! the integration tests exercise every column.
+
+diesel::table! {
+    users (id) {
+        id -> Int8,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    point_wallets (user_id) {
+        user_id -> Int8,
+        balance -> Int8,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    point_history (id) {
+        id -> Int8,
+        user_id -> Int8,
+        kind -> Text,
+        amount -> Int8,
+        balance_after -> Int8,
+        order_id -> Nullable<Int8>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    products (id) {
+        id -> Int8,
+        name -> Text,
+        description -> Text,
+        price -> Int8,
+        stock -> Int8,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    coupons (id) {
+        id -> Int8,
+        name -> Text,
+        discount_type -> Text,
+        discount_value -> Int8,
+        total_quantity -> Int8,
+        starts_at -> Timestamptz,
+        ends_at -> Timestamptz,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    user_coupons (id) {
+        id -> Int8,
+        user_id -> Int8,
+        coupon_id -> Int8,
+        status -> Text,
+        issued_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        used_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    idempotency_keys (user_id, method, path, key) {
+        user_id -> Int8,
+        method -> Text,
+        path -> Text,
+        key -> Text,
+        fingerprint -> Bytea,
+        lease_token -> Uuid,
+        locked_until -> Timestamptz,
+        response_status -> Nullable<Int2>,
+        response_body -> Nullable<Bytea>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::joinable!(point_wallets -> users (user_id));
+diesel::joinable!(user_coupons -> coupons (coupon_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    users,
+    point_wallets,
+    point_history,
+    products,
+    coupons,
+    user_coupons,
+    idempotency_keys,
+);

@@ -1,0 +1,69 @@
+//! The shop's use cases: one type per user action or job, each with its own error
+//! enum, written against the ports of the `domain` crate and nothing else.
+//!
+//! [`UseCases`] bundles them for the driving adapters (HTTP, schedulers).
+
+/// Implements `Debug` for use cases, whose ports are opaque trait objects.
+macro_rules! debug_opaque {
+    ($($ty:ident),+ $(,)?) => {
+        $(impl std::fmt::Debug for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($ty)).finish_non_exhaustive()
+            }
+        })+
+    };
+}
+pub(crate) use debug_opaque;
+
+pub mod idempotency;
+pub mod points;
+pub mod users;
+
+use std::sync::Arc;
+
+use domain::ports::{Clock, IdempotencyStore, PointStore, UserRepository};
+
+/// The driven adapters the use cases need.
+#[derive(Clone)]
+pub struct Ports {
+    pub clock: Arc<dyn Clock>,
+    pub users: Arc<dyn UserRepository>,
+    pub points: Arc<dyn PointStore>,
+    pub idempotency: Arc<dyn IdempotencyStore>,
+}
+
+impl std::fmt::Debug for Ports {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ports").finish_non_exhaustive()
+    }
+}
+
+/// Every use case, wired to one set of ports.
+#[derive(Debug, Clone)]
+pub struct UseCases {
+    pub create_user: users::CreateUser,
+    pub get_user: users::GetUser,
+    pub charge_points: points::ChargePoints,
+    pub get_balance: points::GetBalance,
+    pub get_point_history: points::GetPointHistory,
+    pub idempotency: idempotency::Idempotency,
+}
+
+impl UseCases {
+    pub fn new(ports: &Ports) -> Self {
+        Self {
+            create_user: users::CreateUser::new(ports.users.clone(), ports.clock.clone()),
+            get_user: users::GetUser::new(ports.users.clone()),
+            charge_points: points::ChargePoints::new(ports.points.clone(), ports.clock.clone()),
+            get_balance: points::GetBalance::new(ports.points.clone()),
+            get_point_history: points::GetPointHistory::new(
+                ports.users.clone(),
+                ports.points.clone(),
+            ),
+            idempotency: idempotency::Idempotency::new(
+                ports.idempotency.clone(),
+                ports.clock.clone(),
+            ),
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! The shop's domain: entities, value objects parsed once at the edge, the rules
+//! that decide business outcomes, and the port traits that adapters implement.
+//!
+//! This crate knows no I/O framework. Everything here is plain data and pure
+//! functions, so the rules can be tested without a database or a network.
+
+pub mod error;
+pub mod id;
+pub mod idempotency;
+pub mod page;
+pub mod points;
+pub mod ports;
+pub mod user;
+
+pub use error::{StoreUnavailable, ValidationError};
+pub use id::{CouponId, OrderId, ProductId, UserCouponId, UserId};
+pub use page::{Page, PageRequest};

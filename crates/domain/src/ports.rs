@@ -1,0 +1,167 @@
+//! Ports: the contracts the application needs from the outside world.
+//!
+//! Each trait is named by its role; adapters are named by technology
+//! (`PgPointStore`, ...). Every fallible method documents what it MUST return when.
+//! Atomic business operations are one method each, which the adapter runs in one
+//! transaction, re-checking the domain's decision with guarded writes.
+//!
+//! With the `mock` feature, mockall generates `Mock<Trait>` for each of them.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::idempotency::{
+    Completion, Fingerprint, IdempotencyRecord, IdempotencyScope, LeaseToken, StoredResponse,
+};
+use crate::points::{Balance, Charged, Credit, PointHistoryEntry};
+use crate::user::User;
+use crate::{Page, PageRequest, UserId};
+
+/// The time now. A port so tests can fix it.
+#[cfg_attr(feature = "mock", mockall::automock)]
+pub trait Clock: Send + Sync {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The real clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// Users.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait UserRepository: Send + Sync {
+    /// Creates a user, and their wallet with a zero balance, created at `now`.
+    ///
+    /// # Errors
+    /// Only when the store fails.
+    async fn create(&self, now: DateTime<Utc>) -> anyhow::Result<User>;
+
+    /// The user with `id`, or `None` when there is none.
+    ///
+    /// # Errors
+    /// Only when the store fails.
+    async fn find(&self, id: UserId) -> anyhow::Result<Option<User>>;
+}
+
+/// Why a credit was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum CreditError {
+    #[error("no such user")]
+    UserNotFound,
+    /// The balance was above the credit's ceiling when the credit was applied.
+    #[error(transparent)]
+    LimitExceeded(#[from] crate::points::BalanceLimitExceeded),
+    #[error(transparent)]
+    Unknown(#[from] anyhow::Error),
+}
+
+/// Point wallets and their history.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait PointStore: Send + Sync {
+    /// The balance of `user`'s wallet, or `None` when the user does not exist.
+    ///
+    /// # Errors
+    /// Only when the store fails.
+    async fn balance(&self, user: UserId) -> anyhow::Result<Option<Balance>>;
+
+    /// One page of `user`'s history, newest first, with the total row count.
+    /// An unknown user has an empty history.
+    ///
+    /// # Errors
+    /// Only when the store fails.
+    async fn history(
+        &self,
+        user: UserId,
+        page: PageRequest,
+    ) -> anyhow::Result<Page<PointHistoryEntry>>;
+
+    /// Atomically adds `credit.amount` to the wallet *if* its balance is at most
+    /// `credit.ceiling`, and writes a CHARGE history row with the balance after, at `now`.
+    /// With a `completion`, the rendered response is stored as the idempotency key's
+    /// response in the same transaction.
+    ///
+    /// # Errors
+    /// - [`CreditError::UserNotFound`] when the user has no wallet; nothing is written.
+    /// - [`CreditError::LimitExceeded`] when the balance is above the ceiling; nothing is written.
+    /// - [`CreditError::Unknown`] when the store fails or the completion's lease was lost;
+    ///   nothing is written.
+    async fn credit(
+        &self,
+        credit: Credit,
+        now: DateTime<Utc>,
+        completion: Option<Completion<Charged>>,
+    ) -> Result<Charged, CreditError>;
+}
+
+/// The outcome of trying to claim a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The key was free and is now held under this token.
+    Acquired(LeaseToken),
+    /// The key is already recorded.
+    Existing(IdempotencyRecord),
+}
+
+/// Idempotency-Key records. Correct across instances: every change is a single
+/// conditional statement.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait IdempotencyStore: Send + Sync {
+    /// Records `scope` as held until `locked_until` for a body with `fingerprint`, unless
+    /// it is already recorded, in which case the existing record is returned unchanged.
+    ///
+    /// # Errors
+    /// Only when the store fails.
+    async fn claim(
+        &self,
+        scope: &IdempotencyScope,
+        fingerprint: &Fingerprint,
+        locked_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<Claim>;
+
+    /// Takes the key over from a dead holder: succeeds only while the record is still
+    /// unfinished and held under `stale`, then holds it under a new token until `locked_until`.
+    /// Returns `None` when someone else got there first.
+    ///
+    /// # Errors
+    /// Only when the store fails.
+    async fn take_over(
+        &self,
+        scope: &IdempotencyScope,
+        stale: LeaseToken,
+        locked_until: DateTime<Utc>,
+    ) -> anyhow::Result<Option<LeaseToken>>;
+
+    /// Stores `response` for a key held under `token`. Returns false when the key is no
+    /// longer held under `token`.
+    ///
+    /// # Errors
+    /// Only when the store fails.
+    async fn complete(
+        &self,
+        scope: &IdempotencyScope,
+        token: LeaseToken,
+        response: &StoredResponse,
+    ) -> anyhow::Result<bool>;
+
+    /// Forgets an unfinished key held under `token`, so a retry runs anew.
+    ///
+    /// # Errors
+    /// Only when the store fails.
+    async fn release(&self, scope: &IdempotencyScope, token: LeaseToken) -> anyhow::Result<()>;
+
+    /// Deletes keys first used before `cutoff`; returns how many.
+    ///
+    /// # Errors
+    /// Only when the store fails.
+    async fn purge_older_than(&self, cutoff: DateTime<Utc>) -> anyhow::Result<u64>;
+}

@@ -1,0 +1,11 @@
+DROP TABLE outbox_events;
+DROP TABLE idempotency_keys;
+DROP TABLE daily_product_sales;
+DROP TABLE point_history;
+DROP TABLE order_lines;
+DROP TABLE orders;
+DROP TABLE user_coupons;
+DROP TABLE coupons;
+DROP TABLE products;
+DROP TABLE point_wallets;
+DROP TABLE users;
