@@ -1,1 +1,166 @@
-//! placeholder
+//! The HTTP edge of the shop: actix-web routes, DTOs, the mapping of every error to
+//! RFC 9457 problem+json, the Idempotency-Key mechanism's HTTP side, metrics, the
+//! OpenAPI document and the embedded interactive docs.
+//!
+//! [`app`] builds the whole actix `App`; the bootstrap crate serves it.
+
+pub mod dto;
+pub mod extract;
+pub mod idempotency;
+pub mod openapi;
+pub mod problem;
+pub mod routes;
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers, Next, from_fn};
+use actix_web::{App, Error, HttpMessage, HttpResponse, ResponseError, web};
+use actix_web_prom::{PrometheusMetrics, PrometheusMetricsBuilder};
+use application::UseCases;
+use prometheus::Registry;
+use tracing_actix_web::{RequestId, TracingLogger};
+use utoipa::OpenApi;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::problem::{ApiError, PROBLEM_JSON};
+use crate::routes::{ops, points, resource, users};
+
+/// Everything the HTTP layer needs, cheap to clone into each worker.
+#[derive(Clone)]
+pub struct HttpState {
+    pub use_cases: web::Data<UseCases>,
+    pub registry: web::Data<Registry>,
+    metrics: PrometheusMetrics,
+}
+
+impl std::fmt::Debug for HttpState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpState").finish_non_exhaustive()
+    }
+}
+
+impl HttpState {
+    /// Builds the state; HTTP metrics go into `registry`, next to the business ones.
+    ///
+    /// # Errors
+    /// When the HTTP metrics cannot be registered (a name clash in `registry`).
+    pub fn new(use_cases: UseCases, registry: Registry) -> anyhow::Result<Self> {
+        let metrics = PrometheusMetricsBuilder::new("shop")
+            .registry(registry.clone())
+            .mask_unmatched_patterns("UNMATCHED")
+            .build()
+            .map_err(|e| anyhow::anyhow!("registering HTTP metrics: {e}"))?;
+        Ok(Self {
+            use_cases: web::Data::new(use_cases),
+            registry: web::Data::new(registry),
+            metrics,
+        })
+    }
+}
+
+/// The application: routes, extractor configuration, middleware.
+pub fn app(
+    state: HttpState,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .app_data(state.use_cases.clone())
+        .app_data(state.registry.clone())
+        .app_data(extract::json_config())
+        .app_data(extract::query_config())
+        .app_data(extract::path_config())
+        .app_data(web::PayloadConfig::new(extract::MAX_BODY_BYTES))
+        .service(
+            web::scope("/api/v1")
+                .service(resource("/users", "POST").route(web::post().to(users::create_user)))
+                .service(resource("/users/{id}", "GET").route(web::get().to(users::get_user)))
+                .service(resource("/points", "GET").route(web::get().to(points::balance)))
+                .service(resource("/points/charge", "POST").route(web::post().to(points::charge)))
+                .service(resource("/points/history", "GET").route(web::get().to(points::history))),
+        )
+        .service(resource("/health/live", "GET").route(web::get().to(ops::live)))
+        .service(resource("/health/ready", "GET").route(web::get().to(ops::ready)))
+        .service(resource("/metrics", "GET").route(web::get().to(ops::metrics)))
+        .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", openapi::ApiDoc::openapi()))
+        .service(web::redirect("/docs", "/docs/"))
+        .default_service(web::to(not_found))
+        .wrap(ErrorHandlers::new().default_handler(problem_for_bare_errors))
+        .wrap(from_fn(echo_request_id))
+        .wrap(TracingLogger::default())
+        .wrap(state.metrics)
+}
+
+async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::not_found("NOT_FOUND", "no such route"))
+}
+
+/// Puts the request id that tracing-actix-web gave the request on the response, so a
+/// client can quote it and an operator can find the request's log lines.
+async fn echo_request_id(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let id = req.extensions().get::<RequestId>().copied();
+    let mut res = next.call(req).await?;
+    if let Some(value) = id.and_then(|id| HeaderValue::from_str(&id.to_string()).ok()) {
+        res.headers_mut()
+            .insert(HeaderName::from_static("x-request-id"), value);
+    }
+    Ok(res)
+}
+
+/// Safety net: an error response that some component produced without a problem body
+/// (a guard, the docs service, a middleware) gets one.
+fn problem_for_bare_errors<B: MessageBody + 'static>(
+    res: ServiceResponse<B>,
+) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let is_problem = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with(PROBLEM_JSON));
+    if is_problem {
+        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+    }
+    let status = res.status();
+    let err = match status {
+        StatusCode::NOT_FOUND => ApiError::not_found("NOT_FOUND", "no such route"),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            ApiError::new(status, "METHOD_NOT_ALLOWED", "method not allowed")
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::new(status, "PAYLOAD_TOO_LARGE", "request body too large")
+        }
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            ApiError::new(status, "UNSUPPORTED_MEDIA_TYPE", "unsupported content type")
+        }
+        StatusCode::UNAUTHORIZED => {
+            ApiError::new(status, "UNAUTHORIZED", "authentication required")
+        }
+        StatusCode::SERVICE_UNAVAILABLE => {
+            ApiError::new(status, "SERVICE_UNAVAILABLE", "temporarily unavailable")
+        }
+        s if s.is_server_error() => {
+            ApiError::new(status, "INTERNAL", "an unexpected error occurred")
+        }
+        _ => ApiError::new(
+            status,
+            "VALIDATION_FAILED",
+            "the request could not be processed",
+        ),
+    };
+    let (req, _) = res.into_parts();
+    let response: HttpResponse<BoxBody> = err.error_response();
+    Ok(ErrorHandlerResponse::Response(
+        ServiceResponse::new(req, response).map_into_right_body(),
+    ))
+}

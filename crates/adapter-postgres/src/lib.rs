@@ -19,5 +19,5 @@ mod users;
 pub use idempotency::PgIdempotencyStore;
 pub use migrate::run_migrations;
 pub use points::PgPointStore;
-pub use pool::{PgPool, PoolConfig, connect};
+pub use pool::{PgHealthCheck, PgPool, PoolConfig, connect};
 pub use users::PgUserRepository;

@@ -87,3 +87,22 @@ pub async fn ping(pool: &PgPool) -> bool {
     .await
     .is_ok()
 }
+
+/// [`HealthCheck`](domain::ports::HealthCheck) on the pool: the database answers `SELECT 1`.
+#[derive(Debug, Clone)]
+pub struct PgHealthCheck {
+    pool: PgPool,
+}
+
+impl PgHealthCheck {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+}
+
+#[async_trait::async_trait]
+impl domain::ports::HealthCheck for PgHealthCheck {
+    async fn is_ready(&self) -> bool {
+        ping(&self.pool).await
+    }
+}

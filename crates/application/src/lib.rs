@@ -16,12 +16,13 @@ macro_rules! debug_opaque {
 pub(crate) use debug_opaque;
 
 pub mod idempotency;
+pub mod ops;
 pub mod points;
 pub mod users;
 
 use std::sync::Arc;
 
-use domain::ports::{Clock, IdempotencyStore, PointStore, UserRepository};
+use domain::ports::{Clock, HealthCheck, IdempotencyStore, PointStore, UserRepository};
 
 /// The driven adapters the use cases need.
 #[derive(Clone)]
@@ -30,6 +31,7 @@ pub struct Ports {
     pub users: Arc<dyn UserRepository>,
     pub points: Arc<dyn PointStore>,
     pub idempotency: Arc<dyn IdempotencyStore>,
+    pub health: Arc<dyn HealthCheck>,
 }
 
 impl std::fmt::Debug for Ports {
@@ -47,6 +49,7 @@ pub struct UseCases {
     pub get_balance: points::GetBalance,
     pub get_point_history: points::GetPointHistory,
     pub idempotency: idempotency::Idempotency,
+    pub check_readiness: ops::CheckReadiness,
 }
 
 impl UseCases {
@@ -64,6 +67,7 @@ impl UseCases {
                 ports.idempotency.clone(),
                 ports.clock.clone(),
             ),
+            check_readiness: ops::CheckReadiness::new(ports.health.clone()),
         }
     }
 }

@@ -33,6 +33,14 @@ impl Clock for SystemClock {
     }
 }
 
+/// Whether the backing services answer, for the readiness probe.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait HealthCheck: Send + Sync {
+    /// True when the store answers a trivial query now. Never fails: any error is `false`.
+    async fn is_ready(&self) -> bool;
+}
+
 /// Users.
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]

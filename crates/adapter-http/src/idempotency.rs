@@ -1,0 +1,157 @@
+//! Running a POST under its `Idempotency-Key`, shared by every money- or stock-moving
+//! endpoint: claim the key, run the use case with a completion that stores the
+//! response atomically with the effect, record refusals, release on failures worth
+//! retrying, and replay finished requests.
+
+use std::future::Future;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse};
+use application::UseCases;
+use application::idempotency::{Begin, IdempotencyError};
+use domain::UserId;
+use domain::idempotency::{
+    Completion, Fingerprint, IdempotencyKey, IdempotencyScope, StoredResponse,
+};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::problem::{ApiError, PROBLEM_JSON};
+
+pub const HEADER: &str = "Idempotency-Key";
+
+/// How a use case's success becomes a response: status and serializable body.
+pub type Render<T> = fn(&T) -> (StatusCode, Vec<u8>);
+
+/// Serializes a response DTO; serialization of our own DTOs does not fail in practice.
+pub fn json_body<D: Serialize>(dto: &D) -> Vec<u8> {
+    serde_json::to_vec(dto).unwrap_or_default()
+}
+
+fn stored<T>(render: Render<T>) -> impl Fn(&T) -> StoredResponse + Send + Sync {
+    move |out| {
+        let (status, body) = render(out);
+        StoredResponse {
+            status: status.as_u16(),
+            body,
+        }
+    }
+}
+
+fn respond(status: StatusCode, body: Vec<u8>) -> HttpResponse {
+    let content_type = if status.is_client_error() || status.is_server_error() {
+        PROBLEM_JSON
+    } else {
+        "application/json"
+    };
+    HttpResponse::build(status)
+        .insert_header((header::CONTENT_TYPE, content_type))
+        .body(body)
+}
+
+/// Parses the optional `Idempotency-Key` header.
+///
+/// # Errors
+/// 400 when the header is present but empty, too long, or not visible ASCII.
+pub fn key_of(req: &HttpRequest) -> Result<Option<IdempotencyKey>, ApiError> {
+    let Some(value) = req.headers().get(HEADER) else {
+        return Ok(None);
+    };
+    let raw = value
+        .to_str()
+        .map_err(|_| ApiError::validation(HEADER, "must contain only visible ASCII characters"))?;
+    Ok(Some(IdempotencyKey::new(raw)?))
+}
+
+/// Runs `run` at most once per (user, method, path, key).
+///
+/// `body` is the parsed request (its canonical JSON is the fingerprint), `render`
+/// turns the use case's output into the success response.
+pub async fn idempotent<T, E, F, Fut, B>(
+    use_cases: &UseCases,
+    req: &HttpRequest,
+    user_id: UserId,
+    body: &B,
+    render: Render<T>,
+    run: F,
+) -> Result<HttpResponse, ApiError>
+where
+    T: 'static,
+    B: Serialize,
+    E: Into<ApiError>,
+    F: FnOnce(Option<Completion<T>>) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let Some(key) = key_of(req)? else {
+        let out = run(None).await.map_err(Into::into)?;
+        let (status, body) = render(&out);
+        return Ok(respond(status, body));
+    };
+    let scope = IdempotencyScope {
+        user_id,
+        method: req.method().as_str().to_owned(),
+        path: req.path().to_owned(),
+        key,
+    };
+    let fingerprint = Fingerprint(Sha256::digest(json_body(body)).to_vec());
+    let token = match use_cases.idempotency.begin(&scope, &fingerprint).await {
+        Ok(Begin::Proceed(token)) => token,
+        Ok(Begin::Replay(response)) => {
+            let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::OK);
+            let mut replay = respond(status, response.body);
+            replay.headers_mut().insert(
+                header::HeaderName::from_static("idempotent-replayed"),
+                header::HeaderValue::from_static("true"),
+            );
+            return Ok(replay);
+        }
+        Err(IdempotencyError::KeyReused) => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "IDEMPOTENCY_KEY_REUSED",
+                "this Idempotency-Key was already used with a different request body",
+            ));
+        }
+        Err(IdempotencyError::InUse) => {
+            return Err(ApiError::conflict(
+                "IDEMPOTENCY_KEY_IN_USE",
+                "a request with this Idempotency-Key is still being processed; retry later",
+            ));
+        }
+        Err(IdempotencyError::Unknown(e)) => return Err(ApiError::unknown(&e)),
+    };
+    let completion = Completion {
+        scope: scope.clone(),
+        token,
+        render: Box::new(stored(render)),
+    };
+    match run(Some(completion)).await {
+        Ok(out) => {
+            let (status, body) = render(&out);
+            Ok(respond(status, body))
+        }
+        Err(err) => {
+            let err: ApiError = err.into();
+            let settle = if err.status().is_client_error() && err.code() != "IDEMPOTENCY_KEY_IN_USE"
+            {
+                // A refusal changed nothing: retries get the same answer.
+                let response = StoredResponse {
+                    status: err.status().as_u16(),
+                    body: err.body(),
+                };
+                use_cases.idempotency.finish(&scope, token, &response).await
+            } else {
+                // Worth retrying (database down, a bug fixed): let the key go.
+                use_cases.idempotency.abandon(&scope, token).await
+            };
+            if let Err(e) = settle {
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "could not settle an idempotency key; it frees itself when its lease lapses"
+                );
+            }
+            Err(err)
+        }
+    }
+}

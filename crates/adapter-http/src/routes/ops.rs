@@ -1,0 +1,55 @@
+//! Operations: liveness, readiness, Prometheus metrics.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+use prometheus::{Encoder, Registry, TextEncoder};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::problem::{ApiError, Problem};
+use application::UseCases;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    #[schema(example = "UP")]
+    pub status: &'static str,
+}
+
+/// The process is up.
+#[utoipa::path(get, path = "/health/live", tag = "operations",
+    responses((status = 200, body = Health)))]
+pub async fn live() -> web::Json<Health> {
+    web::Json(Health { status: "UP" })
+}
+
+/// The database answers; 503 while it does not.
+#[utoipa::path(get, path = "/health/ready", tag = "operations",
+    responses(
+        (status = 200, body = Health),
+        (status = 503, description = "SERVICE_UNAVAILABLE", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn ready(use_cases: web::Data<UseCases>) -> Result<web::Json<Health>, ApiError> {
+    if use_cases.check_readiness.execute().await {
+        Ok(web::Json(Health { status: "UP" }))
+    } else {
+        Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SERVICE_UNAVAILABLE",
+            "the database does not answer",
+        ))
+    }
+}
+
+/// Prometheus metrics in the text exposition format.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain; version=0.0.4")))]
+pub async fn metrics(registry: web::Data<Registry>) -> HttpResponse {
+    let encoder = TextEncoder::new();
+    let mut body = Vec::new();
+    if let Err(err) = encoder.encode(&registry.gather(), &mut body) {
+        tracing::error!(error = %err, "encoding metrics");
+    }
+    HttpResponse::Ok()
+        .content_type(encoder.format_type())
+        .body(body)
+}

@@ -1,0 +1,189 @@
+//! `/api/v1/points`: charge, balance, history.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use application::UseCases;
+use application::points::{ChargeCommand, ChargeError, PointQueryError};
+use domain::UserId;
+use domain::points::{ChargeAmount, Charged, PointHistoryEntry};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::dto::{PageDto, UserPageQuery, UserQuery};
+use crate::extract::JsonBody;
+use crate::idempotency::{idempotent, json_body};
+use crate::problem::{ApiError, Problem};
+use chrono::{DateTime, Utc};
+
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChargeRequest {
+    #[schema(minimum = 1, example = 1)]
+    pub user_id: i64,
+    /// KRW, 1..=1,000,000 per charge.
+    #[schema(minimum = 1, maximum = 1_000_000, example = 10_000)]
+    pub amount: i64,
+}
+
+impl TryFrom<&ChargeRequest> for ChargeCommand {
+    type Error = ApiError;
+
+    fn try_from(req: &ChargeRequest) -> Result<Self, ApiError> {
+        Ok(Self {
+            user_id: UserId::new(req.user_id)?,
+            amount: ChargeAmount::new(req.amount)?,
+        })
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BalanceResponse {
+    pub user_id: i64,
+    /// KRW, 0..=100,000,000.
+    pub balance: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PointHistoryItem {
+    pub id: i64,
+    #[schema(example = "CHARGE")]
+    #[serde(rename = "type")]
+    pub kind: PointKindDto,
+    pub amount: i64,
+    pub balance_after: i64,
+    /// The paid order, for USE rows.
+    pub order_id: Option<i64>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PointKindDto {
+    Charge,
+    Use,
+}
+
+impl From<PointHistoryEntry> for PointHistoryItem {
+    fn from(e: PointHistoryEntry) -> Self {
+        Self {
+            id: e.id,
+            kind: match e.kind {
+                domain::points::PointKind::Charge => PointKindDto::Charge,
+                domain::points::PointKind::Use => PointKindDto::Use,
+            },
+            amount: e.amount,
+            balance_after: e.balance_after.get(),
+            order_id: e.order_id.map(domain::OrderId::get),
+            created_at: e.created_at,
+        }
+    }
+}
+
+impl From<ChargeError> for ApiError {
+    fn from(err: ChargeError) -> Self {
+        match err {
+            ChargeError::UserNotFound => Self::not_found("USER_NOT_FOUND", "no user with this id"),
+            ChargeError::BalanceLimitExceeded => Self::conflict(
+                "BALANCE_LIMIT_EXCEEDED",
+                "the balance may not exceed 100,000,000 KRW",
+            ),
+            ChargeError::Unknown(e) => Self::unknown(&e),
+        }
+    }
+}
+
+impl From<PointQueryError> for ApiError {
+    fn from(err: PointQueryError) -> Self {
+        match err {
+            PointQueryError::UserNotFound => {
+                Self::not_found("USER_NOT_FOUND", "no user with this id")
+            }
+            PointQueryError::Unknown(e) => Self::unknown(&e),
+        }
+    }
+}
+
+fn render_charged(charged: &Charged) -> (StatusCode, Vec<u8>) {
+    (
+        StatusCode::OK,
+        json_body(&BalanceResponse {
+            user_id: charged.user_id.get(),
+            balance: charged.balance.get(),
+        }),
+    )
+}
+
+/// Charges points into a user's wallet (seed).
+#[utoipa::path(
+    post, path = "/api/v1/points/charge", tag = "points",
+    request_body = ChargeRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "1–255 visible ASCII characters; a retry with the same key and body replays the first response")),
+    responses(
+        (status = 200, body = BalanceResponse),
+        (status = 400, description = "VALIDATION_FAILED", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "USER_NOT_FOUND", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "BALANCE_LIMIT_EXCEEDED, IDEMPOTENCY_KEY_IN_USE", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "PAYLOAD_TOO_LARGE", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "UNSUPPORTED_MEDIA_TYPE", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "IDEMPOTENCY_KEY_REUSED", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn charge(
+    use_cases: web::Data<UseCases>,
+    req: HttpRequest,
+    body: JsonBody<ChargeRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let cmd = ChargeCommand::try_from(&*body)?;
+    idempotent(
+        &use_cases,
+        &req,
+        cmd.user_id,
+        &*body,
+        render_charged,
+        |completion| use_cases.charge_points.execute(cmd, completion),
+    )
+    .await
+}
+
+/// A user's balance (seed).
+#[utoipa::path(
+    get, path = "/api/v1/points", tag = "points",
+    params(UserQuery),
+    responses(
+        (status = 200, body = BalanceResponse),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "USER_NOT_FOUND", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn balance(
+    use_cases: web::Data<UseCases>,
+    query: web::Query<UserQuery>,
+) -> Result<web::Json<BalanceResponse>, ApiError> {
+    let user_id = query.user()?;
+    let balance = use_cases.get_balance.execute(user_id).await?;
+    Ok(web::Json(BalanceResponse {
+        user_id: user_id.get(),
+        balance: balance.get(),
+    }))
+}
+
+/// A user's point history, newest first.
+#[utoipa::path(
+    get, path = "/api/v1/points/history", tag = "points",
+    params(UserPageQuery),
+    responses(
+        (status = 200, body = PageDto<PointHistoryItem>),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "USER_NOT_FOUND", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn history(
+    use_cases: web::Data<UseCases>,
+    query: web::Query<UserPageQuery>,
+) -> Result<web::Json<PageDto<PointHistoryItem>>, ApiError> {
+    let (user_id, page) = query.parse()?;
+    let page = use_cases.get_point_history.execute(user_id, page).await?;
+    Ok(web::Json(PageDto::from_page(page, PointHistoryItem::from)))
+}

@@ -1,0 +1,111 @@
+//! `/api/v1/users`.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use application::UseCases;
+use application::users::{CreateUserError, GetUserError};
+use domain::UserId;
+use domain::user::User;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::problem::{ApiError, Problem};
+use chrono::{DateTime, Utc};
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserResponse {
+    pub id: i64,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<User> for UserResponse {
+    fn from(user: User) -> Self {
+        Self {
+            id: user.id.get(),
+            created_at: user.created_at,
+        }
+    }
+}
+
+impl From<CreateUserError> for ApiError {
+    fn from(err: CreateUserError) -> Self {
+        match err {
+            CreateUserError::Unknown(e) => Self::unknown(&e),
+        }
+    }
+}
+
+impl From<GetUserError> for ApiError {
+    fn from(err: GetUserError) -> Self {
+        match err {
+            GetUserError::UserNotFound => Self::not_found("USER_NOT_FOUND", "no user with this id"),
+            GetUserError::Unknown(e) => Self::unknown(&e),
+        }
+    }
+}
+
+/// Registers a user with an empty wallet. The body, if any, must be a JSON object.
+#[utoipa::path(
+    post, path = "/api/v1/users", tag = "users",
+    request_body(content = Object, description = "`{}`", content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created", body = UserResponse,
+         headers(("Location" = String, description = "URL of the new user"))),
+        (status = 400, description = "Malformed body", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn create_user(
+    use_cases: web::Data<UseCases>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    if !body.is_empty() {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                let essence = v.split(';').next().unwrap_or_default().trim();
+                essence.eq_ignore_ascii_case("application/json")
+            });
+        if !is_json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UNSUPPORTED_MEDIA_TYPE",
+                "request bodies must be application/json",
+            ));
+        }
+        let parsed: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::malformed(format!("the request body is not valid JSON: {e}")))?;
+        if !parsed.is_object() {
+            return Err(ApiError::malformed(
+                "the request body must be a JSON object",
+            ));
+        }
+    }
+    let user = use_cases.create_user.execute().await?;
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/api/v1/users/{}", user.id)))
+        .json(UserResponse::from(user)))
+}
+
+/// One user.
+#[utoipa::path(
+    get, path = "/api/v1/users/{id}", tag = "users",
+    params(("id" = i64, Path, minimum = 1, description = "User id")),
+    responses(
+        (status = 200, body = UserResponse),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "USER_NOT_FOUND", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_user(
+    use_cases: web::Data<UseCases>,
+    id: web::Path<i64>,
+) -> Result<web::Json<UserResponse>, ApiError> {
+    let id = UserId::parse(id.into_inner(), "id")?;
+    Ok(web::Json(use_cases.get_user.execute(id).await?.into()))
+}

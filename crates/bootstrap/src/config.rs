@@ -1,0 +1,175 @@
+//! Configuration from environment variables, with defaults (docs/operations.md lists them).
+
+use std::time::Duration;
+
+use anyhow::Context;
+use figment::Figment;
+use figment::providers::{Env, Serialized};
+use serde::{Deserialize, Serialize};
+
+/// Every setting of the server. Field names are the environment variables, lowercased.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// PostgreSQL URL. Required.
+    pub database_url: String,
+    /// Address to listen on.
+    pub bind_addr: String,
+    /// Bearer token of the admin API; unset or empty disables the admin API.
+    pub admin_token: Option<String>,
+    /// Where paid orders are delivered; unset logs them instead.
+    pub data_platform_url: Option<String>,
+    /// How long an order waits for payment.
+    pub order_payment_timeout_secs: u64,
+    /// How often the expiry scheduler looks for unpaid orders past their time.
+    pub order_expiry_scan_secs: u64,
+    /// How often the best-seller roll-up and cache refresh run.
+    pub best_seller_refresh_secs: u64,
+    /// IANA zone of the business day.
+    pub business_timezone: String,
+    /// Connections in this instance's pool (instances × this < max_connections).
+    pub db_pool_size: u32,
+    /// How long a request waits for a pooled connection before a 503.
+    pub db_checkout_timeout_ms: u64,
+    pub db_statement_timeout_ms: u64,
+    pub db_lock_timeout_ms: u64,
+    /// HTTP worker threads; 0 means one per core.
+    pub http_workers: usize,
+    /// How long in-flight requests get to finish on SIGTERM/SIGINT.
+    pub shutdown_timeout_secs: u64,
+    /// `text` or `json` log lines.
+    pub log_format: String,
+    /// Seed a demo catalogue into an empty database at start-up.
+    pub seed_demo_data: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            database_url: String::new(),
+            bind_addr: "127.0.0.1:8080".into(),
+            admin_token: None,
+            data_platform_url: None,
+            order_payment_timeout_secs: 300,
+            order_expiry_scan_secs: 5,
+            best_seller_refresh_secs: 60,
+            business_timezone: "Asia/Seoul".into(),
+            db_pool_size: 16,
+            db_checkout_timeout_ms: 2_000,
+            db_statement_timeout_ms: 5_000,
+            db_lock_timeout_ms: 3_000,
+            http_workers: 0,
+            shutdown_timeout_secs: 30,
+            log_format: "text".into(),
+            seed_demo_data: false,
+        }
+    }
+}
+
+/// The variables read; anything else in the environment is ignored.
+const VARIABLES: [&str; 16] = [
+    "DATABASE_URL",
+    "BIND_ADDR",
+    "ADMIN_TOKEN",
+    "DATA_PLATFORM_URL",
+    "ORDER_PAYMENT_TIMEOUT_SECS",
+    "ORDER_EXPIRY_SCAN_SECS",
+    "BEST_SELLER_REFRESH_SECS",
+    "BUSINESS_TIMEZONE",
+    "DB_POOL_SIZE",
+    "DB_CHECKOUT_TIMEOUT_MS",
+    "DB_STATEMENT_TIMEOUT_MS",
+    "DB_LOCK_TIMEOUT_MS",
+    "HTTP_WORKERS",
+    "SHUTDOWN_TIMEOUT_SECS",
+    "LOG_FORMAT",
+    "SEED_DEMO_DATA",
+];
+
+impl Config {
+    /// Reads the environment over the defaults.
+    ///
+    /// # Errors
+    /// When a variable has the wrong type or a value is out of range.
+    pub fn from_env() -> anyhow::Result<Self> {
+        let config: Self = Figment::from(Serialized::defaults(Self::default()))
+            .merge(Env::raw().only(&VARIABLES))
+            .extract()
+            .context("reading configuration from the environment")?;
+        config.validated()
+    }
+
+    /// Normalises and checks the settings.
+    ///
+    /// # Errors
+    /// When a required setting is missing or a value is out of range.
+    pub fn validated(mut self) -> anyhow::Result<Self> {
+        if self.database_url.trim().is_empty() {
+            anyhow::bail!("DATABASE_URL is required (`make run` provides a local one)");
+        }
+        self.admin_token = self.admin_token.filter(|t| !t.trim().is_empty());
+        self.data_platform_url = self.data_platform_url.filter(|u| !u.trim().is_empty());
+        if self.db_pool_size == 0 {
+            anyhow::bail!("DB_POOL_SIZE must be at least 1");
+        }
+        if self.order_payment_timeout_secs == 0 {
+            anyhow::bail!("ORDER_PAYMENT_TIMEOUT_SECS must be at least 1");
+        }
+        if self.order_expiry_scan_secs == 0 || self.best_seller_refresh_secs == 0 {
+            anyhow::bail!("scheduler intervals must be at least 1 second");
+        }
+        Ok(self)
+    }
+
+    pub fn checkout_timeout(&self) -> Duration {
+        Duration::from_millis(self.db_checkout_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[test]
+    fn defaults_apply_and_the_environment_overrides_them() {
+        Jail::expect_with(|jail| {
+            jail.set_env("DATABASE_URL", "postgres://x/y");
+            jail.set_env("DB_POOL_SIZE", "7");
+            jail.set_env("ADMIN_TOKEN", "12345");
+            let config = Config::from_env().map_err(|e| e.to_string())?;
+            assert_eq!(config.db_pool_size, 7);
+            assert_eq!(config.bind_addr, "127.0.0.1:8080");
+            assert_eq!(config.order_payment_timeout_secs, 300);
+            assert_eq!(config.business_timezone, "Asia/Seoul");
+            assert_eq!(config.admin_token.as_deref(), Some("12345"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_missing_database_url_or_a_zero_pool_is_refused() {
+        Jail::expect_with(|jail| {
+            assert!(Config::from_env().is_err());
+            jail.set_env("DATABASE_URL", "postgres://x/y");
+            jail.set_env("DB_POOL_SIZE", "0");
+            assert!(Config::from_env().is_err());
+            jail.set_env("DB_POOL_SIZE", "many");
+            assert!(Config::from_env().is_err());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn an_empty_admin_token_disables_the_admin_api() {
+        Jail::expect_with(|jail| {
+            jail.set_env("DATABASE_URL", "postgres://x/y");
+            jail.set_env("ADMIN_TOKEN", "");
+            assert_eq!(
+                Config::from_env().map_err(|e| e.to_string())?.admin_token,
+                None
+            );
+            Ok(())
+        });
+    }
+}

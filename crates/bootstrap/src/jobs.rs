@@ -1,0 +1,101 @@
+//! Schedulers. Each runs in every instance; correctness never depends on there being
+//! only one (each job's work is a conditional write in the database).
+
+use std::future::Future;
+use std::time::Duration;
+
+use adapter_postgres::PgPool;
+use application::UseCases;
+use prometheus::{IntGaugeVec, Opts, Registry};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::Config;
+
+const IDEMPOTENCY_PURGE_EVERY: Duration = Duration::from_secs(3600);
+const POOL_METRICS_EVERY: Duration = Duration::from_secs(5);
+
+/// Starts every scheduler; each stops when `stop` turns true.
+pub(crate) fn spawn_all(
+    _config: &Config,
+    use_cases: &UseCases,
+    pool: &PgPool,
+    registry: &Registry,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<JoinSet<()>> {
+    let mut jobs = JoinSet::new();
+
+    let idempotency = use_cases.idempotency.clone();
+    every(
+        &mut jobs,
+        "idempotency-purge",
+        IDEMPOTENCY_PURGE_EVERY,
+        stop.clone(),
+        move || {
+            let idempotency = idempotency.clone();
+            async move {
+                match idempotency.purge_expired().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(purged = n, "purged expired idempotency keys"),
+                    Err(e) => tracing::warn!(error = format!("{e:#}"), "purging idempotency keys"),
+                }
+            }
+        },
+    );
+
+    let gauge = IntGaugeVec::new(
+        Opts::new(
+            "shop_db_pool_connections",
+            "Database pool connections by state",
+        ),
+        &["state"],
+    )?;
+    registry.register(Box::new(gauge.clone()))?;
+    let pool = pool.clone();
+    every(
+        &mut jobs,
+        "pool-metrics",
+        POOL_METRICS_EVERY,
+        stop,
+        move || {
+            let state = pool.state();
+            gauge
+                .with_label_values(&["idle"])
+                .set(i64::from(state.idle_connections));
+            gauge
+                .with_label_values(&["in_use"])
+                .set(i64::from(state.connections - state.idle_connections));
+            gauge
+                .with_label_values(&["max"])
+                .set(i64::from(pool.max_size()));
+            async {}
+        },
+    );
+    Ok(jobs)
+}
+
+/// Runs `tick` now and then every `period` until `stop` turns true. A tick in progress
+/// finishes before the job stops.
+fn every<F, Fut>(
+    jobs: &mut JoinSet<()>,
+    name: &'static str,
+    period: Duration,
+    mut stop: watch::Receiver<bool>,
+    mut tick: F,
+) where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    jobs.spawn(async move {
+        let mut interval = tokio::time::interval(period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = interval.tick() => tick().await,
+                // The only change ever sent is "stop"; a dropped sender means stop too.
+                _ = stop.changed() => break,
+            }
+        }
+        tracing::debug!(job = name, "scheduler stopped");
+    });
+}

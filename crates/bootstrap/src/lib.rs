@@ -1,0 +1,154 @@
+//! Wiring only: configuration, telemetry, the pool, migrations, adapters, use cases,
+//! schedulers, the HTTP server and graceful shutdown.
+//!
+//! [`Application::build`] is what `main` runs and what the end-to-end tests reuse.
+
+pub mod config;
+mod jobs;
+pub mod telemetry;
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::HttpServer;
+use actix_web::dev::{Server, ServerHandle};
+use adapter_http::HttpState;
+use adapter_postgres::{
+    PgHealthCheck, PgIdempotencyStore, PgPointStore, PgPool, PgUserRepository, PoolConfig,
+};
+use anyhow::Context;
+use application::{Ports, UseCases};
+use backon::{BlockingRetryable, ExponentialBuilder};
+use domain::ports::SystemClock;
+use prometheus::Registry;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+pub use config::Config;
+
+/// A built, listening, not yet running server with its schedulers.
+pub struct Application {
+    address: SocketAddr,
+    server: Server,
+    pool: PgPool,
+    jobs: JoinSet<()>,
+    stop_jobs: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("address", &self.address)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Application {
+    /// Migrates the database (waiting up to ~30 s for it to come up), wires every
+    /// adapter, binds the listener and starts the schedulers.
+    ///
+    /// # Errors
+    /// When the database stays unreachable, a migration fails, or the address is taken.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let url = config.database_url.clone();
+        let migrated = tokio::task::spawn_blocking(move || {
+            (|| adapter_postgres::run_migrations(&url))
+                .retry(
+                    ExponentialBuilder::default()
+                        .with_min_delay(Duration::from_millis(200))
+                        .with_max_delay(Duration::from_secs(5))
+                        .with_max_times(10),
+                )
+                .notify(|err, wait| {
+                    tracing::warn!(
+                        error = format!("{err:#}"),
+                        ?wait,
+                        "database not ready for migrations; retrying"
+                    );
+                })
+                .call()
+        })
+        .await??;
+        if migrated > 0 {
+            tracing::info!(migrations = migrated, "database migrated");
+        }
+
+        let pool = adapter_postgres::connect(&PoolConfig {
+            url: config.database_url.clone(),
+            max_size: config.db_pool_size,
+            checkout_timeout: config.checkout_timeout(),
+            statement_timeout: Duration::from_millis(config.db_statement_timeout_ms),
+            lock_timeout: Duration::from_millis(config.db_lock_timeout_ms),
+        });
+        let ports = Ports {
+            clock: Arc::new(SystemClock),
+            users: Arc::new(PgUserRepository::new(pool.clone())),
+            points: Arc::new(PgPointStore::new(pool.clone())),
+            idempotency: Arc::new(PgIdempotencyStore::new(pool.clone())),
+            health: Arc::new(PgHealthCheck::new(pool.clone())),
+        };
+        let use_cases = UseCases::new(&ports);
+        let registry = Registry::new();
+        let state = HttpState::new(use_cases.clone(), registry.clone())?;
+
+        let listener = TcpListener::bind(&config.bind_addr)
+            .with_context(|| format!("binding {}", config.bind_addr))?;
+        let address = listener.local_addr()?;
+        let mut server = HttpServer::new(move || adapter_http::app(state.clone()))
+            .listen(listener)?
+            .shutdown_timeout(config.shutdown_timeout_secs);
+        if config.http_workers > 0 {
+            server = server.workers(config.http_workers);
+        }
+        let server = server.run();
+
+        let (stop_jobs, stopped) = watch::channel(false);
+        let jobs = jobs::spawn_all(&config, &use_cases, &pool, &registry, stopped)?;
+        Ok(Self {
+            address,
+            server,
+            pool,
+            jobs,
+            stop_jobs,
+        })
+    }
+
+    /// Where the server listens (with the real port when 0 was asked for).
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    pub fn port(&self) -> u16 {
+        self.address.port()
+    }
+
+    /// A handle to stop the server gracefully (as SIGTERM does).
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// The pool, for tests that inspect the database.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Serves until SIGTERM/SIGINT or [`ServerHandle::stop`]: in-flight requests
+    /// finish (up to the shutdown timeout), then the schedulers stop.
+    ///
+    /// # Errors
+    /// When the server fails.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let Self {
+            server,
+            mut jobs,
+            stop_jobs,
+            ..
+        } = self;
+        let served = server.await;
+        tracing::info!("server stopped; stopping schedulers");
+        let _ = stop_jobs.send(true);
+        while jobs.join_next().await.is_some() {}
+        served.context("HTTP server failed")
+    }
+}
