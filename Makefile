@@ -37,7 +37,7 @@ test: deps ## provision/start the local PostgreSQL, then run every test
 	@if [ -z "$$DATABASE_URL" ]; then scripts/db.sh up; fi
 	@url="$${DATABASE_URL:-$(LOCAL_DB_URL)}"; \
 	  if cargo nextest --version >/dev/null 2>&1; then \
-	    DATABASE_URL="$$url" cargo nextest run --workspace --no-fail-fast && DATABASE_URL="$$url" cargo test --workspace --doc; \
+	    DATABASE_URL="$$url" cargo nextest run --workspace --no-fail-fast; \
 	  else \
 	    DATABASE_URL="$$url" cargo test --workspace --no-fail-fast; \
 	  fi

@@ -86,6 +86,53 @@ impl TestDatabase {
         &self.url
     }
 
+    /// Makes the database refuse (and drop) every connection, as if the server went
+    /// away, or accept them again: for outage and recovery tests.
+    ///
+    /// # Errors
+    /// When the server cannot be reached.
+    pub fn set_reachable(&self, reachable: bool) -> anyhow::Result<()> {
+        let mut admin = PgConnection::establish(&self.admin_url)?;
+        admin.batch_execute(&format!(
+            "ALTER DATABASE {} WITH ALLOW_CONNECTIONS {reachable}",
+            self.name
+        ))?;
+        if !reachable {
+            admin.batch_execute(&format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}'",
+                self.name
+            ))?;
+        }
+        Ok(())
+    }
+
+    /// Runs SQL statements on this database.
+    ///
+    /// # Errors
+    /// When a statement fails.
+    pub fn execute(&self, sql: &str) -> anyhow::Result<()> {
+        PgConnection::establish(&self.url)?.batch_execute(sql)?;
+        Ok(())
+    }
+
+    /// Runs SQL on this database and returns the first column of the first row as text
+    /// (for tests that check what the API cannot show).
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub fn query_scalar(&self, sql: &str) -> anyhow::Result<String> {
+        use diesel::RunQueryDsl;
+        #[derive(diesel::QueryableByName)]
+        struct Scalar {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            value: String,
+        }
+        let mut conn = PgConnection::establish(&self.url)?;
+        Ok(diesel::sql_query(format!("SELECT ({sql})::text AS value"))
+            .get_result::<Scalar>(&mut conn)?
+            .value)
+    }
+
     /// A pool on this database, with the production session settings.
     pub fn pool(&self, max_size: u32) -> PgPool {
         connect(&PoolConfig {

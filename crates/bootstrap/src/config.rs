@@ -66,36 +66,46 @@ impl Default for Config {
     }
 }
 
-/// The variables read; anything else in the environment is ignored.
-const VARIABLES: [&str; 16] = [
-    "DATABASE_URL",
-    "BIND_ADDR",
-    "ADMIN_TOKEN",
-    "DATA_PLATFORM_URL",
+/// Typed variables, parsed by figment.
+const TYPED: [&str; 11] = [
     "ORDER_PAYMENT_TIMEOUT_SECS",
     "ORDER_EXPIRY_SCAN_SECS",
     "BEST_SELLER_REFRESH_SECS",
-    "BUSINESS_TIMEZONE",
     "DB_POOL_SIZE",
     "DB_CHECKOUT_TIMEOUT_MS",
     "DB_STATEMENT_TIMEOUT_MS",
     "DB_LOCK_TIMEOUT_MS",
     "HTTP_WORKERS",
     "SHUTDOWN_TIMEOUT_SECS",
-    "LOG_FORMAT",
     "SEED_DEMO_DATA",
+    "LOG_FORMAT",
 ];
 
 impl Config {
     /// Reads the environment over the defaults.
     ///
+    /// Free-text settings (URLs, the admin token, the time zone) are taken verbatim:
+    /// figment would parse `ADMIN_TOKEN=0123` as the number 123.
+    ///
     /// # Errors
     /// When a variable has the wrong type or a value is out of range.
     pub fn from_env() -> anyhow::Result<Self> {
-        let config: Self = Figment::from(Serialized::defaults(Self::default()))
-            .merge(Env::raw().only(&VARIABLES))
+        let mut config: Self = Figment::from(Serialized::defaults(Self::default()))
+            .merge(Env::raw().only(&TYPED))
             .extract()
             .context("reading configuration from the environment")?;
+        let text = |name: &str| std::env::var(name).ok();
+        if let Some(url) = text("DATABASE_URL") {
+            config.database_url = url;
+        }
+        if let Some(addr) = text("BIND_ADDR") {
+            config.bind_addr = addr;
+        }
+        if let Some(zone) = text("BUSINESS_TIMEZONE") {
+            config.business_timezone = zone;
+        }
+        config.admin_token = text("ADMIN_TOKEN").or(config.admin_token);
+        config.data_platform_url = text("DATA_PLATFORM_URL").or(config.data_platform_url);
         config.validated()
     }
 
@@ -127,6 +137,7 @@ impl Config {
 }
 
 #[cfg(test)]
+#[expect(clippy::result_large_err, reason = "figment::Jail closures return figment::Error")]
 mod tests {
     use super::*;
     use figment::Jail;
@@ -134,15 +145,16 @@ mod tests {
     #[test]
     fn defaults_apply_and_the_environment_overrides_them() {
         Jail::expect_with(|jail| {
+            jail.clear_env();
             jail.set_env("DATABASE_URL", "postgres://x/y");
             jail.set_env("DB_POOL_SIZE", "7");
-            jail.set_env("ADMIN_TOKEN", "12345");
+            jail.set_env("ADMIN_TOKEN", "012345");
             let config = Config::from_env().map_err(|e| e.to_string())?;
             assert_eq!(config.db_pool_size, 7);
             assert_eq!(config.bind_addr, "127.0.0.1:8080");
             assert_eq!(config.order_payment_timeout_secs, 300);
             assert_eq!(config.business_timezone, "Asia/Seoul");
-            assert_eq!(config.admin_token.as_deref(), Some("12345"));
+            assert_eq!(config.admin_token.as_deref(), Some("012345"));
             Ok(())
         });
     }
@@ -150,6 +162,7 @@ mod tests {
     #[test]
     fn a_missing_database_url_or_a_zero_pool_is_refused() {
         Jail::expect_with(|jail| {
+            jail.clear_env();
             assert!(Config::from_env().is_err());
             jail.set_env("DATABASE_URL", "postgres://x/y");
             jail.set_env("DB_POOL_SIZE", "0");
@@ -163,6 +176,7 @@ mod tests {
     #[test]
     fn an_empty_admin_token_disables_the_admin_api() {
         Jail::expect_with(|jail| {
+            jail.clear_env();
             jail.set_env("DATABASE_URL", "postgres://x/y");
             jail.set_env("ADMIN_TOKEN", "");
             assert_eq!(

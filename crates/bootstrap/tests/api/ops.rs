@@ -1,0 +1,92 @@
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{assert_problem, spawn_app};
+
+#[tokio::test]
+async fn liveness_and_readiness_are_up_with_a_request_id() {
+    let app = spawn_app().await;
+    let res = app.get("/health/live").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(!res.headers()["x-request-id"].is_empty());
+    assert_eq!(res.json::<Value>().await.unwrap(), json!({"status": "UP"}));
+    assert_eq!(app.get("/health/ready").await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn while_the_database_is_unreachable_readiness_and_requests_are_503_then_recover() {
+    let app = spawn_app().await;
+    let user = app.create_user().await;
+    app.db.set_reachable(false).unwrap();
+    assert_problem(app.get("/health/ready").await, 503, "SERVICE_UNAVAILABLE").await;
+    assert_problem(app.charge(user, 10).await, 503, "SERVICE_UNAVAILABLE").await;
+    assert_eq!(app.get("/health/live").await.status(), StatusCode::OK);
+    app.db.set_reachable(true).unwrap();
+    assert_eq!(app.get("/health/ready").await.status(), StatusCode::OK);
+    assert_eq!(app.charge(user, 10).await.status(), StatusCode::OK);
+    assert_eq!(app.balance(user).await, 10);
+}
+
+#[tokio::test]
+async fn metrics_are_prometheus_text_with_requests_and_the_pool() {
+    let app = spawn_app().await;
+    app.get("/health/live").await;
+    let res = app.get("/metrics").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let text = res.text().await.unwrap();
+    assert!(
+        text.contains("# TYPE shop_http_requests_duration_seconds histogram"),
+        "{text}"
+    );
+    assert!(text.contains(r#"endpoint="/health/live""#), "{text}");
+    assert!(text.contains("shop_db_pool_connections"), "{text}");
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_every_route_and_the_docs_ui_is_served() {
+    let app = spawn_app().await;
+    let doc: Value = app.get("/openapi.json").await.json().await.unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with('3'));
+    let documented: BTreeSet<String> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, ops)| {
+            ops.as_object()
+                .unwrap()
+                .keys()
+                .map(move |m| format!("{} {path}", m.to_uppercase()))
+        })
+        .collect();
+    let served: BTreeSet<String> = [
+        "POST /api/v1/users",
+        "GET /api/v1/users/{id}",
+        "POST /api/v1/points/charge",
+        "GET /api/v1/points",
+        "GET /api/v1/points/history",
+        "GET /health/live",
+        "GET /health/ready",
+        "GET /metrics",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    assert_eq!(documented, served);
+    let page = app.get("/docs").await;
+    assert_eq!(page.status(), StatusCode::OK, "redirects to /docs/");
+    assert!(page.text().await.unwrap().to_lowercase().contains("<html"));
+    let js = app.get("/docs/swagger-ui-bundle.js").await;
+    assert_eq!(js.status(), StatusCode::OK, "assets are embedded");
+}
+
+#[tokio::test]
+async fn a_graceful_stop_ends_the_server_and_its_schedulers() {
+    let app = spawn_app().await;
+    assert_eq!(app.get("/health/live").await.status(), StatusCode::OK);
+    app.handle.stop(true).await;
+    let finished = tokio::time::timeout(Duration::from_secs(10), app.stopped).await;
+    assert!(matches!(finished, Ok(Ok(Ok(())))), "{finished:?}");
+}
