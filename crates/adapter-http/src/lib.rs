@@ -4,6 +4,7 @@
 //!
 //! [`app`] builds the whole actix `App`; the bootstrap crate serves it.
 
+pub mod admin;
 pub mod dto;
 pub mod extract;
 pub mod idempotency;
@@ -24,14 +25,16 @@ use tracing_actix_web::{RequestId, TracingLogger};
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
+use crate::admin::{AdminToken, require_admin};
 use crate::problem::{ApiError, PROBLEM_JSON};
-use crate::routes::{ops, points, resource, users};
+use crate::routes::{coupons, ops, points, products, resource, users};
 
 /// Everything the HTTP layer needs, cheap to clone into each worker.
 #[derive(Clone)]
 pub struct HttpState {
     pub use_cases: web::Data<UseCases>,
     pub registry: web::Data<Registry>,
+    admin_token: web::Data<AdminToken>,
     metrics: PrometheusMetrics,
 }
 
@@ -46,7 +49,11 @@ impl HttpState {
     ///
     /// # Errors
     /// When the HTTP metrics cannot be registered (a name clash in `registry`).
-    pub fn new(use_cases: UseCases, registry: Registry) -> anyhow::Result<Self> {
+    pub fn new(
+        use_cases: UseCases,
+        registry: Registry,
+        admin_token: Option<&str>,
+    ) -> anyhow::Result<Self> {
         let metrics = PrometheusMetricsBuilder::new("shop")
             .registry(registry.clone())
             .mask_unmatched_patterns("UNMATCHED")
@@ -55,6 +62,7 @@ impl HttpState {
         Ok(Self {
             use_cases: web::Data::new(use_cases),
             registry: web::Data::new(registry),
+            admin_token: web::Data::new(AdminToken::new(admin_token)),
             metrics,
         })
     }
@@ -75,6 +83,7 @@ pub fn app(
     App::new()
         .app_data(state.use_cases.clone())
         .app_data(state.registry.clone())
+        .app_data(state.admin_token.clone())
         .app_data(extract::json_config())
         .app_data(extract::query_config())
         .app_data(extract::path_config())
@@ -85,7 +94,30 @@ pub fn app(
                 .service(resource("/users/{id}", "GET").route(web::get().to(users::get_user)))
                 .service(resource("/points", "GET").route(web::get().to(points::balance)))
                 .service(resource("/points/charge", "POST").route(web::post().to(points::charge)))
-                .service(resource("/points/history", "GET").route(web::get().to(points::history))),
+                .service(resource("/points/history", "GET").route(web::get().to(points::history)))
+                .service(resource("/products", "GET").route(web::get().to(products::list)))
+                .service(resource("/products/{id}", "GET").route(web::get().to(products::get)))
+                .service(resource("/coupons", "GET").route(web::get().to(coupons::of_user)))
+                .service(resource("/coupons/issue", "POST").route(web::post().to(coupons::issue)))
+                .service(resource("/coupons/{couponId}", "GET").route(web::get().to(coupons::get)))
+                .service(
+                    web::scope("/admin")
+                        .wrap(from_fn(require_admin))
+                        .service(
+                            resource("/products", "POST").route(web::post().to(products::create)),
+                        )
+                        .service(
+                            resource("/products/{id}", "PATCH")
+                                .route(web::patch().to(products::patch)),
+                        )
+                        .service(
+                            resource("/products/{id}/restock", "POST")
+                                .route(web::post().to(products::restock)),
+                        )
+                        .service(
+                            resource("/coupons", "POST").route(web::post().to(coupons::create)),
+                        ),
+                ),
         )
         .service(resource("/health/live", "GET").route(web::get().to(ops::live)))
         .service(resource("/health/ready", "GET").route(web::get().to(ops::ready)))

@@ -1,6 +1,7 @@
 //! The OpenAPI document, generated from the handlers' annotations.
 
-use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
 
 use crate::routes;
 
@@ -17,13 +18,39 @@ use crate::routes;
         routes::points::charge,
         routes::points::balance,
         routes::points::history,
+        routes::products::list,
+        routes::products::get,
+        routes::coupons::issue,
+        routes::coupons::of_user,
+        routes::coupons::get,
+        routes::products::create,
+        routes::products::patch,
+        routes::products::restock,
+        routes::coupons::create,
         routes::ops::live,
         routes::ops::ready,
         routes::ops::metrics,
     ),
     components(schemas(crate::problem::Problem, crate::problem::FieldError)),
     tags(
-        (name = "users"), (name = "points"), (name = "operations"),
-    )
+        (name = "users"), (name = "points"), (name = "products"), (name = "coupons"),
+        (name = "admin", description = "Requires `Authorization: Bearer <ADMIN_TOKEN>`"),
+        (name = "operations"),
+    ),
+    modifiers(&AdminSecurity)
 )]
 pub struct ApiDoc;
+
+/// Declares the admin bearer-token scheme the admin routes refer to.
+#[derive(Debug)]
+struct AdminSecurity;
+
+impl Modify for AdminSecurity {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "admin",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}

@@ -6,18 +6,22 @@
 //! diesel work ever happens on an async worker thread. Row structs and diesel types
 //! stay private to this crate.
 
+mod coupons;
 mod error;
 mod idempotency;
 pub mod migrate;
 mod points;
 pub mod pool;
+mod products;
 mod schema;
 #[cfg(feature = "test-support")]
 pub mod test_support;
 mod users;
 
+pub use coupons::PgCouponStore;
 pub use idempotency::PgIdempotencyStore;
 pub use migrate::run_migrations;
 pub use points::PgPointStore;
 pub use pool::{PgHealthCheck, PgPool, PoolConfig, connect};
+pub use products::PgProductRepository;
 pub use users::PgUserRepository;

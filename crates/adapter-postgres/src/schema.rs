@@ -91,4 +91,13 @@ diesel::allow_tables_to_appear_in_same_query!(
     coupons,
     user_coupons,
     idempotency_keys,
+    coupon_stock_stripes,
 );
+
+diesel::table! {
+    coupon_stock_stripes (coupon_id, stripe) {
+        coupon_id -> Int8,
+        stripe -> Int2,
+        remaining -> Int8,
+    }
+}

@@ -15,6 +15,9 @@ macro_rules! debug_opaque {
 }
 pub(crate) use debug_opaque;
 
+pub mod catalog;
+pub mod coupons;
+pub mod demo;
 pub mod idempotency;
 pub mod ops;
 pub mod points;
@@ -22,7 +25,10 @@ pub mod users;
 
 use std::sync::Arc;
 
-use domain::ports::{Clock, HealthCheck, IdempotencyStore, PointStore, UserRepository};
+use domain::ports::{
+    Clock, CouponStore, HealthCheck, IdempotencyStore, PointStore, ProductRepository,
+    UserRepository,
+};
 
 /// The driven adapters the use cases need.
 #[derive(Clone)]
@@ -32,6 +38,8 @@ pub struct Ports {
     pub points: Arc<dyn PointStore>,
     pub idempotency: Arc<dyn IdempotencyStore>,
     pub health: Arc<dyn HealthCheck>,
+    pub products: Arc<dyn ProductRepository>,
+    pub coupons: Arc<dyn CouponStore>,
 }
 
 impl std::fmt::Debug for Ports {
@@ -50,6 +58,9 @@ pub struct UseCases {
     pub get_point_history: points::GetPointHistory,
     pub idempotency: idempotency::Idempotency,
     pub check_readiness: ops::CheckReadiness,
+    pub catalog: catalog::Catalog,
+    pub coupons: coupons::Coupons,
+    pub seed_demo_data: demo::SeedDemoData,
 }
 
 impl UseCases {
@@ -68,6 +79,17 @@ impl UseCases {
                 ports.clock.clone(),
             ),
             check_readiness: ops::CheckReadiness::new(ports.health.clone()),
+            catalog: catalog::Catalog::new(ports.products.clone(), ports.clock.clone()),
+            coupons: coupons::Coupons::new(
+                ports.coupons.clone(),
+                ports.users.clone(),
+                ports.clock.clone(),
+            ),
+            seed_demo_data: demo::SeedDemoData::new(
+                ports.products.clone(),
+                ports.coupons.clone(),
+                ports.clock.clone(),
+            ),
         }
     }
 }

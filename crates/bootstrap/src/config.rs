@@ -137,7 +137,10 @@ impl Config {
 }
 
 #[cfg(test)]
-#[expect(clippy::result_large_err, reason = "figment::Jail closures return figment::Error")]
+#[expect(
+    clippy::result_large_err,
+    reason = "figment::Jail closures return figment::Error"
+)]
 mod tests {
     use super::*;
     use figment::Jail;

@@ -15,7 +15,8 @@ use actix_web::HttpServer;
 use actix_web::dev::{Server, ServerHandle};
 use adapter_http::HttpState;
 use adapter_postgres::{
-    PgHealthCheck, PgIdempotencyStore, PgPointStore, PgPool, PgUserRepository, PoolConfig,
+    PgCouponStore, PgHealthCheck, PgIdempotencyStore, PgPointStore, PgPool, PgProductRepository,
+    PgUserRepository, PoolConfig,
 };
 use anyhow::Context;
 use application::{Ports, UseCases};
@@ -87,10 +88,19 @@ impl Application {
             points: Arc::new(PgPointStore::new(pool.clone())),
             idempotency: Arc::new(PgIdempotencyStore::new(pool.clone())),
             health: Arc::new(PgHealthCheck::new(pool.clone())),
+            products: Arc::new(PgProductRepository::new(pool.clone())),
+            coupons: Arc::new(PgCouponStore::new(pool.clone())),
         };
         let use_cases = UseCases::new(&ports);
+        if config.seed_demo_data && use_cases.seed_demo_data.execute().await? {
+            tracing::info!("seeded a demo catalogue into the empty database");
+        }
         let registry = Registry::new();
-        let state = HttpState::new(use_cases.clone(), registry.clone())?;
+        let state = HttpState::new(
+            use_cases.clone(),
+            registry.clone(),
+            config.admin_token.as_deref(),
+        )?;
 
         let listener = TcpListener::bind(&config.bind_addr)
             .with_context(|| format!("binding {}", config.bind_addr))?;

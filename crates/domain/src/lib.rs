@@ -4,12 +4,14 @@
 //! This crate knows no I/O framework. Everything here is plain data and pure
 //! functions, so the rules can be tested without a database or a network.
 
+pub mod coupon;
 pub mod error;
 pub mod id;
 pub mod idempotency;
 pub mod page;
 pub mod points;
 pub mod ports;
+pub mod product;
 pub mod user;
 
 pub use error::{StoreUnavailable, ValidationError};

@@ -10,12 +10,14 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use crate::coupon::{Coupon, CouponIssue, NewCoupon, UserCoupon};
 use crate::idempotency::{
     Completion, Fingerprint, IdempotencyRecord, IdempotencyScope, LeaseToken, StoredResponse,
 };
 use crate::points::{Balance, Charged, Credit, PointHistoryEntry};
+use crate::product::{NewProduct, Product, ProductPatch, Restock};
 use crate::user::User;
-use crate::{Page, PageRequest, UserId};
+use crate::{CouponId, Page, PageRequest, ProductId, UserId};
 
 /// The time now. A port so tests can fix it.
 #[cfg_attr(feature = "mock", mockall::automock)]
@@ -174,4 +176,112 @@ pub trait IdempotencyStore: Send + Sync {
     /// # Errors
     /// Only when the store fails.
     async fn purge_older_than(&self, cutoff: DateTime<Utc>) -> anyhow::Result<u64>;
+}
+
+/// Why a restock was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum RestockError {
+    #[error("no such product")]
+    ProductNotFound,
+    /// The stock was above the restock's ceiling.
+    #[error("the stock may not exceed {}", crate::product::Stock::MAX)]
+    StockLimitExceeded,
+    #[error(transparent)]
+    Unknown(#[from] anyhow::Error),
+}
+
+/// The product catalogue.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait ProductRepository: Send + Sync {
+    /// Stores a new product.
+    ///
+    /// # Errors
+    /// Only when the store fails.
+    async fn create(&self, product: NewProduct, now: DateTime<Utc>) -> anyhow::Result<Product>;
+
+    /// The product with `id` and its stock now, or `None`.
+    ///
+    /// # Errors
+    /// Only when the store fails.
+    async fn find(&self, id: ProductId) -> anyhow::Result<Option<Product>>;
+
+    /// One page of products ordered by id, with the total count.
+    ///
+    /// # Errors
+    /// Only when the store fails.
+    async fn list(&self, page: PageRequest) -> anyhow::Result<Page<Product>>;
+
+    /// Applies `patch` (never touching stock); `None` when there is no such product.
+    ///
+    /// # Errors
+    /// Only when the store fails.
+    async fn update(
+        &self,
+        id: ProductId,
+        patch: ProductPatch,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<Option<Product>>;
+
+    /// Atomically adds `restock.quantity` to the stock *if* it is at most
+    /// `restock.ceiling` (an increment, never a read-modify-write, so concurrent orders
+    /// and restocks all count).
+    ///
+    /// # Errors
+    /// [`RestockError::ProductNotFound`], [`RestockError::StockLimitExceeded`]; nothing is written.
+    async fn restock(&self, restock: Restock, now: DateTime<Utc>) -> Result<Product, RestockError>;
+}
+
+/// Why an issue was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    #[error("the user already holds this coupon")]
+    AlreadyIssued,
+    #[error("the coupon is sold out")]
+    SoldOut,
+    #[error(transparent)]
+    Unknown(#[from] anyhow::Error),
+}
+
+/// Coupon campaigns and the copies issued to users.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait CouponStore: Send + Sync {
+    /// Stores a new campaign with all of its quantity remaining.
+    ///
+    /// # Errors
+    /// Only when the store fails.
+    async fn create(&self, coupon: NewCoupon, now: DateTime<Utc>) -> anyhow::Result<Coupon>;
+
+    /// The campaign with `id` and its exact remaining quantity now, or `None`.
+    /// Takes no lock and writes nothing.
+    ///
+    /// # Errors
+    /// Only when the store fails.
+    async fn find(&self, id: CouponId) -> anyhow::Result<Option<Coupon>>;
+
+    /// In one transaction: records the user's copy (at most one per user and coupon) and
+    /// claims one unit of the remaining quantity, never taking it below zero. With a
+    /// `completion`, the rendered response is stored in the same transaction.
+    ///
+    /// # Errors
+    /// - [`IssueError::AlreadyIssued`] when the user already holds a copy; nothing changes.
+    /// - [`IssueError::SoldOut`] when no unit remains; nothing changes.
+    async fn issue(
+        &self,
+        issue: CouponIssue,
+        completion: Option<Completion<UserCoupon>>,
+    ) -> Result<UserCoupon, IssueError>;
+
+    /// Whether `user` holds a copy of `coupon`.
+    ///
+    /// # Errors
+    /// Only when the store fails.
+    async fn holds(&self, user: UserId, coupon: CouponId) -> anyhow::Result<bool>;
+
+    /// Every copy `user` holds, oldest first.
+    ///
+    /// # Errors
+    /// Only when the store fails.
+    async fn of_user(&self, user: UserId) -> anyhow::Result<Vec<UserCoupon>>;
 }

@@ -1,7 +1,9 @@
 //! Route handlers, one module per resource family.
 
+pub mod coupons;
 pub mod ops;
 pub mod points;
+pub mod products;
 pub mod users;
 
 use actix_web::{Resource, web};

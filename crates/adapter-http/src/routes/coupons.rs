@@ -1,0 +1,285 @@
+//! `/api/v1/coupons` and the admin coupon route.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use application::UseCases;
+use application::coupons::{CouponError, IssueCommand};
+use chrono::{DateTime, FixedOffset, Utc};
+use domain::coupon::{Coupon, CouponName, CouponQuantity, Discount, NewCoupon, UserCoupon};
+use domain::{CouponId, UserId};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::dto::UserQuery;
+use crate::extract::JsonBody;
+use crate::idempotency::{idempotent, json_body};
+use crate::problem::{ApiError, Problem};
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DiscountType {
+    Fixed,
+    Rate,
+}
+
+fn discount_type(d: Discount) -> DiscountType {
+    match d {
+        Discount::Fixed(_) => DiscountType::Fixed,
+        Discount::Rate(_) => DiscountType::Rate,
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CouponResponse {
+    pub id: i64,
+    pub name: String,
+    pub discount_type: DiscountType,
+    /// KRW off (FIXED) or percent off (RATE).
+    pub discount_value: i64,
+    pub total_quantity: i64,
+    /// Exact, at the moment of the query.
+    pub remaining_quantity: i64,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+}
+
+impl From<Coupon> for CouponResponse {
+    fn from(c: Coupon) -> Self {
+        Self {
+            id: c.id.get(),
+            name: c.name.as_str().to_owned(),
+            discount_type: discount_type(c.discount),
+            discount_value: c.discount.value(),
+            total_quantity: c.total_quantity,
+            remaining_quantity: c.remaining_quantity,
+            starts_at: c.starts_at,
+            ends_at: c.ends_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum UserCouponStatusDto {
+    Available,
+    Used,
+    Expired,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserCouponResponse {
+    pub id: i64,
+    pub user_id: i64,
+    pub coupon_id: i64,
+    pub name: String,
+    pub discount_type: DiscountType,
+    pub discount_value: i64,
+    /// EXPIRED once `expiresAt` has passed.
+    pub status: UserCouponStatusDto,
+    pub issued_at: DateTime<Utc>,
+    /// The campaign's end: usable until then.
+    pub expires_at: DateTime<Utc>,
+    pub used_at: Option<DateTime<Utc>>,
+}
+
+impl UserCouponResponse {
+    fn at(c: &UserCoupon, now: DateTime<Utc>) -> Self {
+        use domain::coupon::UserCouponStatus as S;
+        Self {
+            id: c.id.get(),
+            user_id: c.user_id.get(),
+            coupon_id: c.coupon_id.get(),
+            name: c.name.as_str().to_owned(),
+            discount_type: discount_type(c.discount),
+            discount_value: c.discount.value(),
+            status: match c.status_at(now) {
+                S::Available => UserCouponStatusDto::Available,
+                S::Used => UserCouponStatusDto::Used,
+                S::Expired => UserCouponStatusDto::Expired,
+            },
+            issued_at: c.issued_at,
+            expires_at: c.expires_at,
+            used_at: c.used_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserCouponList {
+    pub items: Vec<UserCouponResponse>,
+}
+
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IssueRequest {
+    #[schema(minimum = 1)]
+    pub user_id: i64,
+    #[schema(minimum = 1)]
+    pub coupon_id: i64,
+}
+
+impl TryFrom<&IssueRequest> for IssueCommand {
+    type Error = ApiError;
+
+    fn try_from(req: &IssueRequest) -> Result<Self, ApiError> {
+        Ok(Self {
+            user_id: UserId::new(req.user_id)?,
+            coupon_id: CouponId::new(req.coupon_id)?,
+        })
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateCouponRequest {
+    pub name: String,
+    /// FIXED or RATE.
+    #[schema(example = "FIXED")]
+    pub discount_type: String,
+    /// FIXED: KRW > 0; RATE: percent 1..=100.
+    #[schema(example = 3000)]
+    pub discount_value: i64,
+    #[schema(minimum = 1, example = 100)]
+    pub total_quantity: i64,
+    /// Defaults to now.
+    pub starts_at: Option<DateTime<FixedOffset>>,
+    /// Must be after startsAt.
+    pub ends_at: DateTime<FixedOffset>,
+}
+
+impl From<CouponError> for ApiError {
+    fn from(err: CouponError) -> Self {
+        match err {
+            CouponError::UserNotFound => Self::not_found("USER_NOT_FOUND", "no user with this id"),
+            CouponError::CouponNotFound => {
+                Self::not_found("COUPON_NOT_FOUND", "no coupon with this id")
+            }
+            CouponError::NotIssuable => Self::conflict(
+                "COUPON_NOT_ISSUABLE",
+                "the coupon can only be issued between its startsAt and endsAt",
+            ),
+            CouponError::SoldOut => {
+                Self::conflict("COUPON_SOLD_OUT", "no copies of this coupon remain")
+            }
+            CouponError::AlreadyIssued => Self::conflict(
+                "COUPON_ALREADY_ISSUED",
+                "the user already holds this coupon",
+            ),
+            CouponError::Unknown(e) => Self::unknown(&e),
+        }
+    }
+}
+
+fn render_issued(issued: &UserCoupon) -> (StatusCode, Vec<u8>) {
+    // Freshly issued: its status is AVAILABLE, judged at issue time.
+    (
+        StatusCode::CREATED,
+        json_body(&UserCouponResponse::at(issued, issued.issued_at)),
+    )
+}
+
+/// Issues a coupon to a user, first come first served (seed).
+#[utoipa::path(
+    post, path = "/api/v1/coupons/issue", tag = "coupons",
+    request_body = IssueRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "1–255 visible ASCII characters")),
+    responses(
+        (status = 201, body = UserCouponResponse),
+        (status = 400, description = "VALIDATION_FAILED", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "USER_NOT_FOUND, COUPON_NOT_FOUND", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "COUPON_SOLD_OUT, COUPON_ALREADY_ISSUED, COUPON_NOT_ISSUABLE, IDEMPOTENCY_KEY_IN_USE", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "IDEMPOTENCY_KEY_REUSED", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn issue(
+    use_cases: web::Data<UseCases>,
+    req: HttpRequest,
+    body: JsonBody<IssueRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let cmd = IssueCommand::try_from(&*body)?;
+    idempotent(
+        &use_cases,
+        &req,
+        cmd.user_id,
+        &*body,
+        render_issued,
+        |completion| use_cases.coupons.issue(cmd, completion),
+    )
+    .await
+}
+
+/// A user's coupons, oldest first (seed).
+#[utoipa::path(
+    get, path = "/api/v1/coupons", tag = "coupons",
+    params(UserQuery),
+    responses(
+        (status = 200, body = UserCouponList),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "USER_NOT_FOUND", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn of_user(
+    use_cases: web::Data<UseCases>,
+    query: web::Query<UserQuery>,
+) -> Result<web::Json<UserCouponList>, ApiError> {
+    let coupons = use_cases.coupons.of_user(query.user()?).await?;
+    let now = use_cases.coupons.now();
+    Ok(web::Json(UserCouponList {
+        items: coupons
+            .iter()
+            .map(|c| UserCouponResponse::at(c, now))
+            .collect(),
+    }))
+}
+
+/// One coupon campaign with its exact remaining quantity.
+#[utoipa::path(
+    get, path = "/api/v1/coupons/{couponId}", tag = "coupons",
+    params(("couponId" = i64, Path, minimum = 1)),
+    responses(
+        (status = 200, body = CouponResponse),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "COUPON_NOT_FOUND", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get(
+    use_cases: web::Data<UseCases>,
+    id: web::Path<i64>,
+) -> Result<web::Json<CouponResponse>, ApiError> {
+    let id = CouponId::parse(id.into_inner(), "couponId")?;
+    Ok(web::Json(use_cases.coupons.get(id).await?.into()))
+}
+
+/// Creates a coupon campaign (admin).
+#[utoipa::path(
+    post, path = "/api/v1/admin/coupons", tag = "admin",
+    request_body = CreateCouponRequest,
+    security(("admin" = [])),
+    responses(
+        (status = 201, body = CouponResponse, headers(("Location" = String))),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn create(
+    use_cases: web::Data<UseCases>,
+    body: JsonBody<CreateCouponRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let req = body.0;
+    let coupon = NewCoupon::new(
+        CouponName::new(&req.name)?,
+        Discount::new(&req.discount_type, req.discount_value)?,
+        CouponQuantity::new(req.total_quantity)?,
+        req.starts_at.map(|t| t.with_timezone(&Utc)),
+        req.ends_at.with_timezone(&Utc),
+        use_cases.coupons.now(),
+    )?;
+    let coupon = use_cases.coupons.create(coupon).await?;
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/api/v1/coupons/{}", coupon.id)))
+        .json(CouponResponse::from(coupon)))
+}
