@@ -76,6 +76,75 @@ impl TestApp {
             .unwrap()
     }
 
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Response {
+        let mut req = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(ADMIN_TOKEN);
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        req.send().await.unwrap()
+    }
+
+    pub async fn create_product(&self, price: i64, stock: i64) -> i64 {
+        let body = json!({"name": "Widget", "description": "test", "price": price, "stock": stock});
+        let res = self
+            .admin(reqwest::Method::POST, "/api/v1/admin/products", Some(&body))
+            .await;
+        assert_eq!(res.status(), StatusCode::CREATED);
+        res.json::<Value>().await.unwrap()["id"].as_i64().unwrap()
+    }
+
+    pub async fn product(&self, id: i64) -> Value {
+        let res = self.get(&format!("/api/v1/products/{id}")).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        res.json().await.unwrap()
+    }
+
+    /// A coupon open from a minute ago for a day.
+    pub async fn create_coupon(&self, quantity: i64, kind: &str, value: i64) -> i64 {
+        let now = chrono::Utc::now();
+        let body = json!({
+            "name": "Hot deal", "discountType": kind, "discountValue": value, "totalQuantity": quantity,
+            "startsAt": (now - chrono::Duration::minutes(1)).to_rfc3339(),
+            "endsAt": (now + chrono::Duration::days(1)).to_rfc3339(),
+        });
+        let res = self
+            .admin(reqwest::Method::POST, "/api/v1/admin/coupons", Some(&body))
+            .await;
+        assert_eq!(res.status(), StatusCode::CREATED);
+        res.json::<Value>().await.unwrap()["id"].as_i64().unwrap()
+    }
+
+    pub async fn coupon(&self, id: i64) -> Value {
+        let res = self.get(&format!("/api/v1/coupons/{id}")).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        res.json().await.unwrap()
+    }
+
+    pub async fn issue(&self, user: i64, coupon: i64) -> Response {
+        self.post(
+            "/api/v1/coupons/issue",
+            &json!({"userId": user, "couponId": coupon}),
+        )
+        .await
+    }
+
+    pub async fn user_coupons(&self, user: i64) -> Vec<Value> {
+        let res = self.get(&format!("/api/v1/coupons?userId={user}")).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        res.json::<Value>().await.unwrap()["items"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
     pub async fn create_user(&self) -> i64 {
         let res = self.post("/api/v1/users", &json!({})).await;
         assert_eq!(res.status(), StatusCode::CREATED);

@@ -7,9 +7,12 @@
     clippy::indexing_slicing
 )]
 
+mod admin;
 mod bad_input;
+mod coupons;
 mod helpers;
 mod idempotency;
 mod ops;
 mod points;
+mod products;
 mod users;
