@@ -1,24 +1,38 @@
-//! [`CouponStore`] on PostgreSQL, with striped remaining quantities.
+//! [`CouponStore`] on PostgreSQL: striped remaining quantities and grouped issues.
 //!
-//! A campaign's remaining quantity is split over up to [`STRIPES`] rows of
-//! `coupon_stock_stripes`. Issuing claims one unit from the first stripe with units
-//! left that no other transaction holds (`FOR UPDATE SKIP LOCKED`), so concurrent
-//! issues of one hot coupon mostly touch different rows and commit in parallel instead
-//! of queueing on one row lock. Only when every stripe with units left is held does an
-//! issue wait, on one of them, and re-check it after the lock. The remaining quantity is
-//! the sum over the stripes, read without locks.
+//! **Stripes.** A campaign's remaining quantity is split over up to [`STRIPES`] rows of
+//! `coupon_stock_stripes`. A claim takes units from the first stripe with units left
+//! that no other transaction holds (`FOR UPDATE SKIP LOCKED`), so concurrent claims on
+//! one hot coupon touch different rows and commit in parallel instead of queueing on one
+//! row lock. Only when every stripe with units left is held does a claim wait, on one of
+//! them, and re-check it under the lock. The remaining quantity is the sum over the
+//! stripes, read without locks.
+//!
+//! **Groups.** Issues that arrive while earlier ones are being written are grouped per
+//! coupon and written in one transaction: one multi-row insert of the copies (the
+//! `UNIQUE (user_id, coupon_id)` constraint drops second copies), one claim of as many
+//! units as copies were inserted, and — if fewer units remain — the deletion of the
+//! copies of the latest arrivals, who are sold out. Grouping only changes how many
+//! issues share a commit; every guarantee is still the database's (unique constraint,
+//! guarded claims, `CHECK (remaining >= 0)`), so any number of instances may run. A lone
+//! issue is a group of one. A group that fails as a whole (say one issue's idempotency
+//! lease was taken over) is retried one issue at a time, so each gets its own outcome.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use diesel::dsl::exists;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Nullable, Text, Timestamptz};
+use std::sync::{Arc, OnceLock};
+
+use diesel::sql_types::{Array, BigInt, Text, Timestamptz};
 use domain::coupon::{
     Coupon, CouponIssue, CouponName, Discount, NewCoupon, StoredCouponState, UserCoupon,
 };
 use domain::idempotency::Completion;
 use domain::ports::{CouponStore, IssueError};
 use domain::{CouponId, UserCouponId, UserId};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tracing::Instrument;
 
 use crate::error::{TxError, db_error};
 use crate::idempotency::complete_in_tx;
@@ -32,15 +46,161 @@ pub const STRIPES: i64 = 32;
 /// the unit it waited for, so the loop ends long before this in practice.
 const MAX_CLAIM_ATTEMPTS: usize = 1_000;
 
+/// The most issues written in one transaction.
+const MAX_GROUP: usize = 128;
+
+/// Groups written at once; while all are busy, new issues queue and form larger groups.
+const GROUPS_IN_FLIGHT: usize = 8;
+
 /// Coupons in PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct PgCouponStore {
     pool: PgPool,
+    /// The runtime the grouping task runs on (the one the store was built in).
+    runtime: Option<tokio::runtime::Handle>,
+    queue: Arc<OnceLock<mpsc::UnboundedSender<Pending>>>,
 }
 
 impl PgCouponStore {
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            runtime: tokio::runtime::Handle::try_current().ok(),
+            queue: Arc::default(),
+        }
+    }
+
+    fn queue(&self) -> &mpsc::UnboundedSender<Pending> {
+        self.queue.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let task = group_issues(self.pool.clone(), rx);
+            match &self.runtime {
+                Some(runtime) => drop(runtime.spawn(task)),
+                None => drop(tokio::spawn(task)),
+            }
+            tx
+        })
+    }
+}
+
+/// One issue waiting for its group.
+struct Pending {
+    issue: CouponIssue,
+    completion: Option<Completion<UserCoupon>>,
+    reply: oneshot::Sender<Result<UserCoupon, IssueError>>,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("issue", &self.issue)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Takes queued issues, as many as are waiting (up to [`MAX_GROUP`]) once a slot
+/// is free, and writes them per coupon. Ends when the store is dropped.
+async fn group_issues(pool: PgPool, mut queue: mpsc::UnboundedReceiver<Pending>) {
+    let slots = Arc::new(Semaphore::new(GROUPS_IN_FLIGHT));
+    while let Some(first) = queue.recv().await {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        let mut taken = vec![first];
+        while taken.len() < MAX_GROUP {
+            match queue.try_recv() {
+                Ok(next) => taken.push(next),
+                Err(_) => break,
+            }
+        }
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let mut by_coupon: Vec<Vec<Pending>> = Vec::new();
+            for pending in taken {
+                match by_coupon.iter_mut().find(|g| {
+                    g.first()
+                        .is_some_and(|p| p.issue.coupon_id == pending.issue.coupon_id)
+                }) {
+                    Some(group) => group.push(pending),
+                    None => by_coupon.push(vec![pending]),
+                }
+            }
+            for group in by_coupon {
+                write_group(&pool, group).await;
+            }
+            drop(slot);
+        });
+    }
+}
+
+/// Writes one coupon's group and answers each issue; falls back to one issue per
+/// transaction when the group fails as a whole.
+async fn write_group(pool: &PgPool, group: Vec<Pending>) {
+    let single = group.len() == 1;
+    let (requests, replies): (Vec<_>, Vec<_>) = group
+        .into_iter()
+        .map(|p| ((p.issue, p.completion), p.reply))
+        .unzip();
+    let result = run(pool, move |conn| {
+        let outcome = conn.transaction(|conn| issue_group(conn, &requests));
+        Ok::<_, anyhow::Error>((outcome, requests))
+    })
+    .instrument(tracing::info_span!(
+        "pg.coupons.issue_group",
+        size = replies.len()
+    ))
+    .await;
+    match result {
+        Err(err) => {
+            // No connection: every issue in the group fails the same way.
+            let unavailable = domain::error::is_unavailable(&err);
+            for reply in replies {
+                let cause = if unavailable {
+                    anyhow::Error::new(domain::StoreUnavailable).context(format!("{err:#}"))
+                } else {
+                    anyhow::anyhow!("{err:#}")
+                };
+                let _ = reply.send(Err(IssueError::Unknown(cause)));
+            }
+        }
+        Ok((Ok(outcomes), requests)) => {
+            let mut again = Vec::new();
+            for ((outcome, reply), request) in outcomes.into_iter().zip(replies).zip(requests) {
+                match outcome {
+                    Outcome::Done(result) => {
+                        let _ = reply.send(result);
+                    }
+                    Outcome::Retry => again.push((request, reply)),
+                }
+            }
+            write_one_by_one(pool, again).await;
+        }
+        Ok((Err(err), _)) if single => {
+            if let Some(reply) = replies.into_iter().next() {
+                let _ = reply.send(Err(err.into_domain()));
+            }
+        }
+        Ok((Err(_), requests)) => {
+            write_one_by_one(pool, requests.into_iter().zip(replies).collect()).await;
+        }
+    }
+}
+
+/// Writes each issue in a transaction of its own (a group of one never retries).
+async fn write_one_by_one(
+    pool: &PgPool,
+    issues: Vec<(Request, oneshot::Sender<Result<UserCoupon, IssueError>>)>,
+) {
+    for ((issue, completion), reply) in issues {
+        Box::pin(write_group(
+            pool,
+            vec![Pending {
+                issue,
+                completion,
+                reply,
+            }],
+        ))
+        .await;
     }
 }
 
@@ -130,39 +290,63 @@ impl UserCouponRow {
 }
 
 #[derive(QueryableByName)]
-struct Claimed {
-    #[diesel(sql_type = Nullable<BigInt>)]
-    #[expect(dead_code, reason = "only whether a row came back matters")]
-    stripe: Option<i64>,
+struct Taken {
+    #[diesel(sql_type = BigInt)]
+    take: i64,
 }
 
-/// Takes one unit of `coupon`'s remaining quantity inside the open transaction.
-/// Returns false when none remains.
-fn claim_unit(conn: &mut PgConnection, coupon: i64) -> QueryResult<bool> {
-    // Any stripe with units that nobody else holds: no waiting at all.
+/// How a claim ended.
+struct Claim {
+    got: i64,
+    /// No unit is left anywhere (not merely held by others).
+    sold_out: bool,
+}
+
+/// Takes up to `wanted` units of `coupon`'s remaining quantity inside the open
+/// transaction.
+///
+/// It waits for a held stripe only while it holds none itself: a transaction never
+/// holds one stripe while waiting for another, so claims cannot deadlock. A claim that
+/// got some units and finds the rest held stops short (`sold_out` false).
+fn claim_units(conn: &mut PgConnection, coupon: i64, wanted: i64) -> QueryResult<Claim> {
+    // From a stripe with units that nobody else holds: no waiting at all.
     const CLAIM_FREE: &str = "\
-        UPDATE coupon_stock_stripes SET remaining = remaining - 1 \
-        WHERE coupon_id = $1 AND stripe = ( \
-            SELECT stripe FROM coupon_stock_stripes \
-            WHERE coupon_id = $1 AND remaining > 0 \
-            ORDER BY stripe LIMIT 1 FOR UPDATE SKIP LOCKED) \
-        RETURNING stripe::BIGINT AS stripe";
-    // Every stripe with units is held by an issue in flight, which may commit or roll
-    // back: wait for one, then re-check its units under the lock.
+        UPDATE coupon_stock_stripes s SET remaining = s.remaining - x.take \
+        FROM (SELECT stripe, LEAST(remaining, $2) AS take FROM coupon_stock_stripes \
+              WHERE coupon_id = $1 AND remaining > 0 \
+              ORDER BY stripe LIMIT 1 FOR UPDATE SKIP LOCKED) x \
+        WHERE s.coupon_id = $1 AND s.stripe = x.stripe \
+        RETURNING x.take";
+    // Every stripe with units is held by a claim in flight, which may commit or roll
+    // back: wait for one, then re-check its units under the lock, one unit at a time.
     const CLAIM_WAITING: &str = "\
         UPDATE coupon_stock_stripes SET remaining = remaining - 1 \
         WHERE coupon_id = $1 AND remaining > 0 AND stripe = ( \
             SELECT stripe FROM coupon_stock_stripes \
-            WHERE coupon_id = $1 AND remaining > 0 \
-            ORDER BY stripe LIMIT 1) \
-        RETURNING stripe::BIGINT AS stripe";
+            WHERE coupon_id = $1 AND remaining > 0 ORDER BY stripe LIMIT 1) \
+        RETURNING 1::BIGINT AS take";
+    let mut got = 0;
     for _ in 0..MAX_CLAIM_ATTEMPTS {
+        if got == wanted {
+            return Ok(Claim {
+                got,
+                sold_out: false,
+            });
+        }
         for sql in [CLAIM_FREE, CLAIM_WAITING] {
-            let claimed = diesel::sql_query(sql)
+            if sql == CLAIM_WAITING && got > 0 {
+                return Ok(Claim {
+                    got,
+                    sold_out: false,
+                });
+            }
+            let taken = diesel::sql_query(sql)
                 .bind::<BigInt, _>(coupon)
-                .get_results::<Claimed>(conn)?;
-            if !claimed.is_empty() {
-                return Ok(true);
+                .bind::<BigInt, _>(wanted - got)
+                .get_results::<Taken>(conn)?;
+            if let Some(t) = taken.first() {
+                got += t.take;
+                break;
             }
             let left: bool = diesel::select(exists(
                 stripes::table
@@ -171,51 +355,151 @@ fn claim_unit(conn: &mut PgConnection, coupon: i64) -> QueryResult<bool> {
             ))
             .get_result(conn)?;
             if !left {
-                return Ok(false);
+                return Ok(Claim {
+                    got,
+                    sold_out: true,
+                });
             }
         }
     }
     Err(diesel::result::Error::QueryBuilderError(
-        "could not claim a coupon unit: contention did not settle".into(),
+        "could not claim coupon units: contention did not settle".into(),
     ))
 }
 
-fn issue_tx(
+#[derive(QueryableByName)]
+struct Inserted {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+    #[diesel(sql_type = BigInt)]
+    user_id: i64,
+}
+
+#[derive(QueryableByName)]
+struct Known {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+}
+
+type Request = (CouponIssue, Option<Completion<UserCoupon>>);
+
+/// Issues a group of one coupon, in arrival order, inside the open transaction.
+fn issue_group(
     conn: &mut PgConnection,
-    issue: &CouponIssue,
-) -> Result<UserCoupon, TxError<IssueError>> {
-    // The copy first: a user asking twice conflicts on UNIQUE (user_id, coupon_id)
-    // without touching the stripes.
-    let id: Option<i64> = diesel::insert_into(user_coupons::table)
-        .values((
-            user_coupons::user_id.eq(issue.user_id.get()),
-            user_coupons::coupon_id.eq(issue.coupon_id.get()),
-            user_coupons::status.eq("AVAILABLE"),
-            user_coupons::issued_at.eq(issue.issued_at),
-            user_coupons::expires_at.eq(issue.expires_at),
-        ))
-        .on_conflict((user_coupons::user_id, user_coupons::coupon_id))
-        .do_nothing()
-        .returning(user_coupons::id)
-        .get_result(conn)
-        .optional()?;
-    let Some(id) = id else {
-        return Err(TxError::Domain(IssueError::AlreadyIssued));
+    requests: &[Request],
+) -> Result<Vec<Outcome>, TxError<IssueError>> {
+    let Some((first, _)) = requests.first() else {
+        return Ok(Vec::new());
     };
-    if !claim_unit(conn, issue.coupon_id.get())? {
-        return Err(TxError::Domain(IssueError::SoldOut));
+    let coupon = first.coupon_id.get();
+    let users: Vec<i64> = requests.iter().map(|(i, _)| i.user_id.get()).collect();
+    let times: Vec<DateTime<Utc>> = requests.iter().map(|(i, _)| i.issued_at).collect();
+
+    // The copies; an unknown user or a second copy is skipped. Rows go in user order, so
+    // two groups sharing users take their unique-index entries in the same order.
+    let inserted: Vec<Inserted> = diesel::sql_query(
+        "INSERT INTO user_coupons (user_id, coupon_id, status, issued_at, expires_at) \
+         SELECT t.user_id, $3, 'AVAILABLE', t.issued_at, $4 \
+         FROM unnest($1::BIGINT[], $2::TIMESTAMPTZ[]) WITH ORDINALITY AS t(user_id, issued_at, ord) \
+         WHERE EXISTS (SELECT 1 FROM users u WHERE u.id = t.user_id) \
+         ORDER BY t.user_id \
+         ON CONFLICT (user_id, coupon_id) DO NOTHING \
+         RETURNING id, user_id",
+    )
+    .bind::<Array<BigInt>, _>(&users)
+    .bind::<Array<Timestamptz>, _>(&times)
+    .bind::<BigInt, _>(coupon)
+    .bind::<Timestamptz, _>(first.expires_at)
+    .get_results(conn)?;
+
+    // Which request got which copy: the first request of each inserted user.
+    let mut copy_of: Vec<Option<i64>> = vec![None; requests.len()];
+    for row in &inserted {
+        if let Some(i) = users.iter().position(|u| *u == row.user_id) {
+            copy_of[i] = Some(row.id);
+        }
     }
-    Ok(UserCoupon {
-        id: UserCouponId::from_trusted(id),
-        user_id: issue.user_id,
-        coupon_id: issue.coupon_id,
-        name: issue.name.clone(),
-        discount: issue.discount,
-        state: StoredCouponState::Available,
-        issued_at: issue.issued_at,
-        expires_at: issue.expires_at,
-        used_at: None,
-    })
+    let winners: Vec<usize> = (0..requests.len())
+        .filter(|i| copy_of[*i].is_some())
+        .collect();
+    let claim = claim_units(
+        conn,
+        coupon,
+        i64::try_from(winners.len()).unwrap_or(i64::MAX),
+    )?;
+    let units = usize::try_from(claim.got).unwrap_or(0);
+
+    // Short of units: the latest arrivals lose their copies, and are sold out, or, when
+    // units remain but are held by others, go round again on their own.
+    let short: Vec<usize> = winners.iter().skip(units).copied().collect();
+    if !short.is_empty() {
+        let ids: Vec<i64> = short.iter().filter_map(|i| copy_of[*i]).collect();
+        diesel::delete(user_coupons::table.filter(user_coupons::id.eq_any(&ids))).execute(conn)?;
+    }
+
+    // Requests without a copy: unknown users, or users who already hold one.
+    let missing: Vec<i64> = (0..requests.len())
+        .filter(|i| copy_of[*i].is_none())
+        .map(|i| users[i])
+        .collect();
+    let known: Vec<i64> = if missing.is_empty() {
+        Vec::new()
+    } else {
+        diesel::sql_query("SELECT id FROM users WHERE id = ANY($1)")
+            .bind::<Array<BigInt>, _>(&missing)
+            .get_results::<Known>(conn)?
+            .into_iter()
+            .map(|k| k.id)
+            .collect()
+    };
+
+    let mut outcomes = Vec::with_capacity(requests.len());
+    for (i, (issue, completion)) in requests.iter().enumerate() {
+        let outcome = match copy_of[i] {
+            Some(_) if short.contains(&i) && !claim.sold_out => {
+                outcomes.push(Outcome::Retry);
+                continue;
+            }
+            Some(_) if short.contains(&i) => Err(IssueError::SoldOut),
+            Some(id) => {
+                let issued = UserCoupon {
+                    id: UserCouponId::from_trusted(id),
+                    user_id: issue.user_id,
+                    coupon_id: issue.coupon_id,
+                    name: issue.name.clone(),
+                    discount: issue.discount,
+                    state: StoredCouponState::Available,
+                    issued_at: issue.issued_at,
+                    expires_at: issue.expires_at,
+                    used_at: None,
+                };
+                if let Some(completion) = completion {
+                    complete_in_tx(conn, completion, &issued)?;
+                }
+                Ok(issued)
+            }
+            None if !known.contains(&users[i]) => Err(IssueError::UserNotFound),
+            // A repeat within the group whose first request got no unit: decide it alone.
+            None if users[..i].iter().zip(&outcomes).any(|(u, o)| {
+                *u == users[i]
+                    && matches!(o, Outcome::Done(Err(IssueError::SoldOut)) | Outcome::Retry)
+            }) =>
+            {
+                outcomes.push(Outcome::Retry);
+                continue;
+            }
+            None => Err(IssueError::AlreadyIssued),
+        };
+        outcomes.push(Outcome::Done(outcome));
+    }
+    Ok(outcomes)
+}
+
+/// What became of one issue of a group.
+enum Outcome {
+    Done(Result<UserCoupon, IssueError>),
+    /// Not decided in this group (the units left are held by others): write it alone.
+    Retry,
 }
 
 #[async_trait]
@@ -286,17 +570,21 @@ impl CouponStore for PgCouponStore {
         issue: CouponIssue,
         completion: Option<Completion<UserCoupon>>,
     ) -> Result<UserCoupon, IssueError> {
-        run(&self.pool, move |conn| {
-            conn.transaction(|conn| {
-                let issued = issue_tx(conn, &issue)?;
-                if let Some(completion) = &completion {
-                    complete_in_tx(conn, completion, &issued)?;
-                }
-                Ok(issued)
-            })
-            .map_err(TxError::into_domain)
+        let (reply, outcome) = oneshot::channel();
+        let pending = Pending {
+            issue,
+            completion,
+            reply,
+        };
+        if let Err(mpsc::error::SendError(pending)) = self.queue().send(pending) {
+            // The grouping task is gone (its runtime shut down): write this one alone.
+            write_group(&self.pool, vec![pending]).await;
+        }
+        outcome.await.unwrap_or_else(|_| {
+            Err(IssueError::Unknown(anyhow::anyhow!(
+                "coupon issue was dropped"
+            )))
         })
-        .await
     }
 
     #[tracing::instrument(name = "pg.coupons.holds", skip_all)]

@@ -298,7 +298,7 @@ async fn under_contention_exactly_the_quantity_is_issued() {
 }
 
 #[tokio::test]
-async fn an_issue_to_an_unknown_user_fails_without_claiming() {
+async fn an_issue_to_an_unknown_user_is_refused_without_claiming() {
     let f = fixture();
     let c = f.coupons.create(new_coupon(3), Utc::now()).await.unwrap();
     let err = f
@@ -306,10 +306,7 @@ async fn an_issue_to_an_unknown_user_fails_without_claiming() {
         .issue(c.issue_to(UserId::new(999).unwrap(), Utc::now()), None)
         .await
         .unwrap_err();
-    assert!(
-        matches!(err, IssueError::Unknown(_)),
-        "a foreign-key failure is not a business refusal"
-    );
+    assert!(matches!(err, IssueError::UserNotFound), "{err:?}");
     assert_eq!(
         f.coupons
             .find(c.id)
@@ -319,4 +316,56 @@ async fn an_issue_to_an_unknown_user_fails_without_claiming() {
             .remaining_quantity,
         3
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn grouped_issues_give_each_request_its_own_outcome() {
+    let f = Arc::new(fixture());
+    let c = f.coupons.create(new_coupon(3), Utc::now()).await.unwrap();
+    let mut users = Vec::new();
+    for _ in 0..4 {
+        users.push(f.users.create(Utc::now()).await.unwrap().id);
+    }
+    let ghost = UserId::new(999_999).unwrap();
+    // Every user twice, plus an unknown user, all at once: many land in one group.
+    let requests: Vec<UserId> = users
+        .iter()
+        .chain(users.iter())
+        .copied()
+        .chain([ghost])
+        .collect();
+    let tasks: Vec<_> = requests
+        .iter()
+        .map(|u| {
+            let (f, issue) = (f.clone(), c.issue_to(*u, Utc::now()));
+            tokio::spawn(async move { f.coupons.issue(issue, None).await })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for t in tasks {
+        outcomes.push(t.await.unwrap());
+    }
+    let issued = outcomes.iter().filter(|o| o.is_ok()).count();
+    let not_found = outcomes
+        .iter()
+        .filter(|o| matches!(o, Err(IssueError::UserNotFound)))
+        .count();
+    let refused = outcomes
+        .iter()
+        .filter(|o| matches!(o, Err(IssueError::SoldOut | IssueError::AlreadyIssued)))
+        .count();
+    assert_eq!((issued, not_found, refused), (3, 1, 5), "{outcomes:?}");
+    assert_eq!(
+        f.coupons
+            .find(c.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .remaining_quantity,
+        0
+    );
+    for u in &users {
+        let copies = f.coupons.of_user(*u).await.unwrap().len();
+        assert!(copies <= 1);
+    }
 }

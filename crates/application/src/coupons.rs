@@ -77,9 +77,11 @@ impl Coupons {
 
     /// Issues one copy to the user, first come first served.
     ///
-    /// The user and the campaign must exist; the window and the remaining quantity are
-    /// checked from a lock-free read, so refusals (a sold-out campaign above all) cost
-    /// no write and no lock; only then does the store claim a unit atomically.
+    /// The campaign's window and remaining quantity are checked from a lock-free read,
+    /// so refusals (a sold-out campaign above all) cost no write and no lock; only then
+    /// does the store claim a unit atomically. The user's existence is checked by the
+    /// store's claim on the way in, and read here only when refusing, so that an unknown
+    /// user always hears `UserNotFound` first.
     ///
     /// # Errors
     /// In this order: [`CouponError::UserNotFound`], [`CouponError::CouponNotFound`],
@@ -91,35 +93,36 @@ impl Coupons {
         cmd: IssueCommand,
         completion: Option<Completion<UserCoupon>>,
     ) -> Result<UserCoupon, CouponError> {
+        let now = self.clock.now();
+        let refusal = match self.coupons.find(cmd.coupon_id).await? {
+            None => CouponError::CouponNotFound,
+            Some(coupon) => match coupon.check_issuable(now) {
+                Ok(()) => {
+                    return self
+                        .coupons
+                        .issue(coupon.issue_to(cmd.user_id, now), completion)
+                        .await
+                        .map_err(|err| match err {
+                            IssueError::UserNotFound => CouponError::UserNotFound,
+                            IssueError::AlreadyIssued => CouponError::AlreadyIssued,
+                            IssueError::SoldOut => CouponError::SoldOut,
+                            IssueError::Unknown(e) => CouponError::Unknown(e),
+                        });
+                }
+                Err(IssueRefusal::NotIssuable) => CouponError::NotIssuable,
+                // A holder asking again learns they hold it, not that it is gone.
+                Err(IssueRefusal::SoldOut)
+                    if self.coupons.holds(cmd.user_id, cmd.coupon_id).await? =>
+                {
+                    CouponError::AlreadyIssued
+                }
+                Err(IssueRefusal::SoldOut) => CouponError::SoldOut,
+            },
+        };
         if self.users.find(cmd.user_id).await?.is_none() {
             return Err(CouponError::UserNotFound);
         }
-        let coupon = self
-            .coupons
-            .find(cmd.coupon_id)
-            .await?
-            .ok_or(CouponError::CouponNotFound)?;
-        let now = self.clock.now();
-        match coupon.check_issuable(now) {
-            Ok(()) => {}
-            Err(IssueRefusal::NotIssuable) => return Err(CouponError::NotIssuable),
-            Err(IssueRefusal::SoldOut) => {
-                // A holder asking again learns they hold it, not that it is gone.
-                return Err(if self.coupons.holds(cmd.user_id, cmd.coupon_id).await? {
-                    CouponError::AlreadyIssued
-                } else {
-                    CouponError::SoldOut
-                });
-            }
-        }
-        self.coupons
-            .issue(coupon.issue_to(cmd.user_id, now), completion)
-            .await
-            .map_err(|err| match err {
-                IssueError::AlreadyIssued => CouponError::AlreadyIssued,
-                IssueError::SoldOut => CouponError::SoldOut,
-                IssueError::Unknown(e) => CouponError::Unknown(e),
-            })
+        Err(refusal)
     }
 
     /// The user's coupons, oldest first.
@@ -231,10 +234,29 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_unknown_user_is_refused_before_the_coupon_is_read() {
+    async fn an_unknown_user_is_reported_before_any_refusal_of_the_coupon() {
+        for (remaining, starts) in [(0, -60), (3, 60)] {
+            let mut setup = Setup::new(false).with_coupon(remaining, starts, 3_600);
+            setup.coupons.expect_holds().returning(|_, _| Ok(false));
+            setup.coupons.expect_issue().never();
+            let err = setup.build().issue(cmd(), None).await.unwrap_err();
+            assert!(matches!(err, CouponError::UserNotFound));
+        }
         let mut setup = Setup::new(false);
-        setup.coupons.expect_find().never();
-        setup.coupons.expect_issue().never();
+        setup.coupons.expect_find().returning(|_| Ok(None));
+        let err = setup.build().issue(cmd(), None).await.unwrap_err();
+        assert!(matches!(err, CouponError::UserNotFound));
+    }
+
+    #[tokio::test]
+    async fn an_unknown_user_found_by_the_claim_is_not_found() {
+        let mut setup = Setup::new(true).with_coupon(3, -60, 3_600);
+        setup.users = MockUserRepository::new();
+        setup.users.expect_find().never();
+        setup
+            .coupons
+            .expect_issue()
+            .returning(|_, _| Err(IssueError::UserNotFound));
         let err = setup.build().issue(cmd(), None).await.unwrap_err();
         assert!(matches!(err, CouponError::UserNotFound));
     }

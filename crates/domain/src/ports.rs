@@ -235,6 +235,8 @@ pub trait ProductRepository: Send + Sync {
 /// Why an issue was not applied.
 #[derive(Debug, thiserror::Error)]
 pub enum IssueError {
+    #[error("no such user")]
+    UserNotFound,
     #[error("the user already holds this coupon")]
     AlreadyIssued,
     #[error("the coupon is sold out")]
@@ -264,7 +266,11 @@ pub trait CouponStore: Send + Sync {
     /// claims one unit of the remaining quantity, never taking it below zero. With a
     /// `completion`, the rendered response is stored in the same transaction.
     ///
+    /// Implementations may group concurrent issues of one coupon into one transaction;
+    /// each issue still gets its own outcome, in arrival order within a group.
+    ///
     /// # Errors
+    /// - [`IssueError::UserNotFound`] when there is no such user; nothing changes.
     /// - [`IssueError::AlreadyIssued`] when the user already holds a copy; nothing changes.
     /// - [`IssueError::SoldOut`] when no unit remains; nothing changes.
     async fn issue(

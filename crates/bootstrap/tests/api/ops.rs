@@ -90,7 +90,10 @@ async fn the_openapi_document_describes_every_route_and_the_docs_ui_is_served() 
         let path = path.replace("{id}", "1").replace("{couponId}", "1");
         let res = app
             .client
-            .request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), app.url(&path))
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                app.url(&path),
+            )
             .bearer_auth(crate::helpers::ADMIN_TOKEN)
             .json(&json!({}))
             .send()
@@ -99,7 +102,10 @@ async fn the_openapi_document_describes_every_route_and_the_docs_ui_is_served() 
         assert_ne!(res.status(), StatusCode::METHOD_NOT_ALLOWED, "{op}");
         if res.status() == StatusCode::NOT_FOUND {
             let body: Value = res.json().await.unwrap();
-            assert_ne!(body["code"], "NOT_FOUND", "{op} is documented but not routed");
+            assert_ne!(
+                body["code"], "NOT_FOUND",
+                "{op} is documented but not routed"
+            );
         }
     }
     let page = app.get("/docs").await;
