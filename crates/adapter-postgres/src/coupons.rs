@@ -22,6 +22,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use diesel::dsl::exists;
 use diesel::prelude::*;
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use diesel::sql_types::{Array, BigInt, Text, Timestamptz};
@@ -412,35 +413,38 @@ fn issue_group(
     .bind::<Timestamptz, _>(first.expires_at)
     .get_results(conn)?;
 
-    // Which request got which copy: the first request of each inserted user.
-    let mut copy_of: Vec<Option<i64>> = vec![None; requests.len()];
-    for row in &inserted {
-        if let Some(i) = users.iter().position(|u| *u == row.user_id) {
-            copy_of[i] = Some(row.id);
-        }
-    }
-    let winners: Vec<usize> = (0..requests.len())
-        .filter(|i| copy_of[*i].is_some())
-        .collect();
-    let claim = claim_units(
-        conn,
-        coupon,
-        i64::try_from(winners.len()).unwrap_or(i64::MAX),
-    )?;
-    let units = usize::try_from(claim.got).unwrap_or(0);
+    // Per request, in arrival order: its copy, if it is the first request of its user.
+    let mut copies: HashMap<i64, i64> = inserted.iter().map(|r| (r.user_id, r.id)).collect();
+    let copy_of: Vec<Option<i64>> = users.iter().map(|u| copies.remove(u)).collect();
+    let wanted = copy_of.iter().flatten().count();
+    let claim = claim_units(conn, coupon, i64::try_from(wanted).unwrap_or(i64::MAX))?;
 
-    // Short of units: the latest arrivals lose their copies, and are sold out, or, when
-    // units remain but are held by others, go round again on their own.
-    let short: Vec<usize> = winners.iter().skip(units).copied().collect();
-    if !short.is_empty() {
-        let ids: Vec<i64> = short.iter().filter_map(|i| copy_of[*i]).collect();
-        diesel::delete(user_coupons::table.filter(user_coupons::id.eq_any(&ids))).execute(conn)?;
+    // Units go to the earliest arrivals. Short of units, the latest lose their copies and
+    // are sold out, or, when units remain but are held by others, go round again alone.
+    let mut units = usize::try_from(claim.got).unwrap_or(0);
+    let got_unit: Vec<bool> = copy_of
+        .iter()
+        .map(|copy| {
+            let got = copy.is_some() && units > 0;
+            units -= usize::from(got);
+            got
+        })
+        .collect();
+    let lost: Vec<i64> = copy_of
+        .iter()
+        .zip(&got_unit)
+        .filter_map(|(copy, got)| copy.filter(|_| !got))
+        .collect();
+    if !lost.is_empty() {
+        diesel::delete(user_coupons::table.filter(user_coupons::id.eq_any(&lost))).execute(conn)?;
     }
 
     // Requests without a copy: unknown users, or users who already hold one.
-    let missing: Vec<i64> = (0..requests.len())
-        .filter(|i| copy_of[*i].is_none())
-        .map(|i| users[i])
+    let missing: Vec<i64> = users
+        .iter()
+        .zip(&copy_of)
+        .filter(|(_, copy)| copy.is_none())
+        .map(|(user, _)| *user)
         .collect();
     let known: Vec<i64> = if missing.is_empty() {
         Vec::new()
@@ -454,16 +458,15 @@ fn issue_group(
     };
 
     let mut outcomes = Vec::with_capacity(requests.len());
-    for (i, (issue, completion)) in requests.iter().enumerate() {
-        let outcome = match copy_of[i] {
-            Some(_) if short.contains(&i) && !claim.sold_out => {
-                outcomes.push(Outcome::Retry);
-                continue;
-            }
-            Some(_) if short.contains(&i) => Err(IssueError::SoldOut),
-            Some(id) => {
+    // Users whose first request in this group got no unit.
+    let mut unserved: Vec<i64> = Vec::new();
+    for ((((issue, completion), user), copy), got) in
+        requests.iter().zip(&users).zip(&copy_of).zip(&got_unit)
+    {
+        let outcome = match copy {
+            Some(id) if *got => {
                 let issued = UserCoupon {
-                    id: UserCouponId::from_trusted(id),
+                    id: UserCouponId::from_trusted(*id),
                     user_id: issue.user_id,
                     coupon_id: issue.coupon_id,
                     name: issue.name.clone(),
@@ -476,21 +479,22 @@ fn issue_group(
                 if let Some(completion) = completion {
                     complete_in_tx(conn, completion, &issued)?;
                 }
-                Ok(issued)
+                Outcome::Done(Ok(issued))
             }
-            None if !known.contains(&users[i]) => Err(IssueError::UserNotFound),
-            // A repeat within the group whose first request got no unit: decide it alone.
-            None if users[..i].iter().zip(&outcomes).any(|(u, o)| {
-                *u == users[i]
-                    && matches!(o, Outcome::Done(Err(IssueError::SoldOut)) | Outcome::Retry)
-            }) =>
-            {
-                outcomes.push(Outcome::Retry);
-                continue;
+            Some(_) => {
+                unserved.push(*user);
+                if claim.sold_out {
+                    Outcome::Done(Err(IssueError::SoldOut))
+                } else {
+                    Outcome::Retry
+                }
             }
-            None => Err(IssueError::AlreadyIssued),
+            None if !known.contains(user) => Outcome::Done(Err(IssueError::UserNotFound)),
+            // A repeat of a user whose first request got no unit: decide it alone.
+            None if unserved.contains(user) => Outcome::Retry,
+            None => Outcome::Done(Err(IssueError::AlreadyIssued)),
         };
-        outcomes.push(Outcome::Done(outcome));
+        outcomes.push(outcome);
     }
     Ok(outcomes)
 }

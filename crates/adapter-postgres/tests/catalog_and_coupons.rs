@@ -1,5 +1,12 @@
 //! Product and coupon store guarantees on a real PostgreSQL.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::sync::Arc;
 
 use adapter_postgres::test_support::TestDatabase;

@@ -1,5 +1,12 @@
 //! Migrations run cleanly, and concurrently, against a real PostgreSQL.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use adapter_postgres::run_migrations;
 use adapter_postgres::test_support::TestDatabase;
 

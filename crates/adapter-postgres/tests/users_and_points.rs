@@ -1,5 +1,12 @@
 //! The point store's guarantees, on a real PostgreSQL (a fresh database per test).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::sync::Arc;
 
 use adapter_postgres::test_support::TestDatabase;
