@@ -23,7 +23,7 @@ use chrono::{DateTime, Utc};
 use diesel::dsl::exists;
 use diesel::prelude::*;
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use diesel::sql_types::{Array, BigInt, Text, Timestamptz};
 use domain::coupon::{
@@ -53,10 +53,17 @@ const MAX_GROUP: usize = 128;
 /// Groups written at once; while all are busy, new issues queue and form larger groups.
 const GROUPS_IN_FLIGHT: usize = 8;
 
+/// Campaigns whose terms are kept in memory before the cache starts afresh.
+const TERMS_CACHE_CAPACITY: usize = 10_000;
+
 /// Coupons in PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct PgCouponStore {
     pool: PgPool,
+    /// Terms of campaigns seen by this instance. Only a shortcut for refusals: terms
+    /// never change, and a remaining quantity of 0 is final. Correctness never depends
+    /// on it (the claim re-checks everything in the database).
+    terms: Arc<Mutex<HashMap<i64, Coupon>>>,
     /// The runtime the grouping task runs on (the one the store was built in).
     runtime: Option<tokio::runtime::Handle>,
     queue: Arc<OnceLock<mpsc::UnboundedSender<Pending>>>,
@@ -66,8 +73,26 @@ impl PgCouponStore {
     pub fn new(pool: PgPool) -> Self {
         Self {
             pool,
+            terms: Arc::default(),
             runtime: tokio::runtime::Handle::try_current().ok(),
             queue: Arc::default(),
+        }
+    }
+
+    fn remember(&self, coupon: &Coupon) {
+        if let Ok(mut terms) = self.terms.lock() {
+            if terms.len() >= TERMS_CACHE_CAPACITY {
+                terms.clear();
+            }
+            terms.insert(coupon.id.get(), coupon.clone());
+        }
+    }
+
+    fn mark_sold_out(&self, coupon: CouponId) {
+        if let Ok(mut terms) = self.terms.lock()
+            && let Some(known) = terms.get_mut(&coupon.get())
+        {
+            known.remaining_quantity = 0;
         }
     }
 
@@ -513,18 +538,19 @@ impl CouponStore for PgCouponStore {
         run(&self.pool, move |conn| {
             conn.transaction(|conn| {
                 let total = coupon.total_quantity.get();
-                let id: i64 = diesel::insert_into(coupons::table)
-                    .values((
-                        coupons::name.eq(coupon.name.as_str()),
-                        coupons::discount_type.eq(coupon.discount.kind()),
-                        coupons::discount_value.eq(coupon.discount.value()),
-                        coupons::total_quantity.eq(total),
-                        coupons::starts_at.eq(coupon.starts_at),
-                        coupons::ends_at.eq(coupon.ends_at),
-                        coupons::created_at.eq(now),
-                    ))
-                    .returning(coupons::id)
-                    .get_result(conn)?;
+                let (id, starts_at, ends_at): (i64, DateTime<Utc>, DateTime<Utc>) =
+                    diesel::insert_into(coupons::table)
+                        .values((
+                            coupons::name.eq(coupon.name.as_str()),
+                            coupons::discount_type.eq(coupon.discount.kind()),
+                            coupons::discount_value.eq(coupon.discount.value()),
+                            coupons::total_quantity.eq(total),
+                            coupons::starts_at.eq(coupon.starts_at),
+                            coupons::ends_at.eq(coupon.ends_at),
+                            coupons::created_at.eq(now),
+                        ))
+                        .returning((coupons::id, coupons::starts_at, coupons::ends_at))
+                        .get_result(conn)?;
                 let rows: Vec<_> = stripe_sizes(total)
                     .into_iter()
                     .zip(0_i16..)
@@ -545,8 +571,9 @@ impl CouponStore for PgCouponStore {
                     discount: coupon.discount,
                     total_quantity: total,
                     remaining_quantity: total,
-                    starts_at: coupon.starts_at,
-                    ends_at: coupon.ends_at,
+                    // As stored (PostgreSQL keeps microseconds).
+                    starts_at,
+                    ends_at,
                 })
             })
             .map_err(db_error)
@@ -556,7 +583,7 @@ impl CouponStore for PgCouponStore {
 
     #[tracing::instrument(name = "pg.coupons.find", skip_all, fields(coupon_id = %id))]
     async fn find(&self, id: CouponId) -> anyhow::Result<Option<Coupon>> {
-        run(&self.pool, move |conn| {
+        let found = run(&self.pool, move |conn| {
             diesel::sql_query(FIND_COUPON)
                 .bind::<BigInt, _>(id.get())
                 .get_result::<CouponRow>(conn)
@@ -565,7 +592,24 @@ impl CouponStore for PgCouponStore {
                 .map(CouponRow::into_coupon)
                 .transpose()
         })
-        .await
+        .await?;
+        if let Some(coupon) = &found {
+            self.remember(coupon);
+        }
+        Ok(found)
+    }
+
+    #[tracing::instrument(name = "pg.coupons.terms", skip_all, fields(coupon_id = %id))]
+    async fn terms(&self, id: CouponId) -> anyhow::Result<Option<Coupon>> {
+        let cached = self
+            .terms
+            .lock()
+            .ok()
+            .and_then(|t| t.get(&id.get()).cloned());
+        match cached {
+            Some(coupon) => Ok(Some(coupon)),
+            None => self.find(id).await,
+        }
     }
 
     #[tracing::instrument(name = "pg.coupons.issue", skip_all, fields(coupon_id = %issue.coupon_id, user_id = %issue.user_id))]
@@ -580,15 +624,21 @@ impl CouponStore for PgCouponStore {
             completion,
             reply,
         };
+        let coupon = pending.issue.coupon_id;
         if let Err(mpsc::error::SendError(pending)) = self.queue().send(pending) {
             // The grouping task is gone (its runtime shut down): write this one alone.
             write_group(&self.pool, vec![pending]).await;
         }
-        outcome.await.unwrap_or_else(|_| {
+        let outcome = outcome.await.unwrap_or_else(|_| {
             Err(IssueError::Unknown(anyhow::anyhow!(
                 "coupon issue was dropped"
             )))
-        })
+        });
+        if matches!(outcome, Err(IssueError::SoldOut)) {
+            // Final: later requests are refused without touching the database's stripes.
+            self.mark_sold_out(coupon);
+        }
+        outcome
     }
 
     #[tracing::instrument(name = "pg.coupons.holds", skip_all)]

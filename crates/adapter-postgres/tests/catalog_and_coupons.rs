@@ -376,3 +376,53 @@ async fn grouped_issues_give_each_request_its_own_outcome() {
         assert!(copies <= 1);
     }
 }
+
+#[tokio::test]
+async fn terms_come_from_memory_and_learn_that_a_coupon_sold_out() {
+    let f = fixture();
+    let c = f.coupons.create(new_coupon(1), Utc::now()).await.unwrap();
+    let terms = f.coupons.terms(c.id).await.unwrap().unwrap();
+    assert_eq!(
+        (terms.name.as_str(), terms.remaining_quantity, terms.ends_at),
+        ("Hot", 1, c.ends_at)
+    );
+    let (a, b) = (
+        f.users.create(Utc::now()).await.unwrap().id,
+        f.users.create(Utc::now()).await.unwrap().id,
+    );
+    f.coupons
+        .issue(c.issue_to(a, Utc::now()), None)
+        .await
+        .unwrap();
+    // The cached terms may lag behind the claim...
+    assert_eq!(
+        f.coupons
+            .terms(c.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .remaining_quantity,
+        1
+    );
+    // ...but the claim is exact, and a sell-out is remembered.
+    assert!(matches!(
+        f.coupons.issue(c.issue_to(b, Utc::now()), None).await,
+        Err(IssueError::SoldOut)
+    ));
+    assert_eq!(
+        f.coupons
+            .terms(c.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .remaining_quantity,
+        0
+    );
+    assert!(
+        f.coupons
+            .terms(CouponId::new(999).unwrap())
+            .await
+            .unwrap()
+            .is_none()
+    );
+}

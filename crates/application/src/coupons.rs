@@ -77,8 +77,8 @@ impl Coupons {
 
     /// Issues one copy to the user, first come first served.
     ///
-    /// The campaign's window and remaining quantity are checked from a lock-free read,
-    /// so refusals (a sold-out campaign above all) cost no write and no lock; only then
+    /// The campaign's window and remaining quantity are checked from its terms (a
+    /// lock-free read the store may cache), so refusals (a sold-out campaign above all) cost no write and no lock; only then
     /// does the store claim a unit atomically. The user's existence is checked by the
     /// store's claim on the way in, and read here only when refusing, so that an unknown
     /// user always hears `UserNotFound` first.
@@ -94,7 +94,7 @@ impl Coupons {
         completion: Option<Completion<UserCoupon>>,
     ) -> Result<UserCoupon, CouponError> {
         let now = self.clock.now();
-        let refusal = match self.coupons.find(cmd.coupon_id).await? {
+        let refusal = match self.coupons.terms(cmd.coupon_id).await? {
             None => CouponError::CouponNotFound,
             Some(coupon) => match coupon.check_issuable(now) {
                 Ok(()) => {
@@ -173,7 +173,7 @@ mod tests {
 
         fn with_coupon(mut self, remaining: i64, starts_in: i64, ends_in: i64) -> Self {
             let now = self.now;
-            self.coupons.expect_find().returning(move |id| {
+            self.coupons.expect_terms().returning(move |id| {
                 Ok(Some(Coupon {
                     id,
                     name: CouponName::new("Hot").unwrap(),
@@ -243,7 +243,7 @@ mod tests {
             assert!(matches!(err, CouponError::UserNotFound));
         }
         let mut setup = Setup::new(false);
-        setup.coupons.expect_find().returning(|_| Ok(None));
+        setup.coupons.expect_terms().returning(|_| Ok(None));
         let err = setup.build().issue(cmd(), None).await.unwrap_err();
         assert!(matches!(err, CouponError::UserNotFound));
     }
@@ -264,7 +264,7 @@ mod tests {
     #[tokio::test]
     async fn an_unknown_coupon_is_not_found_and_nothing_is_claimed() {
         let mut setup = Setup::new(true);
-        setup.coupons.expect_find().returning(|_| Ok(None));
+        setup.coupons.expect_terms().returning(|_| Ok(None));
         setup.coupons.expect_issue().never();
         let err = setup.build().issue(cmd(), None).await.unwrap_err();
         assert!(matches!(err, CouponError::CouponNotFound));

@@ -262,6 +262,15 @@ pub trait CouponStore: Send + Sync {
     /// Only when the store fails.
     async fn find(&self, id: CouponId) -> anyhow::Result<Option<Coupon>>;
 
+    /// The campaign's terms for deciding an issue, possibly from a cache: name,
+    /// discount and window exactly (they never change), and a `remaining_quantity` that
+    /// may be stale-high but is 0 once the campaign is sold out (units never come back).
+    /// A pre-check on it never refuses wrongly; the claim in [`Self::issue`] is exact.
+    ///
+    /// # Errors
+    /// Only when the store fails.
+    async fn terms(&self, id: CouponId) -> anyhow::Result<Option<Coupon>>;
+
     /// In one transaction: records the user's copy (at most one per user and coupon) and
     /// claims one unit of the remaining quantity, never taking it below zero. With a
     /// `completion`, the rendered response is stored in the same transaction.
