@@ -2,12 +2,12 @@
 # `make bench`: the hot-coupon benchmark, with its single-row pgbench reference measured
 # in the same run on the same machine. Figures go to stdout; docs/benchmarks.md records them.
 #
-#   BENCH_USERS (5000)  BENCH_CONCURRENCY (64)  BENCH_PGBENCH_SECS (10)
+#   BENCH_USERS (20000)  BENCH_CONCURRENCY (64)  BENCH_PGBENCH_SECS (10)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 : "${DATABASE_URL:?set DATABASE_URL (make bench provides it)}"
-users="${BENCH_USERS:-5000}"
+users="${BENCH_USERS:-20000}"
 concurrency="${BENCH_CONCURRENCY:-64}"
 pg_secs="${BENCH_PGBENCH_SECS:-10}"
 port="${BENCH_PORT:-18080}"

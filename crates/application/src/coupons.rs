@@ -119,7 +119,10 @@ impl Coupons {
                 Err(IssueRefusal::SoldOut) => CouponError::SoldOut,
             },
         };
-        if self.users.find(cmd.user_id).await?.is_none() {
+        // A holder plainly exists; anyone else must, before hearing about the coupon.
+        if !matches!(refusal, CouponError::AlreadyIssued)
+            && self.users.find(cmd.user_id).await?.is_none()
+        {
             return Err(CouponError::UserNotFound);
         }
         Err(refusal)

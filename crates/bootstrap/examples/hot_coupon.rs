@@ -4,8 +4,9 @@
 //! ```sh
 //! cargo run --release --example hot_coupon -- http://127.0.0.1:18080 ADMIN_TOKEN [users] [concurrency]
 //! ```
-//! Prints issues/s and latency percentiles, then the same for requests against the
-//! now sold-out coupon, and checks the outcome (exactly `users` issued, none remaining).
+//! Prints issues/s and latency percentiles, then the same for as many latecomers
+//! against the now sold-out coupon, and checks the outcome (exactly `users` issued,
+//! none remaining, every latecomer refused).
 
 #![allow(
     clippy::unwrap_used,
@@ -97,8 +98,8 @@ async fn main() {
         .unwrap();
     let client = Arc::new(client);
 
-    // Distinct users, made through the API.
-    let ids: Vec<i64> = stream::iter(0..users)
+    // Distinct users, made through the API: the racers, then as many latecomers.
+    let all: Vec<i64> = stream::iter(0..users * 2)
         .map(|_| {
             let client = client.clone();
             let url = format!("{base}/api/v1/users");
@@ -110,6 +111,7 @@ async fn main() {
         .buffer_unordered(concurrency)
         .collect()
         .await;
+    let (ids, latecomers) = all.split_at(users);
 
     let now = chrono::Utc::now();
     let coupon: Value = client
@@ -126,7 +128,6 @@ async fn main() {
     let coupon = coupon["id"].as_i64().unwrap();
     let issue_url = format!("{base}/api/v1/coupons/issue");
 
-    // Warm the pools up with a few users' worth, outside the measurement.
     let hot = burst(
         &client,
         &issue_url,
@@ -145,17 +146,19 @@ async fn main() {
         hot.statuses.len() - hot.count(201)
     );
 
-    // The same users again: every request is refused (already issued / sold out).
+    // Latecomers: every request is refused with COUPON_SOLD_OUT.
     let sold_out = burst(
         &client,
         &issue_url,
-        ids.iter()
+        latecomers
+            .iter()
             .map(|u| json!({"userId": u, "couponId": coupon}))
             .collect(),
         concurrency,
     )
     .await;
-    sold_out.report("sold-out coupon issue");
+    sold_out.report(&format!("sold-out coupon issue ({users} latecomers)"));
+    println!("  409 refused: {}", sold_out.count(409));
 
     let remaining: Value = client
         .get(format!("{base}/api/v1/coupons/{coupon}"))
@@ -175,6 +178,7 @@ async fn main() {
         "every distinct user gets one while quantity lasts"
     );
     assert_eq!(remaining["remainingQuantity"], 0);
+    assert_eq!(sold_out.count(409), users, "every latecomer is refused");
     println!(
         "HOT_COUPON_ISSUES_PER_SEC={:.0}",
         users as f64 / hot.elapsed.as_secs_f64()
