@@ -21,8 +21,44 @@ use crate::problem::{ApiError, PROBLEM_JSON};
 
 pub const HEADER: &str = "Idempotency-Key";
 
-/// How a use case's success becomes a response: status and serializable body.
-pub type Render<T> = fn(&T) -> (StatusCode, Vec<u8>);
+/// A success response: status, JSON body, and the created thing's URL if any.
+/// Replays send status and body (API.md), not the `Location`.
+#[derive(Debug)]
+pub struct Rendered {
+    pub status: StatusCode,
+    pub body: Vec<u8>,
+    pub location: Option<String>,
+}
+
+impl Rendered {
+    pub fn json<D: Serialize>(status: StatusCode, dto: &D) -> Self {
+        Self {
+            status,
+            body: json_body(dto),
+            location: None,
+        }
+    }
+
+    #[must_use]
+    pub fn at(mut self, location: String) -> Self {
+        self.location = Some(location);
+        self
+    }
+
+    fn into_response(self) -> HttpResponse {
+        let mut response = respond(self.status, self.body);
+        if let Some(location) = self
+            .location
+            .and_then(|l| header::HeaderValue::from_str(&l).ok())
+        {
+            response.headers_mut().insert(header::LOCATION, location);
+        }
+        response
+    }
+}
+
+/// How a use case's success becomes a response.
+pub type Render<T> = fn(&T) -> Rendered;
 
 /// Serializes a response DTO; serialization of our own DTOs does not fail in practice.
 pub fn json_body<D: Serialize>(dto: &D) -> Vec<u8> {
@@ -31,10 +67,10 @@ pub fn json_body<D: Serialize>(dto: &D) -> Vec<u8> {
 
 fn stored<T>(render: Render<T>) -> impl Fn(&T) -> StoredResponse + Send + Sync {
     move |out| {
-        let (status, body) = render(out);
+        let rendered = render(out);
         StoredResponse {
-            status: status.as_u16(),
-            body,
+            status: rendered.status.as_u16(),
+            body: rendered.body,
         }
     }
 }
@@ -85,8 +121,7 @@ where
 {
     let Some(key) = key_of(req)? else {
         let out = run(None).await.map_err(Into::into)?;
-        let (status, body) = render(&out);
-        return Ok(respond(status, body));
+        return Ok(render(&out).into_response());
     };
     let scope = IdempotencyScope {
         user_id,
@@ -127,10 +162,7 @@ where
         render: Box::new(stored(render)),
     };
     match run(Some(completion)).await {
-        Ok(out) => {
-            let (status, body) = render(&out);
-            Ok(respond(status, body))
-        }
+        Ok(out) => Ok(render(&out).into_response()),
         Err(err) => {
             let err: ApiError = err.into();
             let settle = if err.status().is_client_error() && err.code() != "IDEMPOTENCY_KEY_IN_USE"

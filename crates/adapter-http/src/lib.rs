@@ -27,7 +27,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::admin::{AdminToken, require_admin};
 use crate::problem::{ApiError, PROBLEM_JSON};
-use crate::routes::{coupons, ops, points, products, resource, users};
+use crate::routes::{coupons, jobs, ops, orders, points, products, resource, users};
 
 /// Everything the HTTP layer needs, cheap to clone into each worker.
 #[derive(Clone)]
@@ -95,6 +95,16 @@ pub fn app(
                 .service(resource("/points", "GET").route(web::get().to(points::balance)))
                 .service(resource("/points/charge", "POST").route(web::post().to(points::charge)))
                 .service(resource("/points/history", "GET").route(web::get().to(points::history)))
+                .service(resource("/points/use", "POST").route(web::post().to(orders::pay)))
+                .service(
+                    resource("/orders", "GET, POST")
+                        .route(web::get().to(orders::list))
+                        .route(web::post().to(orders::place)),
+                )
+                .service(resource("/orders/{id}", "GET").route(web::get().to(orders::get)))
+                .service(
+                    resource("/orders/{id}/cancel", "POST").route(web::post().to(orders::cancel)),
+                )
                 .service(resource("/products", "GET").route(web::get().to(products::list)))
                 .service(resource("/products/{id}", "GET").route(web::get().to(products::get)))
                 .service(resource("/coupons", "GET").route(web::get().to(coupons::of_user)))
@@ -116,6 +126,10 @@ pub fn app(
                         )
                         .service(
                             resource("/coupons", "POST").route(web::post().to(coupons::create)),
+                        )
+                        .service(
+                            resource("/jobs/expire-orders", "POST")
+                                .route(web::post().to(jobs::expire_orders)),
                         ),
                 ),
         )

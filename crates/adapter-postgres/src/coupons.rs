@@ -296,6 +296,30 @@ struct UserCouponRow {
     discount_value: i64,
 }
 
+const USER_COUPON_COLUMNS: (
+    user_coupons::id,
+    user_coupons::user_id,
+    user_coupons::coupon_id,
+    user_coupons::status,
+    user_coupons::issued_at,
+    user_coupons::expires_at,
+    user_coupons::used_at,
+    coupons::name,
+    coupons::discount_type,
+    coupons::discount_value,
+) = (
+    user_coupons::id,
+    user_coupons::user_id,
+    user_coupons::coupon_id,
+    user_coupons::status,
+    user_coupons::issued_at,
+    user_coupons::expires_at,
+    user_coupons::used_at,
+    coupons::name,
+    coupons::discount_type,
+    coupons::discount_value,
+);
+
 impl UserCouponRow {
     fn into_user_coupon(self) -> anyhow::Result<UserCoupon> {
         Ok(UserCoupon {
@@ -336,12 +360,16 @@ struct Claim {
 /// got some units and finds the rest held stops short (`sold_out` false).
 fn claim_units(conn: &mut PgConnection, coupon: i64, wanted: i64) -> QueryResult<Claim> {
     // From a stripe with units that nobody else holds: no waiting at all.
+    // The stripe is chosen in a MATERIALIZED CTE, evaluated exactly once: a locking
+    // `LIMIT 1` subquery in FROM may be rescanned per outer row by some plans, taking a
+    // unit from every stripe it passes.
     const CLAIM_FREE: &str = "\
+        WITH x AS MATERIALIZED ( \
+            SELECT stripe, LEAST(remaining, $2) AS take FROM coupon_stock_stripes \
+            WHERE coupon_id = $1 AND remaining > 0 \
+            ORDER BY stripe LIMIT 1 FOR UPDATE SKIP LOCKED) \
         UPDATE coupon_stock_stripes s SET remaining = s.remaining - x.take \
-        FROM (SELECT stripe, LEAST(remaining, $2) AS take FROM coupon_stock_stripes \
-              WHERE coupon_id = $1 AND remaining > 0 \
-              ORDER BY stripe LIMIT 1 FOR UPDATE SKIP LOCKED) x \
-        WHERE s.coupon_id = $1 AND s.stripe = x.stripe \
+        FROM x WHERE s.coupon_id = $1 AND s.stripe = x.stripe \
         RETURNING x.take";
     // Every stripe with units is held by a claim in flight, which may commit or roll
     // back: wait for one, then re-check its units under the lock, one unit at a time.
@@ -655,6 +683,22 @@ impl CouponStore for PgCouponStore {
         .await
     }
 
+    #[tracing::instrument(name = "pg.coupons.user_coupon", skip_all, fields(user_coupon_id = %id))]
+    async fn user_coupon(&self, id: UserCouponId) -> anyhow::Result<Option<UserCoupon>> {
+        run(&self.pool, move |conn| {
+            user_coupons::table
+                .inner_join(coupons::table)
+                .filter(user_coupons::id.eq(id.get()))
+                .select(USER_COUPON_COLUMNS)
+                .first::<UserCouponRow>(conn)
+                .optional()
+                .map_err(db_error)?
+                .map(UserCouponRow::into_user_coupon)
+                .transpose()
+        })
+        .await
+    }
+
     #[tracing::instrument(name = "pg.coupons.of_user", skip_all, fields(user_id = %user))]
     async fn of_user(&self, user: UserId) -> anyhow::Result<Vec<UserCoupon>> {
         run(&self.pool, move |conn| {
@@ -662,18 +706,7 @@ impl CouponStore for PgCouponStore {
                 .inner_join(coupons::table)
                 .filter(user_coupons::user_id.eq(user.get()))
                 .order(user_coupons::id.asc())
-                .select((
-                    user_coupons::id,
-                    user_coupons::user_id,
-                    user_coupons::coupon_id,
-                    user_coupons::status,
-                    user_coupons::issued_at,
-                    user_coupons::expires_at,
-                    user_coupons::used_at,
-                    coupons::name,
-                    coupons::discount_type,
-                    coupons::discount_value,
-                ))
+                .select(USER_COUPON_COLUMNS)
                 .load(conn)
                 .map_err(db_error)?;
             rows.into_iter()

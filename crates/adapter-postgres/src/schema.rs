@@ -92,6 +92,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     user_coupons,
     idempotency_keys,
     coupon_stock_stripes,
+    orders,
+    order_lines,
 );
 
 diesel::table! {
@@ -99,5 +101,32 @@ diesel::table! {
         coupon_id -> Int8,
         stripe -> Int2,
         remaining -> Int8,
+    }
+}
+
+diesel::table! {
+    orders (id) {
+        id -> Int8,
+        user_id -> Int8,
+        status -> Text,
+        total_amount -> Int8,
+        discount_amount -> Int8,
+        pay_amount -> Int8,
+        user_coupon_id -> Nullable<Int8>,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        paid_at -> Nullable<Timestamptz>,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    order_lines (order_id, product_id) {
+        order_id -> Int8,
+        product_id -> Int8,
+        product_name -> Text,
+        unit_price -> Int8,
+        quantity -> Int8,
+        amount -> Int8,
     }
 }

@@ -20,13 +20,14 @@ pub mod coupons;
 pub mod demo;
 pub mod idempotency;
 pub mod ops;
+pub mod orders;
 pub mod points;
 pub mod users;
 
 use std::sync::Arc;
 
 use domain::ports::{
-    Clock, CouponStore, HealthCheck, IdempotencyStore, PointStore, ProductRepository,
+    Clock, CouponStore, HealthCheck, IdempotencyStore, OrderStore, PointStore, ProductRepository,
     UserRepository,
 };
 
@@ -40,6 +41,14 @@ pub struct Ports {
     pub health: Arc<dyn HealthCheck>,
     pub products: Arc<dyn ProductRepository>,
     pub coupons: Arc<dyn CouponStore>,
+    pub orders: Arc<dyn OrderStore>,
+}
+
+/// Business settings from configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// How long an order waits for payment.
+    pub payment_timeout: chrono::Duration,
 }
 
 impl std::fmt::Debug for Ports {
@@ -61,10 +70,11 @@ pub struct UseCases {
     pub catalog: catalog::Catalog,
     pub coupons: coupons::Coupons,
     pub seed_demo_data: demo::SeedDemoData,
+    pub orders: orders::Orders,
 }
 
 impl UseCases {
-    pub fn new(ports: &Ports) -> Self {
+    pub fn new(ports: &Ports, settings: Settings) -> Self {
         Self {
             create_user: users::CreateUser::new(ports.users.clone(), ports.clock.clone()),
             get_user: users::GetUser::new(ports.users.clone()),
@@ -84,6 +94,14 @@ impl UseCases {
                 ports.coupons.clone(),
                 ports.users.clone(),
                 ports.clock.clone(),
+            ),
+            orders: orders::Orders::new(
+                ports.orders.clone(),
+                ports.products.clone(),
+                ports.coupons.clone(),
+                ports.users.clone(),
+                ports.clock.clone(),
+                settings.payment_timeout,
             ),
             seed_demo_data: demo::SeedDemoData::new(
                 ports.products.clone(),

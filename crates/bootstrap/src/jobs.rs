@@ -17,7 +17,7 @@ const POOL_METRICS_EVERY: Duration = Duration::from_secs(5);
 
 /// Starts every scheduler; each stops when `stop` turns true.
 pub(crate) fn spawn_all(
-    _config: &Config,
+    config: &Config,
     use_cases: &UseCases,
     pool: &PgPool,
     registry: &Registry,
@@ -42,6 +42,19 @@ pub(crate) fn spawn_all(
             }
         },
     );
+
+    let orders = use_cases.orders.clone();
+    let scan = Duration::from_secs(config.order_expiry_scan_secs);
+    every(&mut jobs, "order-expiry", scan, stop.clone(), move || {
+        let orders = orders.clone();
+        async move {
+            match orders.expire_due().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(expired = n, "expired unpaid orders"),
+                Err(e) => tracing::warn!(error = format!("{e:#}"), "expiring orders"),
+            }
+        }
+    });
 
     let gauge = IntGaugeVec::new(
         Opts::new(

@@ -15,11 +15,11 @@ use actix_web::HttpServer;
 use actix_web::dev::{Server, ServerHandle};
 use adapter_http::HttpState;
 use adapter_postgres::{
-    PgCouponStore, PgHealthCheck, PgIdempotencyStore, PgPointStore, PgPool, PgProductRepository,
-    PgUserRepository, PoolConfig,
+    PgCouponStore, PgHealthCheck, PgIdempotencyStore, PgOrderStore, PgPointStore, PgPool,
+    PgProductRepository, PgUserRepository, PoolConfig,
 };
 use anyhow::Context;
-use application::{Ports, UseCases};
+use application::{Ports, Settings, UseCases};
 use backon::{BlockingRetryable, ExponentialBuilder};
 use domain::ports::SystemClock;
 use prometheus::Registry;
@@ -90,8 +90,14 @@ impl Application {
             health: Arc::new(PgHealthCheck::new(pool.clone())),
             products: Arc::new(PgProductRepository::new(pool.clone())),
             coupons: Arc::new(PgCouponStore::new(pool.clone())),
+            orders: Arc::new(PgOrderStore::new(pool.clone())),
         };
-        let use_cases = UseCases::new(&ports);
+        let settings = Settings {
+            payment_timeout: chrono::Duration::seconds(
+                i64::try_from(config.order_payment_timeout_secs).unwrap_or(i64::MAX / 1_000),
+            ),
+        };
+        let use_cases = UseCases::new(&ports, settings);
         if config.seed_demo_data && use_cases.seed_demo_data.execute().await? {
             tracing::info!("seeded a demo catalogue into the empty database");
         }

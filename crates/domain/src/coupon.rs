@@ -278,6 +278,13 @@ impl UserCoupon {
     }
 }
 
+impl UserCoupon {
+    /// Usable on an order at `now`: AVAILABLE and before its expiry.
+    pub fn is_usable_at(&self, now: DateTime<Utc>) -> bool {
+        self.status_at(now) == UserCouponStatus::Available
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

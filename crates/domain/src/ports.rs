@@ -14,10 +14,11 @@ use crate::coupon::{Coupon, CouponIssue, NewCoupon, UserCoupon};
 use crate::idempotency::{
     Completion, Fingerprint, IdempotencyRecord, IdempotencyScope, LeaseToken, StoredResponse,
 };
+use crate::order::{Order, OrderPlan, Payment, PaymentPlan};
 use crate::points::{Balance, Charged, Credit, PointHistoryEntry};
 use crate::product::{NewProduct, Product, ProductPatch, Restock};
 use crate::user::User;
-use crate::{CouponId, Page, PageRequest, ProductId, UserId};
+use crate::{CouponId, OrderId, Page, PageRequest, ProductId, UserCouponId, UserId};
 
 /// The time now. A port so tests can fix it.
 #[cfg_attr(feature = "mock", mockall::automock)]
@@ -206,6 +207,12 @@ pub trait ProductRepository: Send + Sync {
     /// Only when the store fails.
     async fn find(&self, id: ProductId) -> anyhow::Result<Option<Product>>;
 
+    /// The products among `ids` that exist (in any order).
+    ///
+    /// # Errors
+    /// Only when the store fails.
+    async fn find_many(&self, ids: Vec<ProductId>) -> anyhow::Result<Vec<Product>>;
+
     /// One page of products ordered by id, with the total count.
     ///
     /// # Errors
@@ -294,9 +301,105 @@ pub trait CouponStore: Send + Sync {
     /// Only when the store fails.
     async fn holds(&self, user: UserId, coupon: CouponId) -> anyhow::Result<bool>;
 
+    /// The issued copy with `id`, or `None`.
+    ///
+    /// # Errors
+    /// Only when the store fails.
+    async fn user_coupon(&self, id: UserCouponId) -> anyhow::Result<Option<UserCoupon>>;
+
     /// Every copy `user` holds, oldest first.
     ///
     /// # Errors
     /// Only when the store fails.
     async fn of_user(&self, user: UserId) -> anyhow::Result<Vec<UserCoupon>>;
+}
+
+/// Why an order was not placed.
+#[derive(Debug, thiserror::Error)]
+pub enum PlaceError {
+    #[error("product {0} is out of stock")]
+    OutOfStock(ProductId),
+    #[error("the coupon is not usable")]
+    CouponNotUsable,
+    #[error(transparent)]
+    Unknown(#[from] anyhow::Error),
+}
+
+/// Why a payment was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum PayError {
+    #[error("the balance is lower than the amount to pay")]
+    InsufficientBalance,
+    #[error(transparent)]
+    Refused(#[from] crate::order::PayRefusal),
+    #[error(transparent)]
+    Unknown(#[from] anyhow::Error),
+}
+
+/// Why an order was not cancelled.
+#[derive(Debug, thiserror::Error)]
+pub enum CancelError {
+    #[error("only an unpaid order can be cancelled")]
+    NotCancellable,
+    #[error(transparent)]
+    Unknown(#[from] anyhow::Error),
+}
+
+/// Orders, their stock and coupon effects, and their payment.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait OrderStore: Send + Sync {
+    /// In one transaction: deducts every line's stock (all or none, never below zero;
+    /// rows locked in product order), marks the coupon USED (only if it is the user's,
+    /// AVAILABLE and unexpired at `plan.created_at`), and stores the NOT_PAID order.
+    ///
+    /// # Errors
+    /// [`PlaceError::OutOfStock`] (the first product short of stock),
+    /// [`PlaceError::CouponNotUsable`]; nothing is written.
+    async fn place(
+        &self,
+        plan: OrderPlan,
+        completion: Option<Completion<Order>>,
+    ) -> Result<Order, PlaceError>;
+
+    /// The order with `id`, with its lines, or `None`.
+    ///
+    /// # Errors
+    /// Only when the store fails.
+    async fn find(&self, id: OrderId) -> anyhow::Result<Option<Order>>;
+
+    /// One page of `user`'s orders, newest first.
+    ///
+    /// # Errors
+    /// Only when the store fails.
+    async fn of_user(&self, user: UserId, page: PageRequest) -> anyhow::Result<Page<Order>>;
+
+    /// In one transaction, only while the order is NOT_PAID: CANCELLED, stock and coupon
+    /// restored exactly once.
+    ///
+    /// # Errors
+    /// [`CancelError::NotCancellable`] when the order has left NOT_PAID; nothing changes.
+    async fn cancel(&self, id: OrderId, now: DateTime<Utc>) -> Result<Order, CancelError>;
+
+    /// In one transaction, only while the order is the user's, NOT_PAID and before its
+    /// expiry at `plan.now`, and only if the balance covers `plan.amount`: balance
+    /// debited, USE history row, order PAID at `plan.now`, ORDER_PAID outbox event.
+    ///
+    /// # Errors
+    /// [`PayError::Refused`] when the order is no longer payable,
+    /// [`PayError::InsufficientBalance`]; nothing changes.
+    async fn pay(
+        &self,
+        plan: PaymentPlan,
+        completion: Option<Completion<Payment>>,
+    ) -> Result<Payment, PayError>;
+
+    /// In one transaction, up to `limit` NOT_PAID orders whose `expires_at` is at or
+    /// before `now` become EXPIRED, their stock and coupons restored exactly once. Orders
+    /// another transaction holds are skipped (`SKIP LOCKED`), so the job may run in every
+    /// instance at once. Returns how many expired.
+    ///
+    /// # Errors
+    /// Only when the store fails; then nothing changes.
+    async fn expire_due(&self, now: DateTime<Utc>, limit: i64) -> anyhow::Result<u64>;
 }

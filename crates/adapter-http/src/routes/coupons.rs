@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 
 use crate::dto::UserQuery;
 use crate::extract::JsonBody;
-use crate::idempotency::{idempotent, json_body};
+use crate::idempotency::{Rendered, idempotent};
 use crate::problem::{ApiError, Problem};
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -173,11 +173,11 @@ impl From<CouponError> for ApiError {
     }
 }
 
-fn render_issued(issued: &UserCoupon) -> (StatusCode, Vec<u8>) {
+fn render_issued(issued: &UserCoupon) -> Rendered {
     // Freshly issued: its status is AVAILABLE, judged at issue time.
-    (
+    Rendered::json(
         StatusCode::CREATED,
-        json_body(&UserCouponResponse::at(issued, issued.issued_at)),
+        &UserCouponResponse::at(issued, issued.issued_at),
     )
 }
 

@@ -1,7 +1,9 @@
 //! Route handlers, one module per resource family.
 
 pub mod coupons;
+pub mod jobs;
 pub mod ops;
+pub mod orders;
 pub mod points;
 pub mod products;
 pub mod users;

@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 
 use crate::dto::{PageDto, UserPageQuery, UserQuery};
 use crate::extract::JsonBody;
-use crate::idempotency::{idempotent, json_body};
+use crate::idempotency::{Rendered, idempotent};
 use crate::problem::{ApiError, Problem};
 use chrono::{DateTime, Utc};
 
@@ -105,13 +105,13 @@ impl From<PointQueryError> for ApiError {
     }
 }
 
-fn render_charged(charged: &Charged) -> (StatusCode, Vec<u8>) {
-    (
+fn render_charged(charged: &Charged) -> Rendered {
+    Rendered::json(
         StatusCode::OK,
-        json_body(&BalanceResponse {
+        &BalanceResponse {
             user_id: charged.user_id.get(),
             balance: charged.balance.get(),
-        }),
+        },
     )
 }
 

@@ -1,0 +1,344 @@
+//! `/api/v1/orders` and payment (`/api/v1/points/use`).
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use application::UseCases;
+use application::orders::{OrderError, PlaceOrderCommand};
+use chrono::{DateTime, Utc};
+use domain::order::{Order, OrderItems, OrderQuantity, OrderStatus, Payment};
+use domain::{OrderId, ProductId, UserCouponId, UserId, ValidationError};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::dto::{PageDto, UserPageQuery, UserQuery};
+use crate::extract::JsonBody;
+use crate::idempotency::{Rendered, idempotent};
+use crate::problem::{ApiError, Problem};
+
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderItemRequest {
+    #[schema(minimum = 1)]
+    pub product_id: i64,
+    #[schema(minimum = 1, maximum = 1000)]
+    pub quantity: i64,
+}
+
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlaceOrderRequest {
+    #[schema(minimum = 1)]
+    pub user_id: i64,
+    /// 1–50 lines; lines of one product are merged.
+    pub items: Vec<OrderItemRequest>,
+    pub user_coupon_id: Option<i64>,
+}
+
+fn at_index(index: usize, err: ValidationError) -> ApiError {
+    ApiError::validation(format!("items[{index}].{}", err.field), err.message)
+}
+
+impl TryFrom<&PlaceOrderRequest> for PlaceOrderCommand {
+    type Error = ApiError;
+
+    fn try_from(req: &PlaceOrderRequest) -> Result<Self, ApiError> {
+        let user_id = UserId::new(req.user_id)?;
+        let lines = req
+            .items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                Ok((
+                    ProductId::new(item.product_id).map_err(|e| at_index(i, e))?,
+                    OrderQuantity::new(item.quantity).map_err(|e| at_index(i, e))?,
+                ))
+            })
+            .collect::<Result<Vec<_>, ApiError>>()?;
+        Ok(Self {
+            user_id,
+            items: OrderItems::new(lines)?,
+            user_coupon_id: req.user_coupon_id.map(UserCouponId::new).transpose()?,
+        })
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderLineResponse {
+    pub product_id: i64,
+    pub product_name: String,
+    pub unit_price: i64,
+    pub quantity: i64,
+    pub amount: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OrderStatusDto {
+    NotPaid,
+    Paid,
+    Expired,
+    Cancelled,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderResponse {
+    pub id: i64,
+    pub user_id: i64,
+    pub status: OrderStatusDto,
+    pub items: Vec<OrderLineResponse>,
+    pub total_amount: i64,
+    pub discount_amount: i64,
+    pub pay_amount: i64,
+    pub user_coupon_id: Option<i64>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub paid_at: Option<DateTime<Utc>>,
+}
+
+impl From<&Order> for OrderResponse {
+    fn from(o: &Order) -> Self {
+        Self {
+            id: o.id.get(),
+            user_id: o.user_id.get(),
+            status: match o.status {
+                OrderStatus::NotPaid => OrderStatusDto::NotPaid,
+                OrderStatus::Paid => OrderStatusDto::Paid,
+                OrderStatus::Expired => OrderStatusDto::Expired,
+                OrderStatus::Cancelled => OrderStatusDto::Cancelled,
+            },
+            items: o
+                .lines
+                .iter()
+                .map(|l| OrderLineResponse {
+                    product_id: l.product_id.get(),
+                    product_name: l.product_name.as_str().to_owned(),
+                    unit_price: l.unit_price.get(),
+                    quantity: l.quantity.get(),
+                    amount: l.amount,
+                })
+                .collect(),
+            total_amount: o.total_amount,
+            discount_amount: o.discount_amount,
+            pay_amount: o.pay_amount,
+            user_coupon_id: o.user_coupon_id.map(UserCouponId::get),
+            created_at: o.created_at,
+            expires_at: o.expires_at,
+            paid_at: o.paid_at,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PayRequest {
+    #[schema(minimum = 1)]
+    pub user_id: i64,
+    #[schema(minimum = 1)]
+    pub order_id: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentResponse {
+    pub order_id: i64,
+    pub user_id: i64,
+    #[schema(example = "PAID")]
+    pub status: OrderStatusDto,
+    pub paid_amount: i64,
+    /// The balance after paying.
+    pub balance: i64,
+    pub paid_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CancelRequest {
+    #[schema(minimum = 1)]
+    pub user_id: i64,
+}
+
+impl From<OrderError> for ApiError {
+    fn from(err: OrderError) -> Self {
+        match err {
+            OrderError::UserNotFound => Self::not_found("USER_NOT_FOUND", "no user with this id"),
+            OrderError::ProductNotFound(p) => {
+                Self::not_found("PRODUCT_NOT_FOUND", format!("no product with id {p}"))
+            }
+            OrderError::UserCouponNotFound => {
+                Self::not_found("USER_COUPON_NOT_FOUND", "the user holds no such coupon")
+            }
+            OrderError::OrderNotFound => {
+                Self::not_found("ORDER_NOT_FOUND", "the user has no such order")
+            }
+            OrderError::OutOfStock(p) => Self::conflict(
+                "OUT_OF_STOCK",
+                format!("product {p} does not have enough stock"),
+            ),
+            OrderError::CouponNotUsable => {
+                Self::conflict("COUPON_NOT_USABLE", "the coupon is used or expired")
+            }
+            OrderError::InsufficientBalance => Self::conflict(
+                "INSUFFICIENT_BALANCE",
+                "the balance is lower than the amount to pay",
+            ),
+            OrderError::OrderExpired => {
+                Self::conflict("ORDER_EXPIRED", "the order's payment time has passed")
+            }
+            OrderError::OrderNotPayable => Self::conflict(
+                "ORDER_NOT_PAYABLE",
+                "the order is already paid or cancelled",
+            ),
+            OrderError::NotCancellable => Self::conflict(
+                "ORDER_NOT_CANCELLABLE",
+                "only an unpaid order can be cancelled",
+            ),
+            OrderError::Unknown(e) => Self::unknown(&e),
+        }
+    }
+}
+
+fn render_placed(order: &Order) -> Rendered {
+    Rendered::json(StatusCode::CREATED, &OrderResponse::from(order))
+        .at(format!("/api/v1/orders/{}", order.id))
+}
+
+fn render_paid(p: &Payment) -> Rendered {
+    Rendered::json(
+        StatusCode::OK,
+        &PaymentResponse {
+            order_id: p.order_id.get(),
+            user_id: p.user_id.get(),
+            status: OrderStatusDto::Paid,
+            paid_amount: p.paid_amount,
+            balance: p.balance.get(),
+            paid_at: p.paid_at,
+        },
+    )
+}
+
+fn order_id(raw: i64) -> Result<OrderId, ApiError> {
+    Ok(OrderId::parse(raw, "id")?)
+}
+
+/// Places an order: stock deducted, coupon used, NOT_PAID until paid or expired (seed).
+#[utoipa::path(
+    post, path = "/api/v1/orders", tag = "orders",
+    request_body = PlaceOrderRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "1–255 visible ASCII characters")),
+    responses(
+        (status = 201, body = OrderResponse, headers(("Location" = String))),
+        (status = 400, description = "VALIDATION_FAILED", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "USER_NOT_FOUND, PRODUCT_NOT_FOUND, USER_COUPON_NOT_FOUND", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "OUT_OF_STOCK, COUPON_NOT_USABLE, IDEMPOTENCY_KEY_IN_USE", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "IDEMPOTENCY_KEY_REUSED", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn place(
+    use_cases: web::Data<UseCases>,
+    req: HttpRequest,
+    body: JsonBody<PlaceOrderRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let cmd = PlaceOrderCommand::try_from(&*body)?;
+    let user = cmd.user_id;
+    idempotent(
+        &use_cases,
+        &req,
+        user,
+        &*body,
+        render_placed,
+        |completion| use_cases.orders.place(cmd, completion),
+    )
+    .await
+}
+
+/// One of the user's orders (404 for anyone else's).
+#[utoipa::path(
+    get, path = "/api/v1/orders/{id}", tag = "orders",
+    params(("id" = i64, Path, minimum = 1), UserQuery),
+    responses(
+        (status = 200, body = OrderResponse),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "USER_NOT_FOUND, ORDER_NOT_FOUND", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get(
+    use_cases: web::Data<UseCases>,
+    id: web::Path<i64>,
+    query: web::Query<UserQuery>,
+) -> Result<web::Json<OrderResponse>, ApiError> {
+    let id = order_id(id.into_inner())?;
+    let order = use_cases.orders.get(query.user()?, id).await?;
+    Ok(web::Json(OrderResponse::from(&order)))
+}
+
+/// The user's orders, newest first.
+#[utoipa::path(
+    get, path = "/api/v1/orders", tag = "orders",
+    params(UserPageQuery),
+    responses(
+        (status = 200, body = PageDto<OrderResponse>),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "USER_NOT_FOUND", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list(
+    use_cases: web::Data<UseCases>,
+    query: web::Query<UserPageQuery>,
+) -> Result<web::Json<PageDto<OrderResponse>>, ApiError> {
+    let (user, page) = query.parse()?;
+    let page = use_cases.orders.of_user(user, page).await?;
+    Ok(web::Json(PageDto::from_page(page, |o| {
+        OrderResponse::from(&o)
+    })))
+}
+
+/// Cancels an unpaid order: stock and coupon restored.
+#[utoipa::path(
+    post, path = "/api/v1/orders/{id}/cancel", tag = "orders",
+    params(("id" = i64, Path, minimum = 1)),
+    request_body = CancelRequest,
+    responses(
+        (status = 200, body = OrderResponse),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "USER_NOT_FOUND, ORDER_NOT_FOUND", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "ORDER_NOT_CANCELLABLE", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn cancel(
+    use_cases: web::Data<UseCases>,
+    id: web::Path<i64>,
+    body: JsonBody<CancelRequest>,
+) -> Result<web::Json<OrderResponse>, ApiError> {
+    let id = order_id(id.into_inner())?;
+    let user = UserId::new(body.user_id)?;
+    let order = use_cases.orders.cancel(user, id).await?;
+    Ok(web::Json(OrderResponse::from(&order)))
+}
+
+/// Pays an order from the user's points (seed).
+#[utoipa::path(
+    post, path = "/api/v1/points/use", tag = "points",
+    request_body = PayRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "1–255 visible ASCII characters")),
+    responses(
+        (status = 200, body = PaymentResponse),
+        (status = 400, description = "VALIDATION_FAILED", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "USER_NOT_FOUND, ORDER_NOT_FOUND", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "INSUFFICIENT_BALANCE, ORDER_EXPIRED, ORDER_NOT_PAYABLE, IDEMPOTENCY_KEY_IN_USE", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "IDEMPOTENCY_KEY_REUSED", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn pay(
+    use_cases: web::Data<UseCases>,
+    req: HttpRequest,
+    body: JsonBody<PayRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let user = UserId::new(body.user_id)?;
+    let order = OrderId::new(body.order_id)?;
+    idempotent(&use_cases, &req, user, &*body, render_paid, |completion| {
+        use_cases.orders.pay(user, order, completion)
+    })
+    .await
+}
