@@ -13,6 +13,7 @@ mod coupons;
 mod helpers;
 mod idempotency;
 mod ops;
+mod orders;
 mod points;
 mod products;
 mod users;
