@@ -441,7 +441,7 @@ async fn thirty_buyers_of_ten_units_never_oversell() {
     {
         assert_problem(res, 409, "OUT_OF_STOCK").await;
     }
-    assert_eq!(stock(&app, p).await, 0);
+    assert_eq!(stock(app, p).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
