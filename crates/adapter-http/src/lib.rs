@@ -27,7 +27,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::admin::{AdminToken, require_admin};
 use crate::problem::{ApiError, PROBLEM_JSON};
-use crate::routes::{coupons, jobs, ops, orders, points, products, resource, users};
+use crate::routes::{best, coupons, jobs, ops, orders, points, products, resource, users};
 
 /// Everything the HTTP layer needs, cheap to clone into each worker.
 #[derive(Clone)]
@@ -106,6 +106,8 @@ pub fn app(
                     resource("/orders/{id}/cancel", "POST").route(web::post().to(orders::cancel)),
                 )
                 .service(resource("/products", "GET").route(web::get().to(products::list)))
+                // Before /products/{id}: "best" is not an id.
+                .service(resource("/products/best", "GET").route(web::get().to(best::best)))
                 .service(resource("/products/{id}", "GET").route(web::get().to(products::get)))
                 .service(resource("/coupons", "GET").route(web::get().to(coupons::of_user)))
                 .service(resource("/coupons/issue", "POST").route(web::post().to(coupons::issue)))
@@ -130,6 +132,10 @@ pub fn app(
                         .service(
                             resource("/jobs/expire-orders", "POST")
                                 .route(web::post().to(jobs::expire_orders)),
+                        )
+                        .service(
+                            resource("/jobs/refresh-best-sellers", "POST")
+                                .route(web::post().to(best::refresh)),
                         ),
                 ),
         )

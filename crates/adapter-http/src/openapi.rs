@@ -33,6 +33,8 @@ use crate::routes;
         routes::products::restock,
         routes::coupons::create,
         routes::jobs::expire_orders,
+        routes::best::best,
+        routes::best::refresh,
         routes::ops::live,
         routes::ops::ready,
         routes::ops::metrics,

@@ -14,6 +14,7 @@ mod orders;
 mod points;
 pub mod pool;
 mod products;
+mod sales;
 mod schema;
 #[cfg(feature = "test-support")]
 pub mod test_support;
@@ -26,4 +27,5 @@ pub use orders::PgOrderStore;
 pub use points::PgPointStore;
 pub use pool::{PgHealthCheck, PgPool, PoolConfig, connect};
 pub use products::PgProductRepository;
+pub use sales::PgSalesStore;
 pub use users::PgUserRepository;

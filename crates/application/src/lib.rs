@@ -22,13 +22,14 @@ pub mod idempotency;
 pub mod ops;
 pub mod orders;
 pub mod points;
+pub mod sales;
 pub mod users;
 
 use std::sync::Arc;
 
 use domain::ports::{
     Clock, CouponStore, HealthCheck, IdempotencyStore, OrderStore, PointStore, ProductRepository,
-    UserRepository,
+    SalesStore, UserRepository,
 };
 
 /// The driven adapters the use cases need.
@@ -42,13 +43,18 @@ pub struct Ports {
     pub products: Arc<dyn ProductRepository>,
     pub coupons: Arc<dyn CouponStore>,
     pub orders: Arc<dyn OrderStore>,
+    pub sales: Arc<dyn SalesStore>,
 }
 
 /// Business settings from configuration.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Settings {
     /// How long an order waits for payment.
     pub payment_timeout: chrono::Duration,
+    /// IANA zone of the business day.
+    pub business_timezone: String,
+    /// How stale the best-seller ranking may be.
+    pub best_seller_refresh: chrono::Duration,
 }
 
 impl std::fmt::Debug for Ports {
@@ -71,10 +77,11 @@ pub struct UseCases {
     pub coupons: coupons::Coupons,
     pub seed_demo_data: demo::SeedDemoData,
     pub orders: orders::Orders,
+    pub best_sellers: sales::BestSellers,
 }
 
 impl UseCases {
-    pub fn new(ports: &Ports, settings: Settings) -> Self {
+    pub fn new(ports: &Ports, settings: &Settings) -> Self {
         Self {
             create_user: users::CreateUser::new(ports.users.clone(), ports.clock.clone()),
             get_user: users::GetUser::new(ports.users.clone()),
@@ -102,6 +109,12 @@ impl UseCases {
                 ports.users.clone(),
                 ports.clock.clone(),
                 settings.payment_timeout,
+            ),
+            best_sellers: sales::BestSellers::new(
+                ports.sales.clone(),
+                ports.clock.clone(),
+                settings.business_timezone.clone(),
+                settings.best_seller_refresh,
             ),
             seed_demo_data: demo::SeedDemoData::new(
                 ports.products.clone(),

@@ -56,6 +56,23 @@ pub(crate) fn spawn_all(
         }
     });
 
+    let best = use_cases.best_sellers.clone();
+    let refresh = Duration::from_secs(config.best_seller_refresh_secs);
+    every(
+        &mut jobs,
+        "best-seller-refresh",
+        refresh,
+        stop.clone(),
+        move || {
+            let best = best.clone();
+            async move {
+                if let Err(e) = best.refresh().await {
+                    tracing::warn!(error = format!("{e:#}"), "refreshing best sellers");
+                }
+            }
+        },
+    );
+
     let gauge = IntGaugeVec::new(
         Opts::new(
             "shop_db_pool_connections",

@@ -16,7 +16,7 @@ use actix_web::dev::{Server, ServerHandle};
 use adapter_http::HttpState;
 use adapter_postgres::{
     PgCouponStore, PgHealthCheck, PgIdempotencyStore, PgOrderStore, PgPointStore, PgPool,
-    PgProductRepository, PgUserRepository, PoolConfig,
+    PgProductRepository, PgSalesStore, PgUserRepository, PoolConfig,
 };
 use anyhow::Context;
 use application::{Ports, Settings, UseCases};
@@ -91,13 +91,24 @@ impl Application {
             products: Arc::new(PgProductRepository::new(pool.clone())),
             coupons: Arc::new(PgCouponStore::new(pool.clone())),
             orders: Arc::new(PgOrderStore::new(pool.clone())),
+            sales: Arc::new(PgSalesStore::new(pool.clone())),
         };
         let settings = Settings {
             payment_timeout: chrono::Duration::seconds(
                 i64::try_from(config.order_payment_timeout_secs).unwrap_or(i64::MAX / 1_000),
             ),
+            business_timezone: config.business_timezone.clone(),
+            best_seller_refresh: chrono::Duration::seconds(
+                i64::try_from(config.best_seller_refresh_secs).unwrap_or(i64::MAX / 1_000),
+            ),
         };
-        let use_cases = UseCases::new(&ports, settings);
+        let use_cases = UseCases::new(&ports, &settings);
+        // Fails fast on a time zone PostgreSQL does not know.
+        ports
+            .sales
+            .business_today(settings.business_timezone.clone())
+            .await
+            .with_context(|| format!("BUSINESS_TIMEZONE {:?}", settings.business_timezone))?;
         if config.seed_demo_data && use_cases.seed_demo_data.execute().await? {
             tracing::info!("seeded a demo catalogue into the empty database");
         }

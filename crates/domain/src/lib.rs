@@ -13,6 +13,7 @@ pub mod page;
 pub mod points;
 pub mod ports;
 pub mod product;
+pub mod sales;
 pub mod user;
 
 pub use error::{StoreUnavailable, ValidationError};

@@ -8,7 +8,7 @@
 //! With the `mock` feature, mockall generates `Mock<Trait>` for each of them.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::coupon::{Coupon, CouponIssue, NewCoupon, UserCoupon};
 use crate::idempotency::{
@@ -17,6 +17,7 @@ use crate::idempotency::{
 use crate::order::{Order, OrderPlan, Payment, PaymentPlan};
 use crate::points::{Balance, Charged, Credit, PointHistoryEntry};
 use crate::product::{NewProduct, Product, ProductPatch, Restock};
+use crate::sales::{BestSeller, SalesWindow};
 use crate::user::User;
 use crate::{CouponId, OrderId, Page, PageRequest, ProductId, UserCouponId, UserId};
 
@@ -402,4 +403,35 @@ pub trait OrderStore: Send + Sync {
     /// # Errors
     /// Only when the store fails; then nothing changes.
     async fn expire_due(&self, now: DateTime<Utc>, limit: i64) -> anyhow::Result<u64>;
+}
+
+/// Sales statistics: the daily per-product roll-up and the ranking read from it.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait SalesStore: Send + Sync {
+    /// Today's date in the business `timezone` (an IANA name).
+    ///
+    /// # Errors
+    /// When the store fails or does not know `timezone`.
+    async fn business_today(&self, timezone: String) -> anyhow::Result<NaiveDate>;
+
+    /// Recomputes the daily per-product quantities of PAID orders paid on business days
+    /// `from` onwards (in `timezone`), replacing what was there: running it again never
+    /// double counts.
+    ///
+    /// # Errors
+    /// Only when the store fails.
+    async fn roll_up(
+        &self,
+        timezone: String,
+        from: NaiveDate,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<()>;
+
+    /// Up to `limit` products by quantity sold on business days `window.from..=window.to`,
+    /// most first, ties by product id; products that sold nothing are left out.
+    ///
+    /// # Errors
+    /// Only when the store fails.
+    async fn top(&self, window: SalesWindow, limit: i64) -> anyhow::Result<Vec<BestSeller>>;
 }

@@ -1,5 +1,6 @@
 //! Route handlers, one module per resource family.
 
+pub mod best;
 pub mod coupons;
 pub mod jobs;
 pub mod ops;

@@ -9,6 +9,7 @@
 
 mod admin;
 mod bad_input;
+mod best;
 mod coupons;
 mod helpers;
 mod idempotency;

@@ -1,0 +1,104 @@
+//! `/api/v1/products/best` and its admin refresh.
+
+use actix_web::web;
+use application::UseCases;
+use chrono::{DateTime, NaiveDate, Utc};
+use domain::sales::BestSellers;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::problem::{ApiError, Problem};
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BestSellerItem {
+    /// 1 = most sold.
+    pub rank: u32,
+    pub product_id: i64,
+    pub name: String,
+    pub price: i64,
+    pub stock: i64,
+    /// Units in PAID orders paid on the window's business days.
+    pub sales_quantity: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BestSellersResponse {
+    /// First business day counted (today − 2).
+    pub from: NaiveDate,
+    /// Today, in the business time zone.
+    pub to: NaiveDate,
+    /// At most 5, by quantity sold, ties by product id.
+    pub items: Vec<BestSellerItem>,
+}
+
+impl From<BestSellers> for BestSellersResponse {
+    fn from(b: BestSellers) -> Self {
+        Self {
+            from: b.window.from,
+            to: b.window.to,
+            items: b
+                .items
+                .into_iter()
+                .zip(1..)
+                .map(|(i, rank)| BestSellerItem {
+                    rank,
+                    product_id: i.product_id.get(),
+                    name: i.name.as_str().to_owned(),
+                    price: i.price.get(),
+                    stock: i.stock.get(),
+                    sales_quantity: i.sales_quantity,
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RefreshedResponse {
+    pub refreshed_at: DateTime<Utc>,
+}
+
+/// The top 5 products over the last 3 business days including today (seed). Served from
+/// memory, at most one refresh interval stale.
+#[utoipa::path(
+    get, path = "/api/v1/products/best", tag = "products",
+    responses(
+        (status = 200, body = BestSellersResponse),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn best(
+    use_cases: web::Data<UseCases>,
+) -> Result<web::Json<BestSellersResponse>, ApiError> {
+    let ranking = use_cases
+        .best_sellers
+        .get()
+        .await
+        .map_err(|e| ApiError::unknown(&e))?;
+    Ok(web::Json(ranking.into()))
+}
+
+/// Rolls sales up and refreshes the ranking now (admin).
+#[utoipa::path(
+    post, path = "/api/v1/admin/jobs/refresh-best-sellers", tag = "admin",
+    security(("admin" = [])),
+    responses(
+        (status = 200, body = RefreshedResponse),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn refresh(
+    use_cases: web::Data<UseCases>,
+) -> Result<web::Json<RefreshedResponse>, ApiError> {
+    let ranking = use_cases
+        .best_sellers
+        .refresh()
+        .await
+        .map_err(|e| ApiError::unknown(&e))?;
+    Ok(web::Json(RefreshedResponse {
+        refreshed_at: ranking.refreshed_at,
+    }))
+}

@@ -1,0 +1,101 @@
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, spawn_app};
+
+async fn sell(app: &TestApp, user: i64, product: i64, quantity: i64) {
+    let res = app
+        .post(
+            "/api/v1/orders",
+            &json!({"userId": user, "items": [{"productId": product, "quantity": quantity}]}),
+        )
+        .await;
+    let id = res.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+    let paid = app
+        .post(
+            "/api/v1/points/use",
+            &json!({"userId": user, "orderId": id}),
+        )
+        .await;
+    assert_eq!(paid.status(), StatusCode::OK);
+}
+
+async fn refresh_and_read(app: &TestApp) -> Value {
+    let res = app
+        .admin(
+            Method::POST,
+            "/api/v1/admin/jobs/refresh-best-sellers",
+            None,
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.json::<Value>().await.unwrap()["refreshedAt"].is_string());
+    app.get("/api/v1/products/best").await.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn best_sellers_rank_paid_quantities_over_three_business_days() {
+    let app = spawn_app().await;
+    let user = app.create_user().await;
+    app.charge(user, 1_000_000).await;
+    let products: Vec<i64> =
+        futures_util::future::join_all((0..7).map(|_| app.create_product(1, 1_000))).await;
+    // Quantities: p0 5, p1 7, p2 7 (tie: lower id first), p3 1, p4 2, p5 3; p6 ordered but unpaid.
+    for (p, q) in [(0, 5), (1, 7), (2, 7), (3, 1), (4, 2), (5, 3)] {
+        sell(&app, user, products[p], q).await;
+    }
+    app.post(
+        "/api/v1/orders",
+        &json!({"userId": user, "items": [{"productId": products[6], "quantity": 50}]}),
+    )
+    .await;
+
+    let best = refresh_and_read(&app).await;
+    let ranked: Vec<(i64, i64, i64)> = best["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["rank"].as_i64().unwrap(),
+                i["productId"].as_i64().unwrap(),
+                i["salesQuantity"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ranked,
+        vec![
+            (1, products[1], 7),
+            (2, products[2], 7),
+            (3, products[0], 5),
+            (4, products[5], 3),
+            (5, products[4], 2)
+        ]
+    );
+    let (from, to) = (best["from"].as_str().unwrap(), best["to"].as_str().unwrap());
+    let days = chrono::NaiveDate::parse_from_str(to, "%Y-%m-%d").unwrap()
+        - chrono::NaiveDate::parse_from_str(from, "%Y-%m-%d").unwrap();
+    assert_eq!(days.num_days(), 2);
+    assert_eq!(best["items"][0]["stock"], 993, "current stock");
+
+    // Re-running the roll-up never double counts.
+    let again = refresh_and_read(&app).await;
+    assert_eq!(again["items"], best["items"]);
+    let rows = app
+        .db
+        .query_scalar(&format!(
+            "SELECT sum(quantity) FROM daily_product_sales WHERE product_id = {}",
+            products[1]
+        ))
+        .unwrap();
+    assert_eq!(rows, "7");
+}
+
+#[tokio::test]
+async fn with_no_sales_the_ranking_is_empty() {
+    let app = spawn_app().await;
+    let best: Value = app.get("/api/v1/products/best").await.json().await.unwrap();
+    assert_eq!(best["items"], json!([]));
+    assert!(best["from"].is_string() && best["to"].is_string());
+}
