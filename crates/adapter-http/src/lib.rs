@@ -136,7 +136,8 @@ pub fn app(
                         .service(
                             resource("/jobs/refresh-best-sellers", "POST")
                                 .route(web::post().to(best::refresh)),
-                        ),
+                        )
+                        .service(resource("/outbox", "GET").route(web::get().to(jobs::outbox))),
                 ),
         )
         .service(resource("/health/live", "GET").route(web::get().to(ops::live)))

@@ -33,6 +33,7 @@ use crate::routes;
         routes::products::restock,
         routes::coupons::create,
         routes::jobs::expire_orders,
+        routes::jobs::outbox,
         routes::best::best,
         routes::best::refresh,
         routes::ops::live,

@@ -21,6 +21,7 @@ pub mod demo;
 pub mod idempotency;
 pub mod ops;
 pub mod orders;
+pub mod outbox;
 pub mod points;
 pub mod sales;
 pub mod users;
@@ -28,8 +29,8 @@ pub mod users;
 use std::sync::Arc;
 
 use domain::ports::{
-    Clock, CouponStore, HealthCheck, IdempotencyStore, OrderStore, PointStore, ProductRepository,
-    SalesStore, UserRepository,
+    Clock, CouponStore, DataPlatform, HealthCheck, IdempotencyStore, OrderStore, OutboxStore,
+    PointStore, ProductRepository, SalesStore, UserRepository,
 };
 
 /// The driven adapters the use cases need.
@@ -44,6 +45,8 @@ pub struct Ports {
     pub coupons: Arc<dyn CouponStore>,
     pub orders: Arc<dyn OrderStore>,
     pub sales: Arc<dyn SalesStore>,
+    pub outbox: Arc<dyn OutboxStore>,
+    pub data_platform: Arc<dyn DataPlatform>,
 }
 
 /// Business settings from configuration.
@@ -78,6 +81,7 @@ pub struct UseCases {
     pub seed_demo_data: demo::SeedDemoData,
     pub orders: orders::Orders,
     pub best_sellers: sales::BestSellers,
+    pub deliver_events: outbox::DeliverEvents,
 }
 
 impl UseCases {
@@ -115,6 +119,11 @@ impl UseCases {
                 ports.clock.clone(),
                 settings.business_timezone.clone(),
                 settings.best_seller_refresh,
+            ),
+            deliver_events: outbox::DeliverEvents::new(
+                ports.outbox.clone(),
+                ports.data_platform.clone(),
+                ports.clock.clone(),
             ),
             seed_demo_data: demo::SeedDemoData::new(
                 ports.products.clone(),

@@ -14,6 +14,9 @@ use crate::Config;
 
 const IDEMPOTENCY_PURGE_EVERY: Duration = Duration::from_secs(3600);
 const POOL_METRICS_EVERY: Duration = Duration::from_secs(5);
+/// How often the relay looks for undelivered events (paid orders reach the data
+/// platform within about this, plus the delivery itself).
+const OUTBOX_POLL_EVERY: Duration = Duration::from_millis(200);
 
 /// Starts every scheduler; each stops when `stop` turns true.
 pub(crate) fn spawn_all(
@@ -68,6 +71,60 @@ pub(crate) fn spawn_all(
             async move {
                 if let Err(e) = best.refresh().await {
                     tracing::warn!(error = format!("{e:#}"), "refreshing best sellers");
+                }
+            }
+        },
+    );
+
+    let relay = use_cases.deliver_events.clone();
+    every(
+        &mut jobs,
+        "outbox-relay",
+        OUTBOX_POLL_EVERY,
+        stop.clone(),
+        move || {
+            let relay = relay.clone();
+            async move {
+                // A full batch means more are waiting: keep going until caught up.
+                loop {
+                    match relay.run_once().await {
+                        Ok(n)
+                            if n == usize::try_from(application::outbox::DeliverEvents::BATCH)
+                                .unwrap_or(0) => {}
+                        Ok(_) => break,
+                        Err(e) => {
+                            tracing::warn!(error = format!("{e:#}"), "outbox relay");
+                            break;
+                        }
+                    }
+                }
+            }
+        },
+    );
+
+    let outbox_gauge = IntGaugeVec::new(
+        Opts::new(
+            "shop_outbox_events",
+            "Data-platform outbox events by delivery state",
+        ),
+        &["state"],
+    )?;
+    registry.register(Box::new(outbox_gauge.clone()))?;
+    let relay = use_cases.deliver_events.clone();
+    every(
+        &mut jobs,
+        "outbox-metrics",
+        POOL_METRICS_EVERY,
+        stop.clone(),
+        move || {
+            let (relay, gauge) = (relay.clone(), outbox_gauge.clone());
+            async move {
+                if let Ok(counts) = relay.counts().await {
+                    gauge.with_label_values(&["pending"]).set(counts.pending);
+                    gauge
+                        .with_label_values(&["delivered"])
+                        .set(counts.delivered);
+                    gauge.with_label_values(&["failed"]).set(counts.failed);
                 }
             }
         },

@@ -13,10 +13,11 @@ use std::time::Duration;
 
 use actix_web::HttpServer;
 use actix_web::dev::{Server, ServerHandle};
+use adapter_dataplatform::{HttpDataPlatform, LoggingDataPlatform};
 use adapter_http::HttpState;
 use adapter_postgres::{
-    PgCouponStore, PgHealthCheck, PgIdempotencyStore, PgOrderStore, PgPointStore, PgPool,
-    PgProductRepository, PgSalesStore, PgUserRepository, PoolConfig,
+    PgCouponStore, PgHealthCheck, PgIdempotencyStore, PgOrderStore, PgOutboxStore, PgPointStore,
+    PgPool, PgProductRepository, PgSalesStore, PgUserRepository, PoolConfig,
 };
 use anyhow::Context;
 use application::{Ports, Settings, UseCases};
@@ -92,6 +93,14 @@ impl Application {
             coupons: Arc::new(PgCouponStore::new(pool.clone())),
             orders: Arc::new(PgOrderStore::new(pool.clone())),
             sales: Arc::new(PgSalesStore::new(pool.clone())),
+            outbox: Arc::new(PgOutboxStore::new(pool.clone())),
+            data_platform: match &config.data_platform_url {
+                Some(url) => Arc::new(HttpDataPlatform::new(url.clone(), Duration::from_secs(5))?),
+                None => {
+                    tracing::info!("no DATA_PLATFORM_URL: paid orders are logged, not sent");
+                    Arc::new(LoggingDataPlatform)
+                }
+            },
         };
         let settings = Settings {
             payment_timeout: chrono::Duration::seconds(

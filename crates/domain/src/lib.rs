@@ -9,6 +9,7 @@ pub mod error;
 pub mod id;
 pub mod idempotency;
 pub mod order;
+pub mod outbox;
 pub mod page;
 pub mod points;
 pub mod ports;

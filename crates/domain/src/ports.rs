@@ -15,6 +15,7 @@ use crate::idempotency::{
     Completion, Fingerprint, IdempotencyRecord, IdempotencyScope, LeaseToken, StoredResponse,
 };
 use crate::order::{Order, OrderPlan, Payment, PaymentPlan};
+use crate::outbox::{OutboxCounts, OutboxEvent};
 use crate::points::{Balance, Charged, Credit, PointHistoryEntry};
 use crate::product::{NewProduct, Product, ProductPatch, Restock};
 use crate::sales::{BestSeller, SalesWindow};
@@ -434,4 +435,46 @@ pub trait SalesStore: Send + Sync {
     /// # Errors
     /// Only when the store fails.
     async fn top(&self, window: SalesWindow, limit: i64) -> anyhow::Result<Vec<BestSeller>>;
+}
+
+/// The transactional outbox (events are written by the stores' own transactions).
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait OutboxStore: Send + Sync {
+    /// Claims up to `limit` undelivered events due at `now`, oldest first, for
+    /// `CLAIM_LEASE`: committed at once, so other relays skip them while this one
+    /// delivers, and take them again if it dies. Counts the attempt.
+    ///
+    /// # Errors
+    /// Only when the store fails.
+    async fn claim_due(&self, now: DateTime<Utc>, limit: i64) -> anyhow::Result<Vec<OutboxEvent>>;
+
+    /// Records the delivery of `id` at `now`.
+    ///
+    /// # Errors
+    /// Only when the store fails.
+    async fn mark_delivered(&self, id: String, now: DateTime<Utc>) -> anyhow::Result<()>;
+
+    /// Records a failed attempt of `id` and when to try again.
+    ///
+    /// # Errors
+    /// Only when the store fails.
+    async fn reschedule(&self, id: String, at: DateTime<Utc>, error: String) -> anyhow::Result<()>;
+
+    /// Delivery counts.
+    ///
+    /// # Errors
+    /// Only when the store fails.
+    async fn counts(&self) -> anyhow::Result<OutboxCounts>;
+}
+
+/// The data platform: receives paid orders.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait DataPlatform: Send + Sync {
+    /// Delivers one event.
+    ///
+    /// # Errors
+    /// When the platform did not acknowledge it (not 2xx, timeout, refused): retry later.
+    async fn deliver(&self, event: &OutboxEvent) -> anyhow::Result<()>;
 }

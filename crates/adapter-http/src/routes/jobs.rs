@@ -33,3 +33,35 @@ pub async fn expire_orders(
         .map_err(|e| ApiError::unknown(&e))?;
     Ok(web::Json(ExpiredResponse { expired }))
 }
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OutboxResponse {
+    /// Not delivered, no failed attempt yet.
+    pub pending: i64,
+    pub delivered: i64,
+    /// Not delivered, last attempt failed (still retried with backoff).
+    pub failed: i64,
+}
+
+/// Data-platform delivery counts (admin).
+#[utoipa::path(
+    get, path = "/api/v1/admin/outbox", tag = "admin",
+    security(("admin" = [])),
+    responses(
+        (status = 200, body = OutboxResponse),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn outbox(use_cases: web::Data<UseCases>) -> Result<web::Json<OutboxResponse>, ApiError> {
+    let counts = use_cases
+        .deliver_events
+        .counts()
+        .await
+        .map_err(|e| ApiError::unknown(&e))?;
+    Ok(web::Json(OutboxResponse {
+        pending: counts.pending,
+        delivered: counts.delivered,
+        failed: counts.failed,
+    }))
+}

@@ -38,8 +38,11 @@ async fn best_sellers_rank_paid_quantities_over_three_business_days() {
     let app = spawn_app().await;
     let user = app.create_user().await;
     app.charge(user, 1_000_000).await;
-    let products: Vec<i64> =
-        futures_util::future::join_all((0..7).map(|_| app.create_product(1, 1_000))).await;
+    let mut products = Vec::new();
+    for _ in 0..7 {
+        // One at a time, so ids follow the vector's order (the tie-break is by id).
+        products.push(app.create_product(1, 1_000).await);
+    }
     // Quantities: p0 5, p1 7, p2 7 (tie: lower id first), p3 1, p4 2, p5 3; p6 ordered but unpaid.
     for (p, q) in [(0, 5), (1, 7), (2, 7), (3, 1), (4, 2), (5, 3)] {
         sell(&app, user, products[p], q).await;

@@ -11,6 +11,7 @@ mod admin;
 mod bad_input;
 mod best;
 mod coupons;
+mod dataplatform;
 mod helpers;
 mod idempotency;
 mod ops;

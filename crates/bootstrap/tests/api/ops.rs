@@ -73,6 +73,7 @@ async fn the_openapi_document_describes_every_route_and_the_docs_ui_is_served() 
         "POST /api/v1/admin/coupons",
         "POST /api/v1/admin/jobs/expire-orders",
         "POST /api/v1/admin/jobs/refresh-best-sellers",
+        "GET /api/v1/admin/outbox",
         "GET /api/v1/products/best",
         "POST /api/v1/orders",
         "GET /api/v1/orders",

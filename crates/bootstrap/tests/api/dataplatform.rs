@@ -1,0 +1,116 @@
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::helpers::{TestApp, spawn_app_with};
+
+async fn paid_order(app: &TestApp) -> i64 {
+    let p = app.create_product(100, 10).await;
+    let user = app.create_user().await;
+    app.charge(user, 1_000).await;
+    let res = app
+        .post(
+            "/api/v1/orders",
+            &json!({"userId": user, "items": [{"productId": p, "quantity": 2}]}),
+        )
+        .await;
+    let id = res.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+    let paid = app
+        .post(
+            "/api/v1/points/use",
+            &json!({"userId": user, "orderId": id}),
+        )
+        .await;
+    assert!(paid.status().is_success());
+    id
+}
+
+async fn wait_for_requests(
+    server: &MockServer,
+    at_least: usize,
+    within: Duration,
+) -> Vec<wiremock::Request> {
+    let deadline = Instant::now() + within;
+    loop {
+        let got = server.received_requests().await.unwrap_or_default();
+        if got.len() >= at_least || Instant::now() > deadline {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_paid_order_reaches_the_data_platform_within_a_second_or_so() {
+    let platform = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&platform)
+        .await;
+    let app =
+        spawn_app_with(|c| c.data_platform_url = Some(format!("{}/events", platform.uri()))).await;
+    let started = Instant::now();
+    let order = paid_order(&app).await;
+    let got = wait_for_requests(&platform, 1, Duration::from_secs(5)).await;
+    assert_eq!(got.len(), 1, "delivered once");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let body: Value = serde_json::from_slice(&got[0].body).unwrap();
+    assert_eq!(
+        got[0].headers["idempotency-key"].to_str().unwrap(),
+        body["eventId"].as_str().unwrap()
+    );
+    assert_eq!(
+        (
+            body["eventType"].as_str(),
+            body["order"]["orderId"].as_i64(),
+            body["order"]["payAmount"].as_i64()
+        ),
+        (Some("ORDER_PAID"), Some(order), Some(200))
+    );
+    assert_eq!(
+        body["order"]["items"][0],
+        json!({"productId": body["order"]["items"][0]["productId"], "quantity": 2, "unitPrice": 100, "amount": 200})
+    );
+}
+
+#[tokio::test]
+async fn a_failing_data_platform_gets_the_same_event_until_it_takes_it() {
+    let platform = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(2)
+        .mount(&platform)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&platform)
+        .await;
+    let app = spawn_app_with(|c| c.data_platform_url = Some(platform.uri())).await;
+    paid_order(&app).await;
+    let got = wait_for_requests(&platform, 3, Duration::from_secs(8)).await;
+    assert_eq!(got.len(), 3, "two failures, then delivered, then no more");
+    let keys: Vec<_> = got
+        .iter()
+        .map(|r| r.headers["idempotency-key"].to_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        keys.windows(2).all(|w| w[0] == w[1]),
+        "one stable event id: {keys:?}"
+    );
+    let res = app
+        .admin(reqwest::Method::GET, "/api/v1/admin/outbox", None)
+        .await;
+    let counts: Value = res.json().await.unwrap();
+    assert_eq!(counts, json!({"pending": 0, "delivered": 1, "failed": 0}));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        platform.received_requests().await.unwrap_or_default().len(),
+        3
+    );
+}
