@@ -48,6 +48,29 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut Config)) -> TestApp {
     }
 }
 
+/// Another instance of the application on `app`'s database (as behind a load balancer).
+pub async fn second_instance(
+    app: &TestApp,
+    customise: impl FnOnce(&mut Config),
+) -> (String, ServerHandle) {
+    let mut config = Config {
+        database_url: app.db.url().to_owned(),
+        bind_addr: "127.0.0.1:0".into(),
+        admin_token: Some(ADMIN_TOKEN.into()),
+        http_workers: 2,
+        db_pool_size: 10,
+        ..Config::default()
+    };
+    customise(&mut config);
+    let other = Application::build(config)
+        .await
+        .expect("second instance builds");
+    let base = format!("http://127.0.0.1:{}", other.port());
+    let handle = other.handle();
+    tokio::spawn(other.run_until_stopped());
+    (base, handle)
+}
+
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
