@@ -18,7 +18,7 @@ async fn two_instances_share_one_coupon_and_one_stock_exactly() {
         users.push(app.create_user().await);
     }
     let base = |i: usize| {
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             app.base.clone()
         } else {
             other.clone()
