@@ -69,6 +69,31 @@ impl From<RecordRow> for IdempotencyRecord {
     }
 }
 
+/// Runs `work` in one transaction and, with a `completion`, stores the idempotency
+/// key's response in that same transaction: the shape of every idempotent operation.
+pub(crate) async fn transact_idempotent<T, E, F>(
+    pool: &PgPool,
+    completion: Option<Completion<T>>,
+    work: F,
+) -> Result<T, E>
+where
+    T: Send + 'static,
+    E: From<anyhow::Error> + Send + 'static,
+    F: FnOnce(&mut PgConnection) -> Result<T, TxError<E>> + Send + 'static,
+{
+    run(pool, move |conn| {
+        conn.transaction(|conn| {
+            let outcome = work(conn)?;
+            if let Some(completion) = &completion {
+                complete_in_tx(conn, completion, &outcome)?;
+            }
+            Ok(outcome)
+        })
+        .map_err(TxError::into_domain)
+    })
+    .await
+}
+
 /// Saves `completion`'s rendering of `outcome` as the key's response, inside the
 /// caller's transaction. Fails with [`LeaseLost`] (rolling the caller back) when the
 /// key is no longer held under the completion's token.

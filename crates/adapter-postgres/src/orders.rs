@@ -17,7 +17,7 @@ use domain::product::{Price, ProductName};
 use domain::{OrderId, Page, PageRequest, ProductId, UserCouponId, UserId};
 
 use crate::error::{TxError, db_error};
-use crate::idempotency::complete_in_tx;
+use crate::idempotency::transact_idempotent;
 use crate::pool::{PgPool, run};
 use crate::schema::{order_lines, orders, point_history, point_wallets, products, user_coupons};
 
@@ -155,7 +155,7 @@ fn find_order(conn: &mut PgConnection, id: i64) -> anyhow::Result<Option<Order>>
     Ok(load_orders(conn, row.into_iter().collect())?.pop())
 }
 
-fn place_tx(conn: &mut PgConnection, plan: &OrderPlan) -> Result<Order, TxError<PlaceError>> {
+fn place_tx(conn: &mut PgConnection, plan: OrderPlan) -> Result<Order, TxError<PlaceError>> {
     let now = plan.created_at;
     // Lines are in product order (OrderItems sorts them): rows are locked in that order.
     for line in &plan.lines {
@@ -420,17 +420,7 @@ impl OrderStore for PgOrderStore {
         plan: OrderPlan,
         completion: Option<Completion<Order>>,
     ) -> Result<Order, PlaceError> {
-        run(&self.pool, move |conn| {
-            conn.transaction(|conn| {
-                let order = place_tx(conn, &plan)?;
-                if let Some(completion) = &completion {
-                    complete_in_tx(conn, completion, &order)?;
-                }
-                Ok(order)
-            })
-            .map_err(TxError::into_domain)
-        })
-        .await
+        transact_idempotent(&self.pool, completion, move |conn| place_tx(conn, plan)).await
     }
 
     #[tracing::instrument(name = "pg.orders.find", skip_all, fields(order_id = %id))]
@@ -483,16 +473,6 @@ impl OrderStore for PgOrderStore {
         plan: PaymentPlan,
         completion: Option<Completion<Payment>>,
     ) -> Result<Payment, PayError> {
-        run(&self.pool, move |conn| {
-            conn.transaction(|conn| {
-                let payment = pay_tx(conn, &plan)?;
-                if let Some(completion) = &completion {
-                    complete_in_tx(conn, completion, &payment)?;
-                }
-                Ok(payment)
-            })
-            .map_err(TxError::into_domain)
-        })
-        .await
+        transact_idempotent(&self.pool, completion, move |conn| pay_tx(conn, &plan)).await
     }
 }

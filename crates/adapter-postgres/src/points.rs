@@ -12,7 +12,7 @@ use domain::ports::{CreditError, PointStore};
 use domain::{OrderId, Page, PageRequest, UserId};
 
 use crate::error::{TxError, db_error};
-use crate::idempotency::complete_in_tx;
+use crate::idempotency::transact_idempotent;
 use crate::pool::{PgPool, run};
 use crate::schema::{point_history, point_wallets};
 
@@ -156,15 +156,8 @@ impl PointStore for PgPointStore {
         now: DateTime<Utc>,
         completion: Option<Completion<Charged>>,
     ) -> Result<Charged, CreditError> {
-        run(&self.pool, move |conn| {
-            conn.transaction(|conn| {
-                let charged = credit_tx(conn, credit, now)?;
-                if let Some(completion) = &completion {
-                    complete_in_tx(conn, completion, &charged)?;
-                }
-                Ok(charged)
-            })
-            .map_err(TxError::into_domain)
+        transact_idempotent(&self.pool, completion, move |conn| {
+            credit_tx(conn, credit, now)
         })
         .await
     }

@@ -106,8 +106,8 @@ impl Orders {
     /// then deducts stock, uses the coupon and stores the order in one transaction.
     ///
     /// # Errors
-    /// In this order: `UserNotFound`, `ProductNotFound`, `UserCouponNotFound` (also another
-    /// user's), `CouponNotUsable`, `OutOfStock`.
+    /// In this order: `UserNotFound`, `UserCouponNotFound` (also another user's),
+    /// `ProductNotFound`, `CouponNotUsable`, `OutOfStock`.
     #[tracing::instrument(name = "place_order", skip_all, fields(user_id = %cmd.user_id))]
     pub async fn place(
         &self,
@@ -115,46 +115,32 @@ impl Orders {
         completion: Option<Completion<Order>>,
     ) -> Result<Order, OrderError> {
         self.require_user(cmd.user_id).await?;
+        // Every referenced thing must exist (404) before any business rule is judged (409).
+        let coupon = match cmd.user_coupon_id {
+            None => None,
+            Some(id) => match self.coupons.user_coupon(id).await? {
+                Some(copy) if copy.user_id == cmd.user_id => Some(copy),
+                _ => return Err(OrderError::UserCouponNotFound),
+            },
+        };
         let products = self.products.find_many(cmd.items.product_ids()).await?;
         let now = self.clock.now();
-        // Every referenced thing must exist before any business rule is judged.
-        let probe = OrderPlan::price(
+        let applied = coupon.as_ref().map(|copy| AppliedCoupon {
+            id: copy.id,
+            discount: copy.discount,
+        });
+        let plan = OrderPlan::price(
             cmd.user_id,
             &cmd.items,
             &products,
-            None,
+            applied,
             now,
             self.payment_timeout,
         )
         .map_err(|missing| OrderError::ProductNotFound(missing.0))?;
-        let coupon = match cmd.user_coupon_id {
-            None => None,
-            Some(id) => {
-                let copy = match self.coupons.user_coupon(id).await? {
-                    Some(copy) if copy.user_id == cmd.user_id => copy,
-                    _ => return Err(OrderError::UserCouponNotFound),
-                };
-                if !copy.is_usable_at(now) {
-                    return Err(OrderError::CouponNotUsable);
-                }
-                Some(AppliedCoupon {
-                    id,
-                    discount: copy.discount,
-                })
-            }
-        };
-        let plan = match coupon {
-            None => probe,
-            Some(_) => OrderPlan::price(
-                cmd.user_id,
-                &cmd.items,
-                &products,
-                coupon,
-                now,
-                self.payment_timeout,
-            )
-            .map_err(|missing| OrderError::ProductNotFound(missing.0))?,
-        };
+        if coupon.is_some_and(|copy| !copy.is_usable_at(now)) {
+            return Err(OrderError::CouponNotUsable);
+        }
         self.orders
             .place(plan, completion)
             .await
@@ -437,9 +423,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_missing_product_is_not_found_before_the_coupon_is_judged() {
-        let mut setup = Setup::new(true);
-        setup.coupons.expect_user_coupon().never();
+    async fn a_missing_product_is_not_found_before_the_coupon_is_judged_usable() {
+        let mut setup = Setup::new(true).with_coupon(1, StoredCouponState::Used, 60);
         setup.orders.expect_place().never();
         let err = setup
             .build()
