@@ -282,7 +282,8 @@ const FIND_COUPON: &str = "\
            c.starts_at, c.ends_at \
     FROM coupons c WHERE c.id = $1";
 
-#[derive(Queryable)]
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = user_coupons)]
 struct UserCouponRow {
     id: i64,
     user_id: i64,
@@ -291,34 +292,13 @@ struct UserCouponRow {
     issued_at: DateTime<Utc>,
     expires_at: DateTime<Utc>,
     used_at: Option<DateTime<Utc>>,
+    #[diesel(select_expression = coupons::name, select_expression_type = coupons::name)]
     name: String,
+    #[diesel(select_expression = coupons::discount_type, select_expression_type = coupons::discount_type)]
     discount_type: String,
+    #[diesel(select_expression = coupons::discount_value, select_expression_type = coupons::discount_value)]
     discount_value: i64,
 }
-
-const USER_COUPON_COLUMNS: (
-    user_coupons::id,
-    user_coupons::user_id,
-    user_coupons::coupon_id,
-    user_coupons::status,
-    user_coupons::issued_at,
-    user_coupons::expires_at,
-    user_coupons::used_at,
-    coupons::name,
-    coupons::discount_type,
-    coupons::discount_value,
-) = (
-    user_coupons::id,
-    user_coupons::user_id,
-    user_coupons::coupon_id,
-    user_coupons::status,
-    user_coupons::issued_at,
-    user_coupons::expires_at,
-    user_coupons::used_at,
-    coupons::name,
-    coupons::discount_type,
-    coupons::discount_value,
-);
 
 impl UserCouponRow {
     fn into_user_coupon(self) -> anyhow::Result<UserCoupon> {
@@ -689,7 +669,7 @@ impl CouponStore for PgCouponStore {
             user_coupons::table
                 .inner_join(coupons::table)
                 .filter(user_coupons::id.eq(id.get()))
-                .select(USER_COUPON_COLUMNS)
+                .select(UserCouponRow::as_select())
                 .first::<UserCouponRow>(conn)
                 .optional()
                 .map_err(db_error)?
@@ -706,7 +686,7 @@ impl CouponStore for PgCouponStore {
                 .inner_join(coupons::table)
                 .filter(user_coupons::user_id.eq(user.get()))
                 .order(user_coupons::id.asc())
-                .select(USER_COUPON_COLUMNS)
+                .select(UserCouponRow::as_select())
                 .load(conn)
                 .map_err(db_error)?;
             rows.into_iter()

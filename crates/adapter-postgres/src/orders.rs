@@ -33,7 +33,8 @@ impl PgOrderStore {
     }
 }
 
-#[derive(Queryable)]
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = orders)]
 struct OrderRow {
     id: i64,
     user_id: i64,
@@ -46,32 +47,6 @@ struct OrderRow {
     expires_at: DateTime<Utc>,
     paid_at: Option<DateTime<Utc>>,
 }
-
-type OrderColumns = (
-    orders::id,
-    orders::user_id,
-    orders::status,
-    orders::total_amount,
-    orders::discount_amount,
-    orders::pay_amount,
-    orders::user_coupon_id,
-    orders::created_at,
-    orders::expires_at,
-    orders::paid_at,
-);
-
-const ORDER_COLUMNS: OrderColumns = (
-    orders::id,
-    orders::user_id,
-    orders::status,
-    orders::total_amount,
-    orders::discount_amount,
-    orders::pay_amount,
-    orders::user_coupon_id,
-    orders::created_at,
-    orders::expires_at,
-    orders::paid_at,
-);
 
 #[derive(Queryable)]
 struct LineRow {
@@ -148,7 +123,7 @@ fn load_orders(conn: &mut PgConnection, rows: Vec<OrderRow>) -> anyhow::Result<V
 fn find_order(conn: &mut PgConnection, id: i64) -> anyhow::Result<Option<Order>> {
     let row = orders::table
         .find(id)
-        .select(ORDER_COLUMNS)
+        .select(OrderRow::as_select())
         .first::<OrderRow>(conn)
         .optional()
         .map_err(db_error)?;
@@ -434,7 +409,7 @@ impl OrderStore for PgOrderStore {
             let mine = orders::table.filter(orders::user_id.eq(user.get()));
             let total_count: i64 = mine.count().get_result(conn).map_err(db_error)?;
             let rows: Vec<OrderRow> = mine
-                .select(ORDER_COLUMNS)
+                .select(OrderRow::as_select())
                 .order(orders::id.desc())
                 .offset(page.offset())
                 .limit(page.limit())

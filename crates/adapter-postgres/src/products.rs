@@ -26,23 +26,8 @@ impl PgProductRepository {
     }
 }
 
-type ProductColumns = (
-    products::id,
-    products::name,
-    products::description,
-    products::price,
-    products::stock,
-);
-
-const COLUMNS: ProductColumns = (
-    products::id,
-    products::name,
-    products::description,
-    products::price,
-    products::stock,
-);
-
-#[derive(Queryable)]
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = products)]
 pub(crate) struct ProductRow {
     id: i64,
     name: String,
@@ -86,7 +71,7 @@ impl ProductRepository for PgProductRepository {
                     products::created_at.eq(now),
                     products::updated_at.eq(now),
                 ))
-                .returning(COLUMNS)
+                .returning(ProductRow::as_returning())
                 .get_result::<ProductRow>(conn)
                 .map(Product::from)
                 .map_err(db_error)
@@ -99,7 +84,7 @@ impl ProductRepository for PgProductRepository {
         run(&self.pool, move |conn| {
             products::table
                 .find(id.get())
-                .select(COLUMNS)
+                .select(ProductRow::as_select())
                 .first::<ProductRow>(conn)
                 .optional()
                 .map(|row| row.map(Product::from))
@@ -114,7 +99,7 @@ impl ProductRepository for PgProductRepository {
             let ids: Vec<i64> = ids.iter().map(|id| id.get()).collect();
             products::table
                 .filter(products::id.eq_any(ids))
-                .select(COLUMNS)
+                .select(ProductRow::as_select())
                 .load::<ProductRow>(conn)
                 .map(|rows| rows.into_iter().map(Product::from).collect())
                 .map_err(db_error)
@@ -127,7 +112,7 @@ impl ProductRepository for PgProductRepository {
         run(&self.pool, move |conn| {
             let total_count: i64 = products::table.count().get_result(conn).map_err(db_error)?;
             let rows: Vec<ProductRow> = products::table
-                .select(COLUMNS)
+                .select(ProductRow::as_select())
                 .order(products::id.asc())
                 .offset(page.offset())
                 .limit(page.limit())
@@ -158,7 +143,7 @@ impl ProductRepository for PgProductRepository {
             };
             diesel::update(products::table.find(id.get()))
                 .set(&changes)
-                .returning(COLUMNS)
+                .returning(ProductRow::as_returning())
                 .get_result::<ProductRow>(conn)
                 .optional()
                 .map(|row| row.map(Product::from))
@@ -180,7 +165,7 @@ impl ProductRepository for PgProductRepository {
                 products::stock.eq(products::stock + restock.quantity.get()),
                 products::updated_at.eq(now),
             ))
-            .returning(COLUMNS)
+            .returning(ProductRow::as_returning())
             .get_result::<ProductRow>(conn)
             .optional()
             .map_err(db_error)?;
