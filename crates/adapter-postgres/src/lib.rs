@@ -27,7 +27,7 @@ pub use migrate::run_migrations;
 pub use orders::PgOrderStore;
 pub use outbox::PgOutboxStore;
 pub use points::PgPointStore;
-pub use pool::{PgHealthCheck, PgPool, PoolConfig, connect};
+pub use pool::{PgHealthCheck, PgManager, PgPool, PoolConfig, connect};
 pub use products::PgProductRepository;
 pub use sales::PgSalesStore;
 pub use users::PgUserRepository;

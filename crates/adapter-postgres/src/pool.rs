@@ -1,13 +1,50 @@
 //! The r2d2 connection pool, and the one way store code reaches it: [`run`].
+//!
+//! A checkout costs no round trip: a pooled connection is checked by reading what the
+//! server may have sent it while it sat idle (a server that restarted or terminated the
+//! session has said so and closed the socket), never by a `SELECT 1`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use diesel::PgConnection;
-use diesel::connection::SimpleConnection;
-use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool};
+use diesel::connection::{Instrumentation, SimpleConnection};
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, ManageConnection, Pool};
+use diesel::{Connection, PgConnection};
 use domain::StoreUnavailable;
 
-pub type PgPool = Pool<ConnectionManager<PgConnection>>;
+pub type PgPool = Pool<PgManager>;
+
+/// Diesel's r2d2 manager with a validity check that sends nothing.
+#[derive(Debug)]
+pub struct PgManager(ConnectionManager<PgConnection>);
+
+impl ManageConnection for PgManager {
+    type Connection = PgConnection;
+    type Error = diesel::r2d2::Error;
+
+    fn connect(&self) -> Result<PgConnection, Self::Error> {
+        self.0.connect()
+    }
+
+    /// Reads whatever arrived on the idle socket (libpq's `PQconsumeInput`, which never
+    /// blocks): a closed connection fails here, and r2d2 replaces it before any request
+    /// sees it. A live one costs no round trip.
+    fn is_valid(&self, conn: &mut PgConnection) -> Result<(), Self::Error> {
+        // A terminated session has sent its farewell message and then closed: the first
+        // read takes the message, the second meets the end of the stream. Pool
+        // connections never LISTEN, so there is no notification to lose.
+        for _ in 0..2 {
+            if let Some(Err(err)) = conn.notifications_iter().next() {
+                return Err(diesel::r2d2::Error::QueryError(err));
+            }
+        }
+        Ok(())
+    }
+
+    fn has_broken(&self, conn: &mut PgConnection) -> bool {
+        self.0.has_broken(conn)
+    }
+}
 
 /// Pool settings, from the application's configuration.
 #[derive(Debug, Clone)]
@@ -22,15 +59,30 @@ pub struct PoolConfig {
     pub lock_timeout: Duration,
 }
 
-#[derive(Debug)]
+/// Makes a fresh instrumentation for each new connection.
+type InstrumentationFactory = Arc<dyn Fn() -> Box<dyn Instrumentation> + Send + Sync>;
+
 struct SessionSettings {
     sql: String,
+    instrumentation: Option<InstrumentationFactory>,
+}
+
+impl std::fmt::Debug for SessionSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionSettings")
+            .field("sql", &self.sql)
+            .finish_non_exhaustive()
+    }
 }
 
 impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for SessionSettings {
     fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
         conn.batch_execute(&self.sql)
-            .map_err(diesel::r2d2::Error::QueryError)
+            .map_err(diesel::r2d2::Error::QueryError)?;
+        if let Some(make) = &self.instrumentation {
+            conn.set_instrumentation(make());
+        }
+        Ok(())
     }
 }
 
@@ -38,12 +90,31 @@ impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for SessionSettings 
 /// reports 503, while the database is still down; connections are made on demand and
 /// broken ones are replaced, so the app recovers by itself when the database returns.
 pub fn connect(config: &PoolConfig) -> PgPool {
+    build(config, None)
+}
+
+/// [`connect`], with `instrumentation()` installed on every connection once its session
+/// is set up (tests count round trips with it).
+pub fn connect_instrumented<I: Instrumentation>(
+    config: &PoolConfig,
+    instrumentation: impl Fn() -> I + Send + Sync + 'static,
+) -> PgPool {
+    build(
+        config,
+        Some(Arc::new(move || {
+            Box::new(instrumentation()) as Box<dyn Instrumentation>
+        })),
+    )
+}
+
+fn build(config: &PoolConfig, instrumentation: Option<InstrumentationFactory>) -> PgPool {
     let settings = SessionSettings {
         sql: format!(
             "SET statement_timeout = {}; SET lock_timeout = {}; SET idle_in_transaction_session_timeout = 10000; SET TIME ZONE 'UTC';",
             config.statement_timeout.as_millis(),
             config.lock_timeout.as_millis(),
         ),
+        instrumentation,
     };
     Pool::builder()
         .max_size(config.max_size)
@@ -51,7 +122,7 @@ pub fn connect(config: &PoolConfig) -> PgPool {
         .connection_timeout(config.checkout_timeout)
         .test_on_check_out(true)
         .connection_customizer(Box::new(settings))
-        .build_unchecked(ConnectionManager::new(&config.url))
+        .build_unchecked(PgManager(ConnectionManager::new(&config.url)))
 }
 
 /// Runs `work` with a pooled connection on the blocking thread pool, in the caller's

@@ -1,24 +1,86 @@
 //! Test support (feature `test-support`): a fresh, migrated database per test.
 //!
 //! The first test to need one migrates a template database (`shop_test_template`);
-//! every test then gets `CREATE DATABASE … TEMPLATE shop_test_template`, which copies
+//! every test then gets `CREATE DATABASE … TEMPLATE shop_test_template_…`, which copies
 //! the migrated schema in milliseconds. Both steps run under an advisory lock, because
 //! PostgreSQL refuses to copy a template that another session is connected to. The
-//! database is dropped when the [`TestDatabase`] is dropped.
+//! database is dropped when the [`TestDatabase`] is dropped. The template's name carries a
+//! digest of the embedded migrations' names, so checkouts with different migrations that
+//! share one server never share a template.
+//!
+//! [`TestDatabase::counting_pool`] counts the statements a pool's connections send, so
+//! tests can assert how many database round trips an operation takes.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use diesel::connection::SimpleConnection;
-use diesel::{Connection, PgConnection};
+use diesel::connection::{Instrumentation, InstrumentationEvent, SimpleConnection};
+use diesel::migration::MigrationSource;
+use diesel::pg::Pg;
+use diesel::{Connection, PgConnection, RunQueryDsl};
 use diesel_migrations::MigrationHarness;
 
 use crate::migrate::{MIGRATIONS, migrate};
-use crate::pool::{PgPool, PoolConfig, connect};
+use crate::pool::{PgPool, PoolConfig, connect, connect_instrumented};
 
-const TEMPLATE: &str = "shop_test_template";
+#[derive(diesel::QueryableByName)]
+struct Scalar {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    value: String,
+}
+
 const TEMPLATE_LOCK_KEY: i64 = 0x5350_5445_5354; // "SPTEST"
+
+/// `shop_test_template_<digest of the migrations' names>`.
+fn template_name() -> anyhow::Result<String> {
+    let migrations = MigrationSource::<Pg>::migrations(&MIGRATIONS)
+        .map_err(|err| anyhow::anyhow!("listing migrations: {err}"))?;
+    // FNV-1a: stable across Rust versions, unlike `DefaultHasher`.
+    let mut digest: u64 = 0xcbf2_9ce4_8422_2325;
+    for migration in &migrations {
+        for byte in migration.name().to_string().bytes().chain([0]) {
+            digest = (digest ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    Ok(format!("shop_test_template_{digest:016x}"))
+}
+
+/// Round trips sent by the connections of a [`TestDatabase::counting_pool`]: one per
+/// statement (a transaction's `BEGIN` and `COMMIT` included, and a pool's validity check
+/// if there were one), plus one per statement prepared into a connection's cache.
+#[derive(Debug, Clone, Default)]
+pub struct RoundTrips(Arc<AtomicUsize>);
+
+impl RoundTrips {
+    /// Round trips since the last [`Self::reset`].
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    pub fn reset(&self) {
+        self.0.store(0, Ordering::SeqCst);
+    }
+
+    /// Runs `work` and returns its output with the round trips it took.
+    pub async fn count<T>(&self, work: impl std::future::Future<Output = T>) -> (T, usize) {
+        self.reset();
+        let out = work.await;
+        (out, self.get())
+    }
+}
+
+impl Instrumentation for RoundTrips {
+    fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
+        if matches!(
+            event,
+            InstrumentationEvent::StartQuery { .. } | InstrumentationEvent::CacheQuery { .. }
+        ) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
 
 /// A database of its own for one test, dropped with this value.
 #[derive(Debug)]
@@ -67,10 +129,11 @@ impl TestDatabase {
         );
         let mut admin =
             PgConnection::establish(&admin_url).context("connecting to the postgres database")?;
+        let template = template_name()?;
         admin.batch_execute(&format!("SELECT pg_advisory_lock({TEMPLATE_LOCK_KEY})"))?;
-        let created = prepare_template(&mut admin, &admin_url).and_then(|()| {
+        let created = prepare_template(&mut admin, &admin_url, &template).and_then(|()| {
             admin
-                .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {TEMPLATE}"))
+                .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {template}"))
                 .context("creating the test database")
         });
         admin.batch_execute(&format!("SELECT pg_advisory_unlock({TEMPLATE_LOCK_KEY})"))?;
@@ -102,6 +165,19 @@ impl TestDatabase {
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}'",
                 self.name
             ))?;
+            // Termination is asynchronous: wait until every session is really gone.
+            for _ in 0..100 {
+                let left = diesel::sql_query(format!(
+                    "SELECT count(*)::text AS value FROM pg_stat_activity WHERE datname = '{}'",
+                    self.name
+                ))
+                .get_result::<Scalar>(&mut admin)?
+                .value;
+                if left == "0" {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
         Ok(())
     }
@@ -121,33 +197,45 @@ impl TestDatabase {
     /// # Errors
     /// When the query fails.
     pub fn query_scalar(&self, sql: &str) -> anyhow::Result<String> {
-        use diesel::RunQueryDsl;
-        #[derive(diesel::QueryableByName)]
-        struct Scalar {
-            #[diesel(sql_type = diesel::sql_types::Text)]
-            value: String,
-        }
         let mut conn = PgConnection::establish(&self.url)?;
         Ok(diesel::sql_query(format!("SELECT ({sql})::text AS value"))
             .get_result::<Scalar>(&mut conn)?
             .value)
     }
 
-    /// A pool on this database, with the production session settings.
-    pub fn pool(&self, max_size: u32) -> PgPool {
-        connect(&PoolConfig {
+    fn pool_config(&self, max_size: u32) -> PoolConfig {
+        PoolConfig {
             url: self.url.clone(),
             max_size,
             checkout_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(10),
             lock_timeout: Duration::from_secs(5),
-        })
+        }
+    }
+
+    /// A pool on this database, with the production session settings.
+    pub fn pool(&self, max_size: u32) -> PgPool {
+        connect(&self.pool_config(max_size))
+    }
+
+    /// A pool like [`Self::pool`] whose connections count their round trips (after their
+    /// session set-up) into the returned [`RoundTrips`].
+    pub fn counting_pool(&self, max_size: u32) -> (PgPool, RoundTrips) {
+        let trips = RoundTrips::default();
+        let pool = connect_instrumented(&self.pool_config(max_size), {
+            let trips = trips.clone();
+            move || trips.clone()
+        });
+        (pool, trips)
     }
 }
 
 /// Creates and migrates the template when missing or behind the embedded migrations.
-fn prepare_template(admin: &mut PgConnection, admin_url: &str) -> anyhow::Result<()> {
-    use diesel::RunQueryDsl;
+fn prepare_template(
+    admin: &mut PgConnection,
+    admin_url: &str,
+    template: &str,
+) -> anyhow::Result<()> {
     use diesel::sql_types::Bool;
 
     #[derive(diesel::QueryableByName)]
@@ -156,14 +244,14 @@ fn prepare_template(admin: &mut PgConnection, admin_url: &str) -> anyhow::Result
         exists: bool,
     }
     let exists = diesel::sql_query(format!(
-        "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = '{TEMPLATE}') AS exists"
+        "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = '{template}') AS exists"
     ))
     .get_result::<Exists>(admin)?
     .exists;
     if !exists {
-        admin.batch_execute(&format!("CREATE DATABASE {TEMPLATE}"))?;
+        admin.batch_execute(&format!("CREATE DATABASE {template}"))?;
     }
-    let mut template = PgConnection::establish(&with_database(admin_url, TEMPLATE)?)
+    let mut template = PgConnection::establish(&with_database(admin_url, template)?)
         .context("connecting to the template database")?;
     let pending = template
         .has_pending_migration(MIGRATIONS)
