@@ -1,56 +1,282 @@
 #!/usr/bin/env bash
-# `make bench`: the hot-coupon benchmark, with its single-row pgbench reference measured
-# in the same run on the same machine. Figures go to stdout; docs/benchmarks.md records them.
+# `make bench`: every scenario of docs/benchmarks.md against the machine's own limits,
+# in one run on one machine. For each scenario: the app through HTTP (wrk), the same SQL
+# as the app issues it straight into PostgreSQL (pgbench: the reference), and the HTTP
+# floor (GET /health/live, which touches no database), with the composed limit
+#   limit = 1 / (k / floor + 1 / reference),   k = HTTP requests per operation.
+# Prints the table and writes it into docs/benchmarks.md (the generated section).
 #
-#   BENCH_USERS (20000)  BENCH_CONCURRENCY (64)  BENCH_PGBENCH_SECS (10)
+# Knobs (environment):
+#   BENCH_SECS (10)          seconds per measured run (wrk and pgbench alike)
+#   BENCH_WARMUP_SECS (2)    unmeasured wrk run before each app scenario
+#   BENCH_CONNECTIONS (32)   wrk connections = pgbench clients = DB_POOL_SIZE (BENCH_POOL)
+#   BENCH_THREADS (2)        wrk threads = pgbench threads
+#   BENCH_USERS (10000)      users with a funded wallet (balance, charge, order + pay)
+#   BENCH_PRODUCTS (1000)    products (page, detail, order + pay)
+#   BENCH_COUPON_USERS (400000)  first-time users for the hot coupon (none repeats)
+#   BENCH_PORT (18080)  BENCH_SKIP_BUILD (0)  BENCH_WRITE_DOC (1)  BENCH_CATALOGUE (1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 : "${DATABASE_URL:?set DATABASE_URL (make bench provides it)}"
-users="${BENCH_USERS:-20000}"
-concurrency="${BENCH_CONCURRENCY:-64}"
-pg_secs="${BENCH_PGBENCH_SECS:-10}"
+secs="${BENCH_SECS:-10}"
+warm="${BENCH_WARMUP_SECS:-2}"
+conns="${BENCH_CONNECTIONS:-32}"
+threads="${BENCH_THREADS:-2}"
+users="${BENCH_USERS:-10000}"
+products="${BENCH_PRODUCTS:-1000}"
+coupon_users="${BENCH_COUPON_USERS:-400000}"
+pool="${BENCH_POOL:-$conns}"
 port="${BENCH_PORT:-18080}"
 token="bench-token"
 bench_db="shop_bench"
 bench_url="${DATABASE_URL%/*}/${bench_db}"
 admin_url="${DATABASE_URL%/*}/postgres"
+base="http://127.0.0.1:${port}"
+export BENCH_USERS="$users" BENCH_PRODUCTS="$products" BENCH_THREADS="$threads"
 
 pgbin=$(dirname "$(readlink -f "$(command -v pg_ctl || ls /usr/lib/postgresql/*/bin/pg_ctl | sort -V | tail -1)")")
 psql_() { "$pgbin/psql" -X -q -v ON_ERROR_STOP=1 "$@"; }
+work=$(mktemp -d)
+server=""
+cleanup() {
+  if [ -n "$server" ]; then kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
 
-echo "== building (release)"
-cargo build --release --bin shop-server --example hot_coupon 2>&1 | tail -1
+# ---- tools ---------------------------------------------------------------------------
+if ! command -v wrk >/dev/null 2>&1; then
+  echo "== installing wrk (Debian package)"
+  sudo_=""; [ "$(id -u)" -eq 0 ] || sudo_="sudo"
+  $sudo_ apt-get update -qq && $sudo_ apt-get install -y -qq wrk >/dev/null
+fi
+if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
+  echo "== building (release)"
+  cargo build --release --bin shop-server 2>&1 | tail -1
+fi
 
+# ---- /proc readings ------------------------------------------------------------------
+clk=$(getconf CLK_TCK)
+# utime+stime of one process, in clock ticks.
+proc_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
+# CPU of the whole PostgreSQL cluster, in clock ticks: the postmaster and its live
+# children, plus the children it has already reaped (cutime+cstime: pgbench's backends).
+pg_ticks() {
+  [ -n "$postmaster" ] || { echo 0; return; }
+  { awk -v root="$postmaster" '{ pid = $1; sub(/^.*\) /, "");
+        if (pid == root) t += $12 + $13 + $14 + $15; else if ($2 == root) t += $12 + $13 }
+      END { print t + 0 }' /proc/[0-9]*/stat 2>/dev/null || true; } | tail -1
+}
+rss_peak_kb() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
+# Resets VmHWM to the current RSS (Linux clear_refs 5), so each scenario has its own peak.
+rss_reset() { echo 5 >"/proc/$1/clear_refs" 2>/dev/null || true; }
+
+# ---- database and server -------------------------------------------------------------
+echo "== bench database ${bench_db}: fresh, migrated by the server, seeded by SQL"
 psql_ "$admin_url" -c "DROP DATABASE IF EXISTS ${bench_db} WITH (FORCE)" -c "CREATE DATABASE ${bench_db}"
+# The postmaster: the parent of the checkpointer (a backend of our own exits too soon).
+checkpointer=$(psql_ -At "$bench_url" -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'")
+postmaster=$(awk '{ sub(/^.*\) /, ""); print $2 }' "/proc/${checkpointer:-0}/stat" 2>/dev/null || true)
+[ -r "/proc/${postmaster:-0}/stat" ] || postmaster=""  # a remote database: no DB CPU figures
 
-echo "== reference: pgbench, one counter row + user-coupon insert, 32 clients, ${pg_secs}s"
-psql_ "$bench_url" <<'SQL'
-CREATE TABLE ref_coupon (id int PRIMARY KEY, remaining bigint NOT NULL CHECK (remaining >= 0));
-CREATE TABLE ref_user_coupon (user_id bigint PRIMARY KEY, coupon_id int NOT NULL, issued_at timestamptz NOT NULL DEFAULT now());
-INSERT INTO ref_coupon VALUES (1, 1000000000);
-SQL
-script=$(mktemp)
-cat >"$script" <<'SQL'
-\set uid random(1, 2000000000)
-BEGIN;
-UPDATE ref_coupon SET remaining = remaining - 1 WHERE id = 1 AND remaining > 0;
-INSERT INTO ref_user_coupon (user_id, coupon_id) VALUES (:uid, 1) ON CONFLICT DO NOTHING;
-COMMIT;
-SQL
-pgbench_out=$("$pgbin/pgbench" -n -c 32 -j 2 -T "$pg_secs" -f "$script" "$bench_url" 2>&1)
-rm -f "$script"
-ref_tps=$(printf '%s\n' "$pgbench_out" | awk '/^tps = / {print int($3)}' | tail -1)
-echo "pgbench single-row reference: ${ref_tps} tps"
-
-echo "== hot coupon through the HTTP API (${users} users, concurrency ${concurrency})"
 DATABASE_URL="$bench_url" BIND_ADDR="127.0.0.1:${port}" ADMIN_TOKEN="$token" RUST_LOG=warn \
-  DB_POOL_SIZE="${BENCH_POOL:-32}" target/release/shop-server >/tmp/shop-bench-server.log 2>&1 &
+  DB_POOL_SIZE="$pool" ORDER_PAYMENT_TIMEOUT_SECS=86400 \
+  target/release/shop-server >"$work/server.log" 2>&1 &
 server=$!
-trap 'kill $server 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:${port}/health/ready" >/dev/null && break; sleep 0.1; done
-out=$(target/release/examples/hot_coupon "http://127.0.0.1:${port}" "$token" "$users" "$concurrency")
-printf '%s\n' "$out" | grep -v '^HOT_COUPON'
-ours=$(printf '%s\n' "$out" | awk -F= '/^HOT_COUPON_ISSUES_PER_SEC=/ {print $2}')
-ratio=$(awk -v a="$ours" -v b="$ref_tps" 'BEGIN { printf "%.1f", a / b }')
-echo "== result: ${ours} issues/s through HTTP vs ${ref_tps} tps single-row pgbench reference = ${ratio}x"
+for _ in $(seq 1 300); do curl -sf "$base/health/ready" >/dev/null && break; sleep 0.1; done
+curl -sf "$base/health/ready" >/dev/null || { cat "$work/server.log"; echo "server did not start" >&2; exit 1; }
+psql_ "$bench_url" -v users="$users" -v all_users=$((users + coupon_users)) -v products="$products" \
+  -f scripts/bench/seed.sql >/dev/null
+
+# ---- runners -------------------------------------------------------------------------
+declare -A R  # results: R[scenario.field]
+rss_max=0
+
+# wrk_run SCENARIO LUA PATH [ENV...]: runs wrk with common.lua + LUA; prints its WRK line.
+wrk_run() {
+  local duration=$1 lua=$2 path=$3
+  cat scripts/bench/wrk/common.lua "scripts/bench/wrk/$lua.lua" >"$work/$lua.lua"
+  wrk -t "$threads" -c "$conns" -d "${duration}s" --timeout 10s -s "$work/$lua.lua" "$base$path" \
+    | awk '/^WRK / { sub(/^WRK /, ""); print }'
+}
+
+# app NAME K LUA PATH: warm-up, then the measured run with CPU and RSS around it.
+app() {
+  local name=$1 k=$2 lua=$3 path=$4 line cpu0 cpu1 db0 db1
+  if [ "$warm" -gt 0 ]; then wrk_run "$warm" "$lua" "$path" >/dev/null; fi
+  rss_reset "$server"
+  cpu0=$(proc_ticks "$server"); db0=$(pg_ticks)
+  line=$(wrk_run "$secs" "$lua" "$path")
+  cpu1=$(proc_ticks "$server"); db1=$(pg_ticks)
+  local requests duration_us p50_us p99_us non2xx socket_errors ops
+  eval "$line"
+  [ "$ops" -gt 0 ] || ops=$((requests / k))
+  local rss; rss=$(rss_peak_kb "$server"); [ "$rss" -gt "$rss_max" ] && rss_max=$rss
+  R[$name.k]=$k
+  R[$name.ops]=$(awk -v o="$ops" -v d="$duration_us" 'BEGIN { printf "%.0f", o / (d / 1e6) }')
+  R[$name.p50]=$(awk -v v="$p50_us" 'BEGIN { printf "%.2f", v / 1000 }')
+  R[$name.p99]=$(awk -v v="$p99_us" 'BEGIN { printf "%.2f", v / 1000 }')
+  R[$name.non2xx]=$((non2xx + socket_errors))
+  R[$name.cpu]=$(awk -v t=$((cpu1 - cpu0)) -v c="$clk" -v o="$ops" 'BEGIN { printf "%.3f", t / c / o * 1000 }')
+  R[$name.dbcpu]=$(awk -v t=$((db1 - db0)) -v c="$clk" -v o="$ops" 'BEGIN { printf "%.3f", t / c / o * 1000 }')
+  R[$name.rss]=$((rss / 1024))
+  R[$name.requests]=$requests
+  printf '%-15s %8s ops/s  p50 %6s ms  p99 %6s ms  non-2xx %s  server CPU %s s/1k ops  DB CPU %s s/1k ops  peak RSS %s MB\n' \
+    "$name" "${R[$name.ops]}" "${R[$name.p50]}" "${R[$name.p99]}" "${R[$name.non2xx]}" \
+    "${R[$name.cpu]}" "${R[$name.dbcpu]}" "${R[$name.rss]}"
+}
+
+# ref NAME SCRIPT: pgbench of the app's SQL, prepared statements like diesel's.
+ref() {
+  local name=$1 script=$2 out db0 db1
+  db0=$(pg_ticks)
+  out=$("$pgbin/pgbench" -n -M prepared -c "$conns" -j "$threads" -T "$secs" \
+    -D users="$users" -D products="$products" -D pages=$(( (products + 19) / 20 )) \
+    -f "scripts/bench/pgbench/$script.sql" "$bench_url" 2>&1) || { printf '%s\n' "$out"; exit 1; }
+  db1=$(pg_ticks)
+  local tps failed
+  tps=$(printf '%s\n' "$out" | awk '/^tps = / { printf "%.0f", $3 }' | tail -1)
+  failed=$(printf '%s\n' "$out" | awk '/^number of failed transactions:/ { print $5 }')
+  R[$name.ref]=$tps
+  R[$name.reffailed]=${failed:-0}
+  R[$name.refdbcpu]=$(awk -v t=$((db1 - db0)) -v c="$clk" -v n="$tps" -v s="$secs" \
+    'BEGIN { printf "%.3f", t / c / (n * s) * 1000 }')
+  printf '%-15s %8s tps pgbench reference (%s failed)  DB CPU %s s/1k tx\n' \
+    "$name" "$tps" "${R[$name.reffailed]}" "${R[$name.refdbcpu]}"
+}
+
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+started=$(date -u +%Y-%m-%dT%H:%MZ)
+echo "== ${secs}s per run, ${conns} connections, ${threads} threads (load average before: ${load_before})"
+app floor 1 get /health/live
+ref page page;        app page 1 page "/api/v1/products"
+ref detail detail;    app detail 1 detail "/api/v1/products/1"
+ref balance balance;  app balance 1 balance "/api/v1/points"
+ref charge charge;    app charge 1 charge "/api/v1/points/charge"
+
+# Hot coupon: one coupon with room for every first-timer; a second one for the warm-up,
+# so the measured run's (user, coupon) pairs are all new.
+ref coupon coupon_ref
+ends=$(date -u -d '+1 day' +%Y-%m-%dT%H:%M:%SZ)
+new_coupon() {
+  curl -sf -X POST "$base/api/v1/admin/coupons" -H "Authorization: Bearer $token" \
+    -H 'Content-Type: application/json' \
+    -d "{\"name\":\"$1\",\"discountType\":\"FIXED\",\"discountValue\":1000,\"totalQuantity\":$coupon_users,\"endsAt\":\"$ends\"}" \
+    | grep -oE '"id":[0-9]+' | head -1 | cut -d: -f2
+}
+warm_coupon=$(new_coupon bench-warm-up); hot_coupon=$(new_coupon bench-hot)
+export BENCH_COUPON_FIRST_USER=$((users + 1)) BENCH_COUPON_USERS="$coupon_users"
+export BENCH_COUPON_ID=$warm_coupon
+if [ "$warm" -gt 0 ]; then wrk_run "$warm" coupon /api/v1/coupons/issue >/dev/null; fi
+saved_warm=$warm; warm=0
+export BENCH_COUPON_ID=$hot_coupon
+app coupon 1 coupon /api/v1/coupons/issue
+warm=$saved_warm
+issued=$(psql_ -At "$bench_url" -c "SELECT count(*) FROM user_coupons WHERE coupon_id = $hot_coupon")
+remaining=$(curl -sf "$base/api/v1/coupons/$hot_coupon" | grep -oE '"remainingQuantity":[0-9]+' | cut -d: -f2)
+coupon_check="issued ${issued} (wrk counted ${R[coupon.requests]} answers), remaining ${remaining} of ${coupon_users}"
+if [ $((issued + remaining)) -eq "$coupon_users" ]; then coupon_check+=": issued + remaining = total"
+else coupon_check+=": issued + remaining != total (WRONG)"; R[coupon.non2xx]=$((R[coupon.non2xx] + 1)); fi
+echo "  hot coupon: $coupon_check"
+
+ref orderpay orderpay; app orderpay 2 orderpay "/api/v1/orders"
+
+curl -sf -X POST "$base/api/v1/admin/jobs/refresh-best-sellers" -H "Authorization: Bearer $token" >/dev/null
+best_items=$(curl -sf "$base/api/v1/products/best" | grep -o '"rank"' | wc -l)
+app best 1 get /api/v1/products/best
+echo "  best sellers: ${best_items} items in the answer"
+
+# ---- the table -----------------------------------------------------------------------
+floor=${R[floor.ops]}
+verdict() { if awk -v a="$1" -v b="$2" 'BEGIN { exit !(a >= b) }'; then echo PASS; else echo MISS; fi; }
+table="$work/table.md"
+{
+  echo "| scenario | k | app ops/s | p50 ms | p99 ms | non-2xx | reference tps | HTTP floor req/s | composed limit | app / limit | target | result | server CPU s / 1k ops | DB CPU s / 1k ops (app) | DB CPU s / 1k ops (reference) | peak RSS MB |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+} >"$table"
+misses=0
+row() {
+  local name=$1 label=$2 ops=${R[$1.ops]} k=${R[$1.k]} refv=${R[$1.ref]:-} limit="—" ratio target result
+  if [ -n "$refv" ]; then
+    limit=$(awk -v k="$k" -v f="$floor" -v r="$refv" 'BEGIN { printf "%.0f", 1 / (k / f + 1 / r) }')
+  fi
+  case $name in
+    coupon) ratio=$(awk -v a="$ops" -v r="$refv" 'BEGIN { printf "%.1f× ref", a / r }')
+            target="≥ 5× ref, 0 errors"; result=$(verdict "$(awk -v a="$ops" -v r="$refv" 'BEGIN { print a / r }')" 5) ;;
+    best)   ratio=$(awk -v a="$ops" -v f="$floor" 'BEGIN { printf "%.2f of floor", a / f }')
+            target="≥ 0.9 of floor"; result=$(verdict "$(awk -v a="$ops" -v f="$floor" 'BEGIN { print a / f }')" 0.9) ;;
+    *)      ratio=$(awk -v a="$ops" -v l="$limit" 'BEGIN { printf "%.2f", a / l }')
+            target="≥ 0.7 of limit"; result=$(verdict "$ratio" 0.7) ;;
+  esac
+  [ "${R[$name.non2xx]}" -eq 0 ] || result="MISS (non-2xx)"
+  [ "${R[$name.reffailed]:-0}" = 0 ] || result="$result (reference had failures)"
+  [ "$result" = PASS ] || misses=$((misses + 1))
+  echo "| $label | $k | ${ops} | ${R[$name.p50]} | ${R[$name.p99]} | ${R[$name.non2xx]} | ${refv:-—} | $floor | $limit | $ratio | $target | $result | ${R[$name.cpu]} | ${R[$name.dbcpu]} | ${R[$name.refdbcpu]:-—} | ${R[$name.rss]} |" >>"$table"
+}
+row page "product page"
+row detail "product detail"
+row balance "balance"
+row charge "charge"
+row coupon "hot coupon"
+row orderpay "order + pay"
+row best "best sellers"
+rss_mb=$((rss_max / 1024))
+rss_result=$([ "$rss_mb" -lt 100 ] && echo PASS || echo MISS)
+[ "$rss_result" = PASS ] || misses=$((misses + 1))
+echo "| HTTP floor (GET /health/live) | 1 | $floor | ${R[floor.p50]} | ${R[floor.p99]} | ${R[floor.non2xx]} | | | | | | | ${R[floor.cpu]} | ${R[floor.dbcpu]} | | ${R[floor.rss]} |" >>"$table"
+
+echo
+cat "$table"
+echo
+echo "peak RSS over the run: ${rss_mb} MB (target < 100 MB): ${rss_result}"
+echo "targets missed: ${misses}"
+
+catalogue=""
+if [ "${BENCH_CATALOGUE:-1}" = 1 ] && [ -x scripts/bench-catalogue.sh ]; then
+  kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; server=""
+  echo; echo "== scripts/bench-catalogue.sh"
+  catalogue=$(BENCH_SKIP_BUILD=1 scripts/bench-catalogue.sh 2>&1 | tee /dev/stderr) || catalogue+=$'\n(bench-catalogue.sh failed)'
+fi
+
+# ---- docs/benchmarks.md --------------------------------------------------------------
+if [ "${BENCH_WRITE_DOC:-1}" = 1 ]; then
+  commit=$(git rev-parse --short HEAD)
+  dirty=$(git status --porcelain -- crates migrations Cargo.toml Cargo.lock | wc -l)
+  section="$work/section.md"
+  {
+    echo "### Last run: ${started}, commit \`${commit}\`$([ "$dirty" -gt 0 ] && echo " plus ${dirty} uncommitted changed paths under crates/ and migrations/"), \`make bench\`"
+    echo
+    echo "${secs} s per measured run (${warm} s wrk warm-up before each app scenario), ${conns} connections, ${threads} threads;"
+    echo "\`DB_POOL_SIZE=${pool}\`; ${users} funded users, ${products} products, ${coupon_users} first-time users for the hot coupon."
+    echo "Load average before the run: ${load_before}. ops/s = operations per second (order + pay: one order and its payment = 1 operation, 2 HTTP requests)."
+    echo
+    cat "$table"
+    echo
+    echo "Peak RSS of the server over the whole run: **${rss_mb} MB** (target < 100 MB): **${rss_result}**."
+    echo "Hot coupon check: ${coupon_check}. Best sellers answered ${best_items} items."
+    echo "Targets missed in this run: **${misses}**."
+    if [ -n "$catalogue" ]; then
+      echo
+      echo "#### Catalogue size (\`scripts/bench-catalogue.sh\`, same run)"
+      echo
+      echo '```'
+      printf '%s\n' "$catalogue"
+      echo '```'
+    fi
+  } >"$section"
+  python3 - "$section" docs/benchmarks.md <<'PY'
+import re, sys
+section = open(sys.argv[1]).read()
+path = sys.argv[2]
+doc = open(path).read()
+begin, end = "<!-- make bench: generated section, begin -->", "<!-- make bench: generated section, end -->"
+block = f"{begin}\n{section}{end}"
+if begin in doc and end in doc:
+    doc = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: block, doc, flags=re.S)
+else:
+    doc = doc.rstrip("\n") + "\n\n" + block + "\n"
+open(path, "w").write(doc)
+PY
+  echo "== docs/benchmarks.md: generated section rewritten"
+fi

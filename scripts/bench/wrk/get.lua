@@ -1,0 +1,1 @@
+-- A fixed GET of the URL given on the command line (the HTTP floor, best sellers).
