@@ -21,7 +21,7 @@ mod schema;
 pub mod test_support;
 mod users;
 
-pub use coupons::PgCouponStore;
+pub use coupons::{IssueBatcher, PgCouponStore};
 pub use idempotency::PgIdempotencyStore;
 pub use migrate::run_migrations;
 pub use orders::PgOrderStore;

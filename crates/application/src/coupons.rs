@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use domain::coupon::{Coupon, IssueRefusal, NewCoupon, UserCoupon};
 use domain::idempotency::Completion;
-use domain::ports::{Clock, CouponStore, IssueError, UserRepository};
+use domain::ports::{Clock, CouponStore, IssueError};
+use domain::user::ForUser;
 use domain::{CouponId, UserId};
 
 #[derive(Debug, thiserror::Error)]
@@ -34,21 +35,12 @@ pub struct IssueCommand {
 #[derive(Clone)]
 pub struct Coupons {
     coupons: Arc<dyn CouponStore>,
-    users: Arc<dyn UserRepository>,
     clock: Arc<dyn Clock>,
 }
 
 impl Coupons {
-    pub fn new(
-        coupons: Arc<dyn CouponStore>,
-        users: Arc<dyn UserRepository>,
-        clock: Arc<dyn Clock>,
-    ) -> Self {
-        Self {
-            coupons,
-            users,
-            clock,
-        }
+    pub fn new(coupons: Arc<dyn CouponStore>, clock: Arc<dyn Clock>) -> Self {
+        Self { coupons, clock }
     }
 
     /// The clock of these use cases (statuses are computed against it).
@@ -78,10 +70,12 @@ impl Coupons {
     /// Issues one copy to the user, first come first served.
     ///
     /// The campaign's window and remaining quantity are checked from its terms (a
-    /// lock-free read the store may cache), so refusals (a sold-out campaign above all) cost no write and no lock; only then
-    /// does the store claim a unit atomically. The user's existence is checked by the
-    /// store's claim on the way in, and read here only when refusing, so that an unknown
-    /// user always hears `UserNotFound` first.
+    /// lock-free read the store may cache), so refusals (a sold-out campaign above all)
+    /// cost no write and no lock; only then does the store claim a unit atomically. The
+    /// user's existence is not read beforehand: the store's issue checks it in the
+    /// statement that writes the copy. Only a refusal decided here reads the user's
+    /// holding (one read), so that an unknown user always hears `UserNotFound` first and
+    /// a holder hears `AlreadyIssued` rather than `SoldOut`.
     ///
     /// # Errors
     /// In this order: [`CouponError::UserNotFound`], [`CouponError::CouponNotFound`],
@@ -110,34 +104,30 @@ impl Coupons {
                         });
                 }
                 Err(IssueRefusal::NotIssuable) => CouponError::NotIssuable,
-                // A holder asking again learns they hold it, not that it is gone.
-                Err(IssueRefusal::SoldOut)
-                    if self.coupons.holds(cmd.user_id, cmd.coupon_id).await? =>
-                {
-                    CouponError::AlreadyIssued
-                }
                 Err(IssueRefusal::SoldOut) => CouponError::SoldOut,
             },
         };
-        // A holder plainly exists; anyone else must, before hearing about the coupon.
-        if !matches!(refusal, CouponError::AlreadyIssued)
-            && self.users.find(cmd.user_id).await?.is_none()
-        {
-            return Err(CouponError::UserNotFound);
+        match self.coupons.holds(cmd.user_id, cmd.coupon_id).await? {
+            ForUser::UnknownUser => Err(CouponError::UserNotFound),
+            // A holder asking again learns they hold it, not that it is gone.
+            ForUser::Found(true) if matches!(refusal, CouponError::SoldOut) => {
+                Err(CouponError::AlreadyIssued)
+            }
+            ForUser::Found(_) => Err(refusal),
         }
-        Err(refusal)
     }
 
-    /// The user's coupons, oldest first.
+    /// The user's coupons, oldest first, in one read that also tells an unknown user
+    /// apart.
     ///
     /// # Errors
-    /// [`CouponError::UserNotFound`] for an unknown user (their coupons are not read).
+    /// [`CouponError::UserNotFound`] for an unknown user.
     #[tracing::instrument(name = "list_user_coupons", skip_all, fields(user_id = %user_id))]
     pub async fn of_user(&self, user_id: UserId) -> Result<Vec<UserCoupon>, CouponError> {
-        if self.users.find(user_id).await?.is_none() {
-            return Err(CouponError::UserNotFound);
+        match self.coupons.of_user(user_id).await? {
+            ForUser::UnknownUser => Err(CouponError::UserNotFound),
+            ForUser::Found(coupons) => Ok(coupons),
         }
-        Ok(self.coupons.of_user(user_id).await?)
     }
 }
 
@@ -149,34 +139,24 @@ mod tests {
     use chrono::{DateTime, Duration, Utc};
     use domain::UserCouponId;
     use domain::coupon::{CouponName, Discount, StoredCouponState};
-    use domain::ports::{MockClock, MockCouponStore, MockUserRepository};
-    use domain::user::User;
+    use domain::ports::{MockClock, MockCouponStore};
 
     struct Setup {
         now: DateTime<Utc>,
-        users: MockUserRepository,
         coupons: MockCouponStore,
     }
 
     impl Setup {
-        fn new(user_exists: bool) -> Self {
-            let mut users = MockUserRepository::new();
-            users.expect_find().returning(move |id| {
-                Ok(user_exists.then(|| User {
-                    id,
-                    created_at: Utc::now(),
-                }))
-            });
+        fn new() -> Self {
             Self {
                 now: Utc::now(),
-                users,
                 coupons: MockCouponStore::new(),
             }
         }
 
         fn with_coupon(mut self, remaining: i64, starts_in: i64, ends_in: i64) -> Self {
             let now = self.now;
-            self.coupons.expect_terms().returning(move |id| {
+            self.coupons.expect_terms().times(1).returning(move |id| {
                 Ok(Some(Coupon {
                     id,
                     name: CouponName::new("Hot").unwrap(),
@@ -190,14 +170,24 @@ mod tests {
             self
         }
 
+        fn without_coupon(mut self) -> Self {
+            self.coupons.expect_terms().times(1).returning(|_| Ok(None));
+            self
+        }
+
+        /// The one read a refusal decided before any write makes.
+        fn holding(mut self, holding: ForUser<bool>) -> Self {
+            self.coupons
+                .expect_holds()
+                .times(1)
+                .returning(move |_, _| Ok(holding.clone()));
+            self
+        }
+
         fn build(self) -> Coupons {
             let mut clock = MockClock::new();
             clock.expect_now().return_const(self.now);
-            Coupons::new(
-                Arc::new(self.coupons),
-                Arc::new(self.users),
-                Arc::new(clock),
-            )
+            Coupons::new(Arc::new(self.coupons), Arc::new(clock))
         }
     }
 
@@ -222,9 +212,12 @@ mod tests {
         }
     }
 
+    // A mock without an expectation for a method fails the test when it is called, so
+    // these tests also prove that no other port call is made.
+
     #[tokio::test]
-    async fn an_issuable_coupon_is_claimed_until_the_campaign_ends() {
-        let mut setup = Setup::new(true).with_coupon(3, -60, 3_600);
+    async fn an_issue_is_the_terms_then_one_claim_with_no_read_of_the_user() {
+        let mut setup = Setup::new().with_coupon(3, -60, 3_600);
         let ends = setup.now + Duration::seconds(3_600);
         setup
             .coupons
@@ -232,6 +225,7 @@ mod tests {
             .withf(move |issue, _| issue.expires_at == ends && issue.user_id.get() == 1)
             .times(1)
             .returning(|issue, _| Ok(copy(&issue)));
+        setup.coupons.expect_holds().never();
         let got = setup.build().issue(cmd(), None).await.unwrap();
         assert_eq!(got.id.get(), 9);
     }
@@ -239,44 +233,46 @@ mod tests {
     #[tokio::test]
     async fn an_unknown_user_is_reported_before_any_refusal_of_the_coupon() {
         for (remaining, starts) in [(0, -60), (3, 60)] {
-            let mut setup = Setup::new(false).with_coupon(remaining, starts, 3_600);
-            setup.coupons.expect_holds().returning(|_, _| Ok(false));
+            let mut setup = Setup::new()
+                .with_coupon(remaining, starts, 3_600)
+                .holding(ForUser::UnknownUser);
             setup.coupons.expect_issue().never();
             let err = setup.build().issue(cmd(), None).await.unwrap_err();
-            assert!(matches!(err, CouponError::UserNotFound));
+            assert!(matches!(err, CouponError::UserNotFound), "{err:?}");
         }
-        let mut setup = Setup::new(false);
-        setup.coupons.expect_terms().returning(|_| Ok(None));
+        let mut setup = Setup::new().without_coupon().holding(ForUser::UnknownUser);
+        setup.coupons.expect_issue().never();
         let err = setup.build().issue(cmd(), None).await.unwrap_err();
-        assert!(matches!(err, CouponError::UserNotFound));
+        assert!(matches!(err, CouponError::UserNotFound), "{err:?}");
     }
 
     #[tokio::test]
-    async fn an_unknown_user_found_by_the_claim_is_not_found() {
-        let mut setup = Setup::new(true).with_coupon(3, -60, 3_600);
-        setup.users = MockUserRepository::new();
-        setup.users.expect_find().never();
+    async fn an_unknown_user_found_by_the_claim_is_not_found_without_another_read() {
+        let mut setup = Setup::new().with_coupon(3, -60, 3_600);
+        setup.coupons.expect_holds().never();
         setup
             .coupons
             .expect_issue()
+            .times(1)
             .returning(|_, _| Err(IssueError::UserNotFound));
         let err = setup.build().issue(cmd(), None).await.unwrap_err();
-        assert!(matches!(err, CouponError::UserNotFound));
+        assert!(matches!(err, CouponError::UserNotFound), "{err:?}");
     }
 
     #[tokio::test]
     async fn an_unknown_coupon_is_not_found_and_nothing_is_claimed() {
-        let mut setup = Setup::new(true);
-        setup.coupons.expect_terms().returning(|_| Ok(None));
+        let mut setup = Setup::new().without_coupon().holding(ForUser::Found(false));
         setup.coupons.expect_issue().never();
         let err = setup.build().issue(cmd(), None).await.unwrap_err();
-        assert!(matches!(err, CouponError::CouponNotFound));
+        assert!(matches!(err, CouponError::CouponNotFound), "{err:?}");
     }
 
     #[tokio::test]
-    async fn outside_its_window_a_coupon_is_not_issuable_and_nothing_is_claimed() {
-        for (starts, ends) in [(60, 120), (-120, -60)] {
-            let mut setup = Setup::new(true).with_coupon(3, starts, ends);
+    async fn outside_its_window_a_coupon_is_not_issuable_even_to_a_holder() {
+        for (starts, ends, holds) in [(60, 120, false), (-120, -60, false), (-120, -60, true)] {
+            let mut setup = Setup::new()
+                .with_coupon(3, starts, ends)
+                .holding(ForUser::Found(holds));
             setup.coupons.expect_issue().never();
             let err = setup.build().issue(cmd(), None).await.unwrap_err();
             assert!(matches!(err, CouponError::NotIssuable), "{starts}..{ends}");
@@ -285,20 +281,22 @@ mod tests {
 
     #[tokio::test]
     async fn a_sold_out_coupon_is_refused_without_a_claim() {
-        let mut setup = Setup::new(true).with_coupon(0, -60, 60);
+        let mut setup = Setup::new()
+            .with_coupon(0, -60, 60)
+            .holding(ForUser::Found(false));
         setup.coupons.expect_issue().never();
-        setup.coupons.expect_holds().returning(|_, _| Ok(false));
         let err = setup.build().issue(cmd(), None).await.unwrap_err();
-        assert!(matches!(err, CouponError::SoldOut));
+        assert!(matches!(err, CouponError::SoldOut), "{err:?}");
     }
 
     #[tokio::test]
     async fn a_holder_asking_for_a_sold_out_coupon_hears_it_is_already_issued() {
-        let mut setup = Setup::new(true).with_coupon(0, -60, 60);
+        let mut setup = Setup::new()
+            .with_coupon(0, -60, 60)
+            .holding(ForUser::Found(true));
         setup.coupons.expect_issue().never();
-        setup.coupons.expect_holds().returning(|_, _| Ok(true));
         let err = setup.build().issue(cmd(), None).await.unwrap_err();
-        assert!(matches!(err, CouponError::AlreadyIssued));
+        assert!(matches!(err, CouponError::AlreadyIssued), "{err:?}");
     }
 
     #[tokio::test]
@@ -307,12 +305,14 @@ mod tests {
             (IssueError::AlreadyIssued, false),
             (IssueError::SoldOut, true),
         ] {
-            let mut setup = Setup::new(true).with_coupon(1, -60, 60);
+            let mut setup = Setup::new().with_coupon(1, -60, 60);
             let mut refusal = Some(refusal);
             setup
                 .coupons
                 .expect_issue()
+                .times(1)
                 .returning(move |_, _| Err(refusal.take().unwrap()));
+            setup.coupons.expect_holds().never();
             let err = setup.build().issue(cmd(), None).await.unwrap_err();
             if expect_sold_out {
                 assert!(matches!(err, CouponError::SoldOut));
@@ -323,9 +323,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn listing_needs_a_known_user() {
-        let mut setup = Setup::new(false);
-        setup.coupons.expect_of_user().never();
+    async fn listing_is_one_read_that_tells_an_unknown_user_apart() {
+        let mut setup = Setup::new();
+        setup
+            .coupons
+            .expect_of_user()
+            .times(1)
+            .returning(|_| Ok(ForUser::UnknownUser));
         let err = setup
             .build()
             .of_user(UserId::new(1).unwrap())
@@ -333,8 +337,12 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, CouponError::UserNotFound));
 
-        let mut setup = Setup::new(true);
-        setup.coupons.expect_of_user().returning(|_| Ok(vec![]));
+        let mut setup = Setup::new();
+        setup
+            .coupons
+            .expect_of_user()
+            .times(1)
+            .returning(|_| Ok(ForUser::Found(vec![])));
         assert!(
             setup
                 .build()
@@ -347,8 +355,8 @@ mod tests {
 
     #[tokio::test]
     async fn an_unknown_coupon_id_is_not_found() {
-        let mut setup = Setup::new(true);
-        setup.coupons.expect_find().returning(|_| Ok(None));
+        let mut setup = Setup::new();
+        setup.coupons.expect_find().times(1).returning(|_| Ok(None));
         let err = setup
             .build()
             .get(CouponId::new(5).unwrap())

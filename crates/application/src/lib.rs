@@ -101,11 +101,7 @@ impl UseCases {
             ),
             check_readiness: ops::CheckReadiness::new(ports.health.clone()),
             catalog: catalog::Catalog::new(ports.products.clone(), ports.clock.clone()),
-            coupons: coupons::Coupons::new(
-                ports.coupons.clone(),
-                ports.users.clone(),
-                ports.clock.clone(),
-            ),
+            coupons: coupons::Coupons::new(ports.coupons.clone(), ports.clock.clone()),
             orders: orders::Orders::new(
                 ports.orders.clone(),
                 ports.products.clone(),

@@ -16,8 +16,8 @@ use actix_web::dev::{Server, ServerHandle};
 use adapter_dataplatform::{HttpDataPlatform, LoggingDataPlatform};
 use adapter_http::HttpState;
 use adapter_postgres::{
-    PgCouponStore, PgHealthCheck, PgIdempotencyStore, PgOrderStore, PgOutboxStore, PgPointStore,
-    PgPool, PgProductRepository, PgSalesStore, PgUserRepository, PoolConfig,
+    IssueBatcher, PgCouponStore, PgHealthCheck, PgIdempotencyStore, PgOrderStore, PgOutboxStore,
+    PgPointStore, PgPool, PgProductRepository, PgSalesStore, PgUserRepository, PoolConfig,
 };
 use anyhow::Context;
 use application::{Ports, Settings, UseCases};
@@ -34,6 +34,7 @@ pub struct Application {
     address: SocketAddr,
     server: Server,
     pool: PgPool,
+    coupon_batcher: IssueBatcher,
     jobs: JoinSet<()>,
     stop_jobs: watch::Sender<bool>,
 }
@@ -83,6 +84,8 @@ impl Application {
             statement_timeout: Duration::from_millis(config.db_statement_timeout_ms),
             lock_timeout: Duration::from_millis(config.db_lock_timeout_ms),
         });
+        // Groups concurrent issues of one coupon; stopped after the HTTP server.
+        let coupon_batcher = IssueBatcher::start(pool.clone());
         let ports = Ports {
             clock: Arc::new(SystemClock),
             users: Arc::new(PgUserRepository::new(pool.clone())),
@@ -90,7 +93,7 @@ impl Application {
             idempotency: Arc::new(PgIdempotencyStore::new(pool.clone())),
             health: Arc::new(PgHealthCheck::new(pool.clone())),
             products: Arc::new(PgProductRepository::new(pool.clone())),
-            coupons: Arc::new(PgCouponStore::new(pool.clone())),
+            coupons: Arc::new(PgCouponStore::grouped(pool.clone(), coupon_batcher.clone())),
             orders: Arc::new(PgOrderStore::new(pool.clone())),
             sales: Arc::new(PgSalesStore::new(pool.clone())),
             outbox: Arc::new(PgOutboxStore::new(pool.clone())),
@@ -145,6 +148,7 @@ impl Application {
             address,
             server,
             pool,
+            coupon_batcher,
             jobs,
             stop_jobs,
         })
@@ -170,18 +174,22 @@ impl Application {
     }
 
     /// Serves until SIGTERM/SIGINT or [`ServerHandle::stop`]: in-flight requests
-    /// finish (up to the shutdown timeout), then the schedulers stop.
+    /// finish (up to the shutdown timeout), then the coupon issues already queued are
+    /// written and the batcher stops, then the schedulers stop.
     ///
     /// # Errors
     /// When the server fails.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let Self {
             server,
+            coupon_batcher,
             mut jobs,
             stop_jobs,
             ..
         } = self;
         let served = server.await;
+        // No request is left to queue an issue; let the queued ones finish.
+        coupon_batcher.stop().await;
         tracing::info!("server stopped; stopping schedulers");
         let _ = stop_jobs.send(true);
         while jobs.join_next().await.is_some() {}

@@ -232,6 +232,34 @@ pub enum StoredCouponState {
     Used,
 }
 
+impl StoredCouponState {
+    /// The name stores keep it under: `AVAILABLE` or `USED`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Available => "AVAILABLE",
+            Self::Used => "USED",
+        }
+    }
+
+    /// Reads a stored name back. Anything but `AVAILABLE` or `USED` is an error, so a
+    /// corrupt or newer value is reported instead of passing for a usable copy.
+    ///
+    /// # Errors
+    /// [`UnknownCouponState`] for any other name.
+    pub fn parse(stored: &str) -> Result<Self, UnknownCouponState> {
+        match stored {
+            "AVAILABLE" => Ok(Self::Available),
+            "USED" => Ok(Self::Used),
+            other => Err(UnknownCouponState(other.to_owned())),
+        }
+    }
+}
+
+/// A stored coupon state that is neither `AVAILABLE` nor `USED`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown stored coupon state {0:?}")]
+pub struct UnknownCouponState(pub String);
+
 /// The state a user sees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UserCouponStatus {
@@ -374,6 +402,18 @@ mod tests {
         let c = coupon(1, -10, 10);
         let issue = c.issue_to(UserId::new(2).unwrap(), Utc::now());
         assert_eq!(issue.expires_at, c.ends_at);
+    }
+
+    #[test]
+    fn stored_states_round_trip_and_unknown_names_are_errors() {
+        for state in [StoredCouponState::Available, StoredCouponState::Used] {
+            assert_eq!(StoredCouponState::parse(state.as_str()), Ok(state));
+        }
+        assert_eq!(
+            StoredCouponState::parse("EXPIRED"),
+            Err(UnknownCouponState("EXPIRED".to_owned()))
+        );
+        assert!(StoredCouponState::parse("available").is_err());
     }
 
     #[test]

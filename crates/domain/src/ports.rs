@@ -19,7 +19,7 @@ use crate::outbox::{OutboxCounts, OutboxEvent};
 use crate::points::{Balance, Charged, Credit, PointHistoryEntry};
 use crate::product::{NewProduct, Product, ProductPatch, Restock};
 use crate::sales::{BestSeller, SalesWindow};
-use crate::user::User;
+use crate::user::{ForUser, User};
 use crate::{CouponId, OrderId, Page, PageRequest, ProductId, UserCouponId, UserId};
 
 /// The time now. A port so tests can fix it.
@@ -297,11 +297,12 @@ pub trait CouponStore: Send + Sync {
         completion: Option<Completion<UserCoupon>>,
     ) -> Result<UserCoupon, IssueError>;
 
-    /// Whether `user` holds a copy of `coupon`.
+    /// Whether `user` holds a copy of `coupon`, or [`ForUser::UnknownUser`], in one read:
+    /// what an issue refused before any write needs to pick its error.
     ///
     /// # Errors
     /// Only when the store fails.
-    async fn holds(&self, user: UserId, coupon: CouponId) -> anyhow::Result<bool>;
+    async fn holds(&self, user: UserId, coupon: CouponId) -> anyhow::Result<ForUser<bool>>;
 
     /// The issued copy with `id`, or `None`.
     ///
@@ -309,11 +310,12 @@ pub trait CouponStore: Send + Sync {
     /// Only when the store fails.
     async fn user_coupon(&self, id: UserCouponId) -> anyhow::Result<Option<UserCoupon>>;
 
-    /// Every copy `user` holds, oldest first.
+    /// Every copy `user` holds, oldest first, or [`ForUser::UnknownUser`] (told apart in
+    /// the same read).
     ///
     /// # Errors
     /// Only when the store fails.
-    async fn of_user(&self, user: UserId) -> anyhow::Result<Vec<UserCoupon>>;
+    async fn of_user(&self, user: UserId) -> anyhow::Result<ForUser<Vec<UserCoupon>>>;
 }
 
 /// Why an order was not placed.

@@ -1,0 +1,220 @@
+//! The request batcher: issues that arrive while earlier ones are being written are
+//! grouped per coupon and written in one transaction each (see [`issue_group`]).
+//!
+//! Grouping only changes how many issues share a commit; every guarantee is still the
+//! database's (unique constraint, guarded claims, `CHECK (remaining >= 0)`), so any
+//! number of instances may run, each with its own batcher. A group of one is written as
+//! a lone issue ([`issue_alone`]). A group that fails as a whole (say one issue's
+//! idempotency lease was taken over) is retried one issue at a time, so each gets its
+//! own outcome.
+
+use std::sync::{Arc, Mutex};
+
+use diesel::Connection;
+use domain::coupon::UserCoupon;
+use domain::ports::IssueError;
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+use super::issue::{Outcome, Request, issue_alone, issue_group};
+use crate::pool::{PgPool, run};
+
+/// The most issues written in one transaction.
+const MAX_GROUP: usize = 128;
+
+/// Groups written at once; while all are busy, new issues queue and form larger groups.
+const GROUPS_IN_FLIGHT: u32 = 8;
+
+/// One issue waiting for its group.
+pub(super) struct Pending {
+    pub(super) request: Request,
+    pub(super) reply: oneshot::Sender<Result<UserCoupon, IssueError>>,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("issue", &self.request.0)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Groups concurrent issues of one coupon into one transaction. Started once per
+/// instance (by `bootstrap`) and handed to
+/// [`PgCouponStore::grouped`](super::PgCouponStore::grouped); cloning shares it.
+#[derive(Debug, Clone)]
+pub struct IssueBatcher {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    queue: mpsc::UnboundedSender<Pending>,
+    stop: watch::Sender<bool>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl IssueBatcher {
+    /// Starts the grouping task on the current Tokio runtime; it writes through `pool`.
+    ///
+    /// # Panics
+    /// When called outside a Tokio runtime.
+    pub fn start(pool: PgPool) -> Self {
+        let (queue, queued) = mpsc::unbounded_channel();
+        let (stop, stopping) = watch::channel(false);
+        let task = tokio::spawn(group_issues(pool, queued, stopping));
+        Self {
+            inner: Arc::new(Inner {
+                queue,
+                stop,
+                task: Mutex::new(Some(task)),
+            }),
+        }
+    }
+
+    /// Stops grouping and waits until every issue handed over so far has its answer:
+    /// the queue is closed, what was queued is still written, and the groups in flight
+    /// finish. Issues that come later are written one per transaction by the store.
+    /// Stopping twice is harmless.
+    pub async fn stop(&self) {
+        self.inner.stop.send_replace(true);
+        let task = self.inner.task.lock().ok().and_then(|mut task| task.take());
+        if let Some(task) = task
+            && let Err(err) = task.await
+        {
+            tracing::error!(error = %err, "the coupon issue batcher failed");
+        }
+    }
+
+    /// Hands `pending` to the grouping task, or gives it back once the batcher stopped.
+    pub(super) fn submit(&self, pending: Pending) -> Result<(), Pending> {
+        self.inner
+            .queue
+            .send(pending)
+            .map_err(|mpsc::error::SendError(pending)| pending)
+    }
+}
+
+/// Takes queued issues, as many as are waiting (up to [`MAX_GROUP`]) once a slot is
+/// free, and writes them per coupon. On stop, it closes the queue, writes what was
+/// queued and waits for the groups in flight.
+async fn group_issues(
+    pool: PgPool,
+    mut queue: mpsc::UnboundedReceiver<Pending>,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let slots = Arc::new(Semaphore::new(GROUPS_IN_FLIGHT as usize));
+    loop {
+        let next = tokio::select! {
+            biased;
+            () = until_stopped(&mut stopping) => {
+                queue.close();
+                queue.recv().await
+            }
+            next = queue.recv() => next,
+        };
+        let Some(first) = next else {
+            break;
+        };
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        let mut taken = vec![first];
+        while taken.len() < MAX_GROUP {
+            match queue.try_recv() {
+                Ok(next) => taken.push(next),
+                Err(_) => break,
+            }
+        }
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let mut by_coupon: Vec<Vec<Pending>> = Vec::new();
+            for pending in taken {
+                match by_coupon.iter_mut().find(|g| {
+                    g.first()
+                        .is_some_and(|p| p.request.0.coupon_id == pending.request.0.coupon_id)
+                }) {
+                    Some(group) => group.push(pending),
+                    None => by_coupon.push(vec![pending]),
+                }
+            }
+            for group in by_coupon {
+                write_group(&pool, group).await;
+            }
+            drop(slot);
+        });
+    }
+    // Every group in flight is done once all of its slots are free again.
+    drop(slots.acquire_many(GROUPS_IN_FLIGHT).await);
+}
+
+/// Resolves once the batcher is told to stop, or is gone (its sender dropped).
+async fn until_stopped(stopping: &mut watch::Receiver<bool>) {
+    let _ = stopping.wait_for(|stop| *stop).await;
+}
+
+/// Writes one coupon's group and answers each issue; falls back to one issue per
+/// transaction when the group fails as a whole.
+pub(super) async fn write_group(pool: &PgPool, group: Vec<Pending>) {
+    if group.len() == 1 {
+        for Pending {
+            request: (issue, completion),
+            reply,
+        } in group
+        {
+            let _ = reply.send(issue_alone(pool, issue, completion).await);
+        }
+        return;
+    }
+    let (requests, replies): (Vec<_>, Vec<_>) =
+        group.into_iter().map(|p| (p.request, p.reply)).unzip();
+    let result = run(pool, move |conn| {
+        let outcome = conn.transaction(|conn| issue_group(conn, &requests));
+        Ok::<_, anyhow::Error>((outcome, requests))
+    })
+    .instrument(tracing::info_span!(
+        "pg.coupons.issue_group",
+        size = replies.len()
+    ))
+    .await;
+    match result {
+        Err(err) => {
+            // No connection: every issue in the group fails the same way.
+            let unavailable = domain::error::is_unavailable(&err);
+            for reply in replies {
+                let cause = if unavailable {
+                    anyhow::Error::new(domain::StoreUnavailable).context(format!("{err:#}"))
+                } else {
+                    anyhow::anyhow!("{err:#}")
+                };
+                let _ = reply.send(Err(IssueError::Unknown(cause)));
+            }
+        }
+        Ok((Ok(outcomes), requests)) => {
+            let mut again = Vec::new();
+            for ((outcome, reply), request) in outcomes.into_iter().zip(replies).zip(requests) {
+                match outcome {
+                    Outcome::Done(result) => {
+                        let _ = reply.send(result);
+                    }
+                    Outcome::Retry => again.push((request, reply)),
+                }
+            }
+            write_one_by_one(pool, again).await;
+        }
+        Ok((Err(_), requests)) => {
+            write_one_by_one(pool, requests.into_iter().zip(replies).collect()).await;
+        }
+    }
+}
+
+/// Writes each issue in a transaction of its own.
+async fn write_one_by_one(
+    pool: &PgPool,
+    issues: Vec<(Request, oneshot::Sender<Result<UserCoupon, IssueError>>)>,
+) {
+    for ((issue, completion), reply) in issues {
+        let _ = reply.send(issue_alone(pool, issue, completion).await);
+    }
+}
