@@ -147,11 +147,13 @@ app() {
     "${R[$name.cpu]}" "${R[$name.dbcpu]}" "${R[$name.rss]}"
 }
 
-# ref NAME SCRIPT: pgbench of the app's SQL, prepared statements like diesel's.
+# ref NAME SCRIPT [MODE]: pgbench of the app's SQL. MODE as diesel sends it: `prepared`
+# (named statements, cached per connection: diesel's query builder) or `extended`
+# (unnamed statements, parsed and planned every time: diesel's `sql_query`).
 ref() {
-  local name=$1 script=$2 out db
+  local name=$1 script=$2 mode=${3:-prepared} out db
   db_cpu_start
-  out=$("$pgbin/pgbench" -n -M prepared -c "$conns" -j "$threads" -T "$secs" \
+  out=$("$pgbin/pgbench" -n -M "$mode" -c "$conns" -j "$threads" -T "$secs" \
     -D users="$users" -D products="$products" -D pages=$(( (products + 19) / 20 )) \
     -f "scripts/bench/pgbench/$script.sql" "$bench_url" 2>&1) || { printf '%s\n' "$out"; exit 1; }
   db=$(db_cpu_stop)
@@ -159,11 +161,12 @@ ref() {
   tps=$(printf '%s\n' "$out" | awk '/^tps = / { printf "%.0f", $3 }' | tail -1)
   failed=$(printf '%s\n' "$out" | awk '/^number of failed transactions:/ { print $5 }')
   R[$name.ref]=$tps
+  R[$name.refmode]=$mode
   R[$name.reffailed]=${failed:-0}
   R[$name.refdbcpu]=$(awk -v t="$db" -v c="$clk" -v n="$tps" -v s="$secs" \
     'BEGIN { printf "%.3f", t / c / (n * s) * 1000 }')
-  printf '%-15s %8s tps pgbench reference (%s failed)  DB CPU %s s/1k tx\n' \
-    "$name" "$tps" "${R[$name.reffailed]}" "${R[$name.refdbcpu]}"
+  printf '%-15s %8s tps pgbench -M %s reference (%s failed)  DB CPU %s s/1k tx\n' \
+    "$name" "$tps" "$mode" "${R[$name.reffailed]}" "${R[$name.refdbcpu]}"
 }
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -172,10 +175,10 @@ echo "== ${secs}s per run, ${conns} connections, ${threads} threads (load averag
 app floor 1 get /health/live
 page_sql=page
 [ "$(psql_ -At "$bench_url" -c "SELECT to_regclass('catalogue_stats') IS NOT NULL")" = t ] || page_sql=page_counted
-ref page "$page_sql"; app page 1 page "/api/v1/products"
+ref page "$page_sql" extended; app page 1 page "/api/v1/products"
 ref detail detail;    app detail 1 detail "/api/v1/products/1"
 ref balance balance;  app balance 1 balance "/api/v1/points"
-ref charge charge;    app charge 1 charge "/api/v1/points/charge"
+ref charge charge extended; app charge 1 charge "/api/v1/points/charge"
 
 # Hot coupon: one coupon with room for every first-timer; a second one for the warm-up,
 # so the measured run's (user, coupon) pairs are all new.
@@ -202,7 +205,7 @@ if [ $((issued + remaining)) -eq "$coupon_users" ]; then coupon_check+=": issued
 else coupon_check+=": issued + remaining != total (WRONG)"; R[coupon.non2xx]=$((R[coupon.non2xx] + 1)); fi
 echo "  hot coupon: $coupon_check"
 
-ref orderpay orderpay; app orderpay 2 orderpay "/api/v1/orders"
+ref orderpay orderpay extended; app orderpay 2 orderpay "/api/v1/orders"
 
 curl -sf -X POST "$base/api/v1/admin/jobs/refresh-best-sellers" -H "Authorization: Bearer $token" >/dev/null
 best_items=$(curl -sf "$base/api/v1/products/best" | grep -o '"rank"' | wc -l)
@@ -234,7 +237,7 @@ row() {
   [ "${R[$name.non2xx]}" -eq 0 ] || result="MISS (non-2xx)"
   [ "${R[$name.reffailed]:-0}" = 0 ] || result="$result (reference had failures)"
   [ "$result" = PASS ] || misses=$((misses + 1))
-  echo "| $label | $k | ${ops} | ${R[$name.p50]} | ${R[$name.p99]} | ${R[$name.non2xx]} | ${refv:-—} | $floor | $limit | $ratio | $target | $result | ${R[$name.cpu]} | ${R[$name.dbcpu]} | ${R[$name.refdbcpu]:-—} | ${R[$name.rss]} |" >>"$table"
+  echo "| $label | $k | ${ops} | ${R[$name.p50]} | ${R[$name.p99]} | ${R[$name.non2xx]} | ${refv:-—}$([ "${R[$name.refmode]:-prepared}" = prepared ] || echo " (-M ${R[$name.refmode]})") | $floor | $limit | $ratio | $target | $result | ${R[$name.cpu]} | ${R[$name.dbcpu]} | ${R[$name.refdbcpu]:-—} | ${R[$name.rss]} |" >>"$table"
 }
 row page "product page"
 row detail "product detail"
@@ -267,7 +270,7 @@ if [ "${BENCH_WRITE_DOC:-1}" = 1 ]; then
   dirty=$(git status --porcelain -- crates migrations Cargo.toml Cargo.lock | wc -l)
   section="$work/section.md"
   {
-    echo "### Last run: ${started}, commit \`${commit}\`$([ "$dirty" -gt 0 ] && echo " plus ${dirty} uncommitted changed paths under crates/ and migrations/"), \`make bench\`"
+    echo "### Last run: ${started}, \`make bench\` on commit \`${commit}\`$([ "$dirty" -gt 0 ] && echo " (working tree: ${dirty} paths under crates/ and migrations/ differed from it when the run ended)")"
     echo
     echo "${secs} s per measured run (${warm} s wrk warm-up before each app scenario), ${conns} connections, ${threads} threads;"
     echo "\`DB_POOL_SIZE=${pool}\`; ${users} funded users, ${products} products, ${coupon_users} first-time users for the hot coupon."

@@ -1,40 +1,86 @@
 -- Order + pay: the two transactions the app runs for POST /orders and POST /points/use
--- (one line, no coupon, no Idempotency-Key). One pgbench "transaction" = one operation.
+-- (one line, no coupon, no Idempotency-Key), statement for statement as
+-- crates/adapter-postgres/src/orders.rs sends them (TAKE_STOCK, STORE_ORDER, MARK_PAID,
+-- DEBIT_FOR_ORDER; diesel `sql_query`, so run with -M extended). The app binds arrays and
+-- a NULL coupon id as parameters; here they are ARRAY[...] and NULL in the text, and
+-- the NULL columns a \gset reads are wrapped in coalesce().
+-- One pgbench "transaction" = one operation.
 \set uid random(1, :users)
 \set pid random(1, :products)
 \set q random(1, 3)
--- place: take the stock (guarded, returns the price it snapshots), then the order and
--- its lines in one statement
 BEGIN;
-UPDATE products SET stock = stock - :q, updated_at = now()
- WHERE id = :pid AND stock >= :q RETURNING name, price \gset
+WITH wanted AS (
+    SELECT * FROM unnest(ARRAY[:pid]::bigint[], ARRAY[:q]::bigint[]) AS w (product_id, quantity)),
+locked AS MATERIALIZED (
+    SELECT p.id FROM products p JOIN wanted w ON w.product_id = p.id
+    WHERE p.stock >= w.quantity ORDER BY p.id FOR UPDATE OF p),
+taken AS (
+    UPDATE products p SET stock = p.stock - w.quantity, updated_at = now()
+    FROM locked k JOIN wanted w ON w.product_id = k.id
+    WHERE p.id = k.id AND p.stock >= w.quantity
+    RETURNING p.id, p.name, p.price)
+SELECT t.id, t.name, t.price, coalesce(c.discount_type, '') AS discount_type, coalesce(c.discount_value, 0) AS discount_value
+FROM taken t LEFT JOIN (
+    SELECT c.discount_type, c.discount_value FROM user_coupons uc
+    JOIN coupons c ON c.id = uc.coupon_id WHERE uc.id = NULL::bigint) c ON true \gset
 \set total :price * :q
-WITH o AS (
-  INSERT INTO orders (user_id, status, total_amount, discount_amount, pay_amount,
-                      user_coupon_id, created_at, expires_at, updated_at)
-  VALUES (:uid, 'NOT_PAID', :total, 0, :total, NULL, now(), now() + interval '1 day', now())
-  RETURNING id),
-l AS (
-  INSERT INTO order_lines (order_id, product_id, product_name, unit_price, quantity, amount)
-  SELECT id, :pid, :name, :price, :q, :total FROM o)
-SELECT id AS oid FROM o \gset
+WITH used AS (
+     UPDATE user_coupons SET status = 'USED', used_at = now()
+     WHERE id = NULL::bigint AND user_id = :uid AND status = 'AVAILABLE' AND expires_at > now()
+     RETURNING id),
+ o AS (
+     INSERT INTO orders (user_id, status, total_amount, discount_amount, pay_amount,
+                         user_coupon_id, created_at, expires_at, updated_at)
+     SELECT :uid, 'NOT_PAID', :total, 0, :total, NULL::bigint, now(),
+            now() + 86400000000 * interval '1 microsecond', now()
+     WHERE NULL::bigint IS NULL OR EXISTS (SELECT 1 FROM used)
+     RETURNING *),
+ stored_lines AS (
+     INSERT INTO order_lines (order_id, product_id, product_name, unit_price, quantity, amount)
+     SELECT o.id, x.* FROM o,
+            unnest(ARRAY[:pid]::bigint[], ARRAY[:name]::text[], ARRAY[:price]::bigint[],
+                   ARRAY[:q]::bigint[], ARRAY[:total]::bigint[])
+            AS x (product_id, product_name, unit_price, quantity, amount)
+     RETURNING order_id, product_id, product_name, unit_price, quantity, amount)
+ SELECT o.id AS oid, o.user_id, o.status, o.total_amount, o.discount_amount, o.pay_amount,
+        coalesce(o.user_coupon_id, 0) AS user_coupon_id, o.created_at, o.expires_at, coalesce(o.paid_at, now()) AS paid_at,
+        l.line_product_ids, l.line_names, l.line_prices, l.line_quantities, l.line_amounts
+ FROM o CROSS JOIN (
+     SELECT array_agg(product_id ORDER BY product_id) AS line_product_ids,
+            array_agg(product_name ORDER BY product_id) AS line_names,
+            array_agg(unit_price ORDER BY product_id) AS line_prices,
+            array_agg(quantity ORDER BY product_id) AS line_quantities,
+            array_agg(amount ORDER BY product_id) AS line_amounts
+     FROM stored_lines) l \gset
 COMMIT;
--- pay: the guarded move to PAID (database clock), then wallet + USE row + outbox event
 BEGIN;
-UPDATE orders SET status = 'PAID', paid_at = now(), updated_at = now()
- WHERE id = :oid AND user_id = :uid AND status = 'NOT_PAID' AND expires_at > now()
- RETURNING pay_amount AS amt \gset
+WITH o AS (
+     UPDATE orders SET status = 'PAID', paid_at = statement_timestamp(),
+                       updated_at = statement_timestamp()
+     WHERE id = :oid AND user_id = :uid AND status = 'NOT_PAID'
+       AND expires_at > statement_timestamp()
+     RETURNING *)
+ SELECT o.id, o.user_id, o.status, o.total_amount, o.discount_amount, o.pay_amount AS amt,
+        coalesce(o.user_coupon_id, 0) AS user_coupon_id, o.created_at, o.expires_at, o.paid_at,
+        l.line_product_ids, l.line_names, l.line_prices, l.line_quantities, l.line_amounts
+ FROM o LEFT JOIN LATERAL (
+     SELECT array_agg(product_id ORDER BY product_id) AS line_product_ids,
+            array_agg(product_name ORDER BY product_id) AS line_names,
+            array_agg(unit_price ORDER BY product_id) AS line_prices,
+            array_agg(quantity ORDER BY product_id) AS line_quantities,
+            array_agg(amount ORDER BY product_id) AS line_amounts
+     FROM order_lines WHERE order_id = o.id) l ON true \gset
 WITH debited AS (
-  UPDATE point_wallets SET balance = balance - :amt, updated_at = now()
-   WHERE user_id = :uid AND balance >= :amt RETURNING balance),
-recorded AS (
-  INSERT INTO point_history (user_id, kind, amount, balance_after, order_id, created_at)
-  SELECT :uid, 'USE', :amt, balance, :oid, now() FROM debited),
+    UPDATE point_wallets SET balance = balance - :amt, updated_at = now()
+    WHERE user_id = :uid AND balance >= :amt RETURNING balance),
+used AS (
+    INSERT INTO point_history (user_id, kind, amount, balance_after, order_id, created_at)
+    SELECT :uid, 'USE', :amt, balance, :oid, now() FROM debited),
 event AS (
-  INSERT INTO outbox_events (id, event_type, aggregate_id, payload, created_at, next_attempt_at)
-  SELECT gen_random_uuid(), 'ORDER_PAID', :oid,
-         '{"eventId":"00000000-0000-0000-0000-000000000000","eventType":"ORDER_PAID","occurredAt":"2026-11-29T00:00:00.000000Z","order":{"orderId":1,"userId":1,"items":[{"productId":1,"quantity":1,"unitPrice":1000,"amount":1000}],"totalAmount":1000,"discountAmount":0,"payAmount":1000,"paidAt":"2026-11-29T00:00:00.000000Z"}}'::jsonb,
-         now(), now()
+    INSERT INTO outbox_events (id, event_type, aggregate_id, payload, created_at, next_attempt_at)
+    SELECT gen_random_uuid(), 'ORDER_PAID', :oid,
+           '{"eventId":"00000000-0000-0000-0000-000000000000","eventType":"ORDER_PAID","occurredAt":"2026-11-29T00:00:00.000000Z","order":{"orderId":1,"userId":1,"items":[{"productId":1,"quantity":1,"unitPrice":1000,"amount":1000}],"totalAmount":1000,"discountAmount":0,"payAmount":1000,"paidAt":"2026-11-29T00:00:00.000000Z"}}'::jsonb,
+           now(), now()
     FROM debited)
 SELECT balance FROM debited;
 COMMIT;
