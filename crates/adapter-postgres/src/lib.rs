@@ -9,6 +9,7 @@
 mod coupons;
 mod error;
 mod idempotency;
+mod listen;
 pub mod migrate;
 mod orders;
 mod outbox;
@@ -23,6 +24,7 @@ mod users;
 
 pub use coupons::{IssueBatcher, PgCouponStore};
 pub use idempotency::PgIdempotencyStore;
+pub use listen::PgOutboxListener;
 pub use migrate::run_migrations;
 pub use orders::PgOrderStore;
 pub use outbox::PgOutboxStore;

@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Integer, Text, Timestamptz};
+use diesel::sql_types::{BigInt, Integer, Nullable, Text, Timestamptz};
 use domain::outbox::{CLAIM_LEASE, OutboxCounts, OutboxEvent};
 use domain::ports::OutboxStore;
 
@@ -44,6 +44,12 @@ struct Counts {
     delivered: i64,
     #[diesel(sql_type = BigInt)]
     failed: i64,
+}
+
+#[derive(QueryableByName)]
+struct NextDue {
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    at: Option<DateTime<Utc>>,
 }
 
 #[async_trait]
@@ -124,6 +130,21 @@ impl OutboxStore for PgOutboxStore {
                 delivered: c.delivered,
                 failed: c.failed,
             })
+            .map_err(db_error)
+        })
+        .await
+    }
+
+    /// Reads the first entry of the partial index `outbox_events_pending`, so it costs the
+    /// same however long the outbox grows.
+    #[tracing::instrument(name = "pg.outbox.next_due", skip_all)]
+    async fn next_due(&self) -> anyhow::Result<Option<DateTime<Utc>>> {
+        run(&self.pool, move |conn| {
+            diesel::sql_query(
+                "SELECT min(next_attempt_at) AS at FROM outbox_events WHERE delivered_at IS NULL",
+            )
+            .get_result::<NextDue>(conn)
+            .map(|row| row.at)
             .map_err(db_error)
         })
         .await

@@ -9,7 +9,7 @@
 
 use adapter_postgres::PgOutboxStore;
 use adapter_postgres::test_support::TestDatabase;
-use chrono::{Duration, Utc};
+use chrono::{Duration, SubsecRound, Utc};
 use domain::outbox::CLAIM_LEASE;
 use domain::ports::OutboxStore;
 
@@ -88,4 +88,34 @@ async fn delivered_events_stop_and_failed_ones_wait_for_their_retry() {
         .await
         .unwrap();
     assert_eq!(outbox.counts().await.unwrap().delivered, 1);
+}
+
+#[tokio::test]
+async fn next_due_is_the_earliest_undelivered_attempt_in_one_round_trip() {
+    let db = TestDatabase::create().unwrap();
+    let (pool, trips) = db.counting_pool(2);
+    let outbox = PgOutboxStore::new(pool);
+    assert_eq!(outbox.next_due().await.unwrap(), None, "an empty outbox");
+    seed(&db, 2);
+    let now = Utc::now();
+    let (due, round_trips) = trips.count(outbox.next_due()).await;
+    assert!(due.unwrap().unwrap() <= now, "seeded events are due");
+    assert_eq!(round_trips, 1);
+
+    let claimed = outbox.claim_due(now, 10).await.unwrap();
+    let due = outbox.next_due().await.unwrap().unwrap();
+    assert!(
+        (due - (now + CLAIM_LEASE)).num_milliseconds().abs() < 1_000,
+        "claimed events are next due when their lease ends"
+    );
+    let retry = (now + Duration::seconds(3)).trunc_subsecs(6);
+    outbox
+        .reschedule(claimed[0].id.clone(), retry, "503".into())
+        .await
+        .unwrap();
+    assert_eq!(outbox.next_due().await.unwrap(), Some(retry));
+    for event in claimed {
+        outbox.mark_delivered(event.id, now).await.unwrap();
+    }
+    assert_eq!(outbox.next_due().await.unwrap(), None, "all delivered");
 }

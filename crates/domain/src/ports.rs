@@ -468,6 +468,14 @@ pub trait OutboxStore: Send + Sync {
     /// # Errors
     /// Only when the store fails.
     async fn counts(&self) -> anyhow::Result<OutboxCounts>;
+
+    /// When the earliest undelivered event is next due (its `next_attempt_at`: a retry's
+    /// time, or a claim's lease end), or `None` when every event is delivered. Lets the
+    /// relay sleep until then instead of polling.
+    ///
+    /// # Errors
+    /// Only when the store fails.
+    async fn next_due(&self) -> anyhow::Result<Option<DateTime<Utc>>>;
 }
 
 /// The data platform: receives paid orders.
@@ -479,4 +487,20 @@ pub trait DataPlatform: Send + Sync {
     /// # Errors
     /// When the platform did not acknowledge it (not 2xx, timeout, refused): retry later.
     async fn deliver(&self, event: &OutboxEvent) -> anyhow::Result<()>;
+}
+
+// ---------------------------------------------------------------------------------------
+// Outbox wake-up
+
+/// Tells the outbox relay that events may have been committed, so it sleeps between
+/// deliveries instead of polling the outbox several times a second.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait OutboxWakeup: Send + Sync {
+    /// Returns when events may have been committed since the previous call returned, or
+    /// when `timeout` has passed, whichever is first. A signal that arrives while nobody
+    /// waits is kept for the next call. While the source of signals is unavailable,
+    /// returns after a short polling period (at most `timeout`), so the relay polls until
+    /// it is back. Never fails.
+    async fn wait(&self, timeout: std::time::Duration);
 }
