@@ -1,25 +1,40 @@
 //! [`OrderStore`] on PostgreSQL.
 //!
-//! Lock order, the same in every transaction, so they cannot deadlock: an order row,
-//! then product rows in ascending id, then the user coupon, then the wallet.
+//! Round trips per operation (success path): place 4 (`BEGIN`, take the stock, store
+//! the order, `COMMIT`), pay 4 (`BEGIN`, move the order to PAID, debit + history +
+//! event, `COMMIT`), cancel 1, an expiry batch 1, a read 1. A refusal costs one more
+//! statement, a diagnosing read that names it.
+//!
+//! Lock order, the same everywhere, so transactions cannot deadlock: order rows (in id
+//! order), then product rows in ascending id, then user coupons, then the wallet. A
+//! user coupon is only ever waited for by a transaction that found it AVAILABLE, which
+//! no transaction restoring it (it was USED) can be holding it for.
+//!
+//! Every deadline is the database's clock: `now()` (the transaction's start) stamps a
+//! new order, `statement_timestamp()` decides and stamps payment and expiry.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Timestamptz, Uuid as SqlUuid};
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::sql_types::{Array, BigInt, Bool, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+use domain::coupon::{Discount, StoredCouponState};
 use domain::idempotency::Completion;
 use domain::order::{
-    Order, OrderLine, OrderPlan, OrderQuantity, OrderStatus, Payment, PaymentPlan,
+    AppliedCoupon, FoundOrder, FoundUserCoupon, Order, OrderFindings, OrderLine, OrderPlan,
+    OrderQuantity, OrderStatus, PayOrder, Payment, PlaceFindings, PlaceOrder, PlaceRefusal,
+    ProductSnapshot,
 };
-use domain::points::{Balance, PointKind};
+use domain::outbox::OrderPaid;
+use domain::points::Balance;
 use domain::ports::{CancelError, OrderStore, PayError, PlaceError};
 use domain::product::{Price, ProductName};
+use domain::user::ForUser;
 use domain::{OrderId, Page, PageRequest, ProductId, UserCouponId, UserId};
 
 use crate::error::{TxError, db_error};
 use crate::idempotency::transact_idempotent;
 use crate::pool::{PgPool, run};
-use crate::schema::{order_lines, orders, point_history, point_wallets, products, user_coupons};
 
 /// Orders in PostgreSQL.
 #[derive(Debug, Clone)]
@@ -33,421 +48,766 @@ impl PgOrderStore {
     }
 }
 
-#[derive(Queryable, Selectable)]
-#[diesel(table_name = orders)]
-struct OrderRow {
-    id: i64,
-    user_id: i64,
-    status: String,
-    total_amount: i64,
-    discount_amount: i64,
-    pay_amount: i64,
+/// The columns of an order and its lines (as parallel arrays, in product order), read
+/// from a row source named `o` that has the `orders` columns.
+macro_rules! order_columns {
+    () => {
+        "o.id, o.user_id, o.status, o.total_amount, o.discount_amount, o.pay_amount, \
+         o.user_coupon_id, o.created_at, o.expires_at, o.paid_at, \
+         l.line_product_ids, l.line_names, l.line_prices, l.line_quantities, l.line_amounts"
+    };
+}
+
+/// The lines of order `o`, for `order_columns!`.
+macro_rules! lines_of_o {
+    () => {
+        "LEFT JOIN LATERAL ( \
+             SELECT array_agg(product_id ORDER BY product_id) AS line_product_ids, \
+                    array_agg(product_name ORDER BY product_id) AS line_names, \
+                    array_agg(unit_price ORDER BY product_id) AS line_prices, \
+                    array_agg(quantity ORDER BY product_id) AS line_quantities, \
+                    array_agg(amount ORDER BY product_id) AS line_amounts \
+             FROM order_lines WHERE order_id = o.id) l ON true"
+    };
+}
+
+/// Puts back what the orders in the CTE `left_unpaid (id, user_coupon_id)` held: the
+/// stock of their lines (product rows locked in ascending id first) and their coupons.
+/// Used right after the orders' own guarded move out of NOT_PAID, in that statement.
+macro_rules! restore_effects {
+    () => {
+        "returned AS ( \
+             SELECT product_id, sum(quantity) AS quantity FROM order_lines \
+             WHERE order_id IN (SELECT id FROM left_unpaid) GROUP BY product_id), \
+         locked AS MATERIALIZED ( \
+             SELECT id FROM products WHERE id IN (SELECT product_id FROM returned) \
+             ORDER BY id FOR UPDATE), \
+         restocked AS ( \
+             UPDATE products p SET stock = p.stock + r.quantity, updated_at = statement_timestamp() \
+             FROM returned r JOIN locked k ON k.id = r.product_id WHERE p.id = r.product_id), \
+         coupons_back AS ( \
+             UPDATE user_coupons SET status = 'AVAILABLE', used_at = NULL \
+             WHERE id IN (SELECT user_coupon_id FROM left_unpaid WHERE user_coupon_id IS NOT NULL))"
+    };
+}
+
+/// An order row with its lines, every column nullable so one shape serves reads that
+/// may find no order.
+#[derive(QueryableByName)]
+struct OrderRecord {
+    #[diesel(sql_type = Nullable<BigInt>)]
+    id: Option<i64>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    user_id: Option<i64>,
+    #[diesel(sql_type = Nullable<Text>)]
+    status: Option<String>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    total_amount: Option<i64>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    discount_amount: Option<i64>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pay_amount: Option<i64>,
+    #[diesel(sql_type = Nullable<BigInt>)]
     user_coupon_id: Option<i64>,
-    created_at: DateTime<Utc>,
-    expires_at: DateTime<Utc>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    created_at: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    expires_at: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
     paid_at: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Nullable<Array<BigInt>>)]
+    line_product_ids: Option<Vec<i64>>,
+    #[diesel(sql_type = Nullable<Array<Text>>)]
+    line_names: Option<Vec<String>>,
+    #[diesel(sql_type = Nullable<Array<BigInt>>)]
+    line_prices: Option<Vec<i64>>,
+    #[diesel(sql_type = Nullable<Array<BigInt>>)]
+    line_quantities: Option<Vec<i64>>,
+    #[diesel(sql_type = Nullable<Array<BigInt>>)]
+    line_amounts: Option<Vec<i64>>,
 }
 
-#[derive(Queryable)]
-struct LineRow {
-    order_id: i64,
-    product_id: i64,
-    product_name: String,
-    unit_price: i64,
-    quantity: i64,
-    amount: i64,
+fn missing(column: &str) -> anyhow::Error {
+    anyhow::anyhow!("stored order has no {column}")
 }
 
-impl LineRow {
-    fn into_line(self) -> anyhow::Result<OrderLine> {
-        Ok(OrderLine {
-            product_id: ProductId::from_trusted(self.product_id),
-            product_name: ProductName::from_trusted(self.product_name),
-            unit_price: Price::from_trusted(self.unit_price),
-            quantity: OrderQuantity::new(self.quantity)
-                .map_err(|e| anyhow::anyhow!("stored order line has {e}"))?,
-            amount: self.amount,
-        })
+impl OrderRecord {
+    /// The order, or `None` when the row holds none (an outer join that found nothing).
+    fn into_order(self) -> anyhow::Result<Option<Order>> {
+        let Some(id) = self.id else {
+            return Ok(None);
+        };
+        let product_ids = self.line_product_ids.unwrap_or_default();
+        let names = self.line_names.unwrap_or_default();
+        let prices = self.line_prices.unwrap_or_default();
+        let quantities = self.line_quantities.unwrap_or_default();
+        let amounts = self.line_amounts.unwrap_or_default();
+        let lines = product_ids
+            .into_iter()
+            .zip(names)
+            .zip(prices.into_iter().zip(quantities).zip(amounts))
+            .map(|((product_id, name), ((price, quantity), amount))| {
+                Ok(OrderLine {
+                    product_id: ProductId::from_trusted(product_id),
+                    product_name: ProductName::from_trusted(name),
+                    unit_price: Price::from_trusted(price),
+                    quantity: OrderQuantity::new(quantity)
+                        .map_err(|e| anyhow::anyhow!("stored order line has {e}"))?,
+                    amount,
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let status = self.status.ok_or_else(|| missing("status"))?;
+        Ok(Some(Order {
+            id: OrderId::from_trusted(id),
+            user_id: UserId::from_trusted(self.user_id.ok_or_else(|| missing("user"))?),
+            status: OrderStatus::parse(&status)
+                .ok_or_else(|| anyhow::anyhow!("unknown order status {status:?}"))?,
+            lines,
+            total_amount: self.total_amount.ok_or_else(|| missing("total"))?,
+            discount_amount: self.discount_amount.ok_or_else(|| missing("discount"))?,
+            pay_amount: self.pay_amount.ok_or_else(|| missing("pay amount"))?,
+            user_coupon_id: self.user_coupon_id.map(UserCouponId::from_trusted),
+            created_at: self.created_at.ok_or_else(|| missing("created_at"))?,
+            expires_at: self.expires_at.ok_or_else(|| missing("expires_at"))?,
+            paid_at: self.paid_at,
+        }))
+    }
+
+    fn into_stored(self) -> anyhow::Result<Order> {
+        self.into_order()?
+            .ok_or_else(|| anyhow::anyhow!("the statement returned no order"))
     }
 }
 
-fn assemble(row: OrderRow, lines: Vec<OrderLine>) -> anyhow::Result<Order> {
-    Ok(Order {
-        id: OrderId::from_trusted(row.id),
-        user_id: UserId::from_trusted(row.user_id),
-        status: OrderStatus::parse(&row.status)
-            .ok_or_else(|| anyhow::anyhow!("unknown order status {:?}", row.status))?,
-        lines,
-        total_amount: row.total_amount,
-        discount_amount: row.discount_amount,
-        pay_amount: row.pay_amount,
-        user_coupon_id: row.user_coupon_id.map(UserCouponId::from_trusted),
-        created_at: row.created_at,
-        expires_at: row.expires_at,
-        paid_at: row.paid_at,
-    })
+// ---------------------------------------------------------------------------------
+// Placing
+// ---------------------------------------------------------------------------------
+
+/// Takes the stock of every line whose product has enough, product rows locked in
+/// ascending id, and returns what it took with the name and price it snapshots, plus
+/// the named user coupon's discount terms (immutable, so read without a lock).
+const TAKE_STOCK: &str = "\
+    WITH wanted AS ( \
+        SELECT * FROM unnest($1::bigint[], $2::bigint[]) AS w (product_id, quantity)), \
+    locked AS MATERIALIZED ( \
+        SELECT p.id FROM products p JOIN wanted w ON w.product_id = p.id \
+        WHERE p.stock >= w.quantity ORDER BY p.id FOR UPDATE OF p), \
+    taken AS ( \
+        UPDATE products p SET stock = p.stock - w.quantity, updated_at = now() \
+        FROM locked k JOIN wanted w ON w.product_id = k.id \
+        WHERE p.id = k.id AND p.stock >= w.quantity \
+        RETURNING p.id, p.name, p.price) \
+    SELECT t.id, t.name, t.price, c.discount_type, c.discount_value \
+    FROM taken t LEFT JOIN ( \
+        SELECT c.discount_type, c.discount_value FROM user_coupons uc \
+        JOIN coupons c ON c.id = uc.coupon_id WHERE uc.id = $3) c ON true";
+
+#[derive(QueryableByName)]
+struct Taken {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+    #[diesel(sql_type = Text)]
+    name: String,
+    #[diesel(sql_type = BigInt)]
+    price: i64,
+    #[diesel(sql_type = Nullable<Text>)]
+    discount_type: Option<String>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    discount_value: Option<i64>,
 }
 
-fn lines_of(conn: &mut PgConnection, ids: &[i64]) -> QueryResult<Vec<LineRow>> {
-    order_lines::table
-        .filter(order_lines::order_id.eq_any(ids))
-        .order((order_lines::order_id, order_lines::product_id))
-        .select((
-            order_lines::order_id,
-            order_lines::product_id,
-            order_lines::product_name,
-            order_lines::unit_price,
-            order_lines::quantity,
-            order_lines::amount,
-        ))
-        .load(conn)
+/// Uses the coupon (only the user's, AVAILABLE and unexpired), then stores the order
+/// and its lines; returns nothing when the coupon could not be used.
+const STORE_ORDER: &str = concat!(
+    "WITH used AS ( \
+         UPDATE user_coupons SET status = 'USED', used_at = now() \
+         WHERE id = $2 AND user_id = $1 AND status = 'AVAILABLE' AND expires_at > now() \
+         RETURNING id), \
+     o AS ( \
+         INSERT INTO orders (user_id, status, total_amount, discount_amount, pay_amount, \
+                             user_coupon_id, created_at, expires_at, updated_at) \
+         SELECT $1, 'NOT_PAID', $3, $4, $5, $2, now(), \
+                now() + $6 * interval '1 microsecond', now() \
+         WHERE $2::bigint IS NULL OR EXISTS (SELECT 1 FROM used) \
+         RETURNING *), \
+     stored_lines AS ( \
+         INSERT INTO order_lines (order_id, product_id, product_name, unit_price, quantity, amount) \
+         SELECT o.id, x.* FROM o, \
+                unnest($7::bigint[], $8::text[], $9::bigint[], $10::bigint[], $11::bigint[]) \
+                AS x (product_id, product_name, unit_price, quantity, amount) \
+         RETURNING order_id, product_id, product_name, unit_price, quantity, amount) \
+     SELECT o.id, o.user_id, o.status, o.total_amount, o.discount_amount, o.pay_amount, \
+            o.user_coupon_id, o.created_at, o.expires_at, o.paid_at, \
+            l.line_product_ids, l.line_names, l.line_prices, l.line_quantities, l.line_amounts \
+     FROM o CROSS JOIN ( \
+         SELECT array_agg(product_id ORDER BY product_id) AS line_product_ids, \
+                array_agg(product_name ORDER BY product_id) AS line_names, \
+                array_agg(unit_price ORDER BY product_id) AS line_prices, \
+                array_agg(quantity ORDER BY product_id) AS line_quantities, \
+                array_agg(amount ORDER BY product_id) AS line_amounts \
+         FROM stored_lines) l"
+);
+
+/// Why a placing attempt stopped before storing the order.
+enum Stopped {
+    /// Some lines' stock was not taken (missing product or too little stock).
+    Short(ProductId),
+    /// The coupon was not used (not found, not the user's, used or expired).
+    Coupon,
+    /// The order's user does not exist (the order's foreign key).
+    User,
 }
 
-fn load_orders(conn: &mut PgConnection, rows: Vec<OrderRow>) -> anyhow::Result<Vec<Order>> {
-    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-    let mut lines = lines_of(conn, &ids).map_err(db_error)?;
-    rows.into_iter()
-        .map(|row| {
-            let (mine, rest): (Vec<_>, Vec<_>) =
-                lines.drain(..).partition(|l| l.order_id == row.id);
-            lines = rest;
-            let mine = mine
-                .into_iter()
-                .map(LineRow::into_line)
-                .collect::<anyhow::Result<_>>()?;
-            assemble(row, mine)
-        })
-        .collect()
-}
-
-fn find_order(conn: &mut PgConnection, id: i64) -> anyhow::Result<Option<Order>> {
-    let row = orders::table
-        .find(id)
-        .select(OrderRow::as_select())
-        .first::<OrderRow>(conn)
-        .optional()
-        .map_err(db_error)?;
-    Ok(load_orders(conn, row.into_iter().collect())?.pop())
-}
-
-fn place_tx(conn: &mut PgConnection, plan: OrderPlan) -> Result<Order, TxError<PlaceError>> {
-    let now = plan.created_at;
-    // Lines are in product order (OrderItems sorts them): rows are locked in that order.
-    for line in &plan.lines {
-        let deducted = diesel::update(
-            products::table
-                .find(line.product_id.get())
-                .filter(products::stock.ge(line.quantity.get())),
-        )
-        .set((
-            products::stock.eq(products::stock - line.quantity.get()),
-            products::updated_at.eq(now),
-        ))
-        .execute(conn)?;
-        if deducted == 0 {
-            return Err(TxError::Domain(PlaceError::OutOfStock(line.product_id)));
-        }
-    }
-    if let Some(coupon) = &plan.coupon {
-        let used = diesel::update(
-            user_coupons::table
-                .find(coupon.id.get())
-                .filter(user_coupons::user_id.eq(plan.user_id.get()))
-                .filter(user_coupons::status.eq("AVAILABLE"))
-                .filter(user_coupons::expires_at.gt(now)),
-        )
-        .set((
-            user_coupons::status.eq("USED"),
-            user_coupons::used_at.eq(now),
-        ))
-        .execute(conn)?;
-        if used == 0 {
-            return Err(TxError::Domain(PlaceError::CouponNotUsable));
-        }
-    }
-    let id: i64 = diesel::insert_into(orders::table)
-        .values((
-            orders::user_id.eq(plan.user_id.get()),
-            orders::status.eq(OrderStatus::NotPaid.as_str()),
-            orders::total_amount.eq(plan.total_amount),
-            orders::discount_amount.eq(plan.discount_amount),
-            orders::pay_amount.eq(plan.pay_amount),
-            orders::user_coupon_id.eq(plan.coupon.map(|c| c.id.get())),
-            orders::created_at.eq(now),
-            orders::expires_at.eq(plan.expires_at),
-            orders::updated_at.eq(now),
-        ))
-        .returning(orders::id)
-        .get_result(conn)?;
-    let rows: Vec<_> = plan
-        .lines
+fn place_tx(conn: &mut PgConnection, order: &PlaceOrder) -> Result<Order, TxError<Stopped>> {
+    let (ids, quantities): (Vec<i64>, Vec<i64>) = order
+        .items
+        .lines()
         .iter()
-        .map(|l| {
-            (
-                order_lines::order_id.eq(id),
-                order_lines::product_id.eq(l.product_id.get()),
-                order_lines::product_name.eq(l.product_name.as_str()),
-                order_lines::unit_price.eq(l.unit_price.get()),
-                order_lines::quantity.eq(l.quantity.get()),
-                order_lines::amount.eq(l.amount),
-            )
+        .map(|(p, q)| (p.get(), q.get()))
+        .unzip();
+    let coupon_id = order.user_coupon_id.map(UserCouponId::get);
+    let taken: Vec<Taken> = diesel::sql_query(TAKE_STOCK)
+        .bind::<Array<BigInt>, _>(&ids)
+        .bind::<Array<BigInt>, _>(&quantities)
+        .bind::<Nullable<BigInt>, _>(coupon_id)
+        .load(conn)?;
+    if let Some(short) = order
+        .items
+        .lines()
+        .iter()
+        .find(|(p, _)| !taken.iter().any(|t| t.id == p.get()))
+    {
+        return Err(TxError::Domain(Stopped::Short(short.0)));
+    }
+    let coupon = match (order.user_coupon_id, taken.first()) {
+        (Some(id), Some(Taken { discount_type: Some(kind), discount_value: Some(value), .. })) => {
+            let discount = Discount::new(kind, *value).map_err(|e| {
+                TxError::Db(DieselError::DeserializationError(
+                    anyhow::anyhow!("stored coupon has {e}").into(),
+                ))
+            })?;
+            Some(AppliedCoupon { id, discount })
+        }
+        (Some(_), _) => return Err(TxError::Domain(Stopped::Coupon)),
+        (None, _) => None,
+    };
+    let snapshots: Vec<ProductSnapshot> = taken
+        .into_iter()
+        .map(|t| ProductSnapshot {
+            id: ProductId::from_trusted(t.id),
+            name: ProductName::from_trusted(t.name),
+            price: Price::from_trusted(t.price),
         })
         .collect();
-    diesel::insert_into(order_lines::table)
-        .values(&rows)
-        .execute(conn)?;
-    let stored = find_order(conn, id).map_err(|e| TxError::Domain(PlaceError::Unknown(e)))?;
-    stored.ok_or_else(|| TxError::Domain(PlaceError::Unknown(anyhow::anyhow!("order vanished"))))
-}
-
-fn cancel_tx(
-    conn: &mut PgConnection,
-    id: i64,
-    now: DateTime<Utc>,
-) -> Result<Order, TxError<CancelError>> {
-    let coupon: Option<Option<i64>> = diesel::update(
-        orders::table
-            .find(id)
-            .filter(orders::status.eq(OrderStatus::NotPaid.as_str())),
-    )
-    .set((
-        orders::status.eq(OrderStatus::Cancelled.as_str()),
-        orders::updated_at.eq(now),
-    ))
-    .returning(orders::user_coupon_id)
-    .get_result(conn)
-    .optional()?;
-    let Some(coupon) = coupon else {
-        return Err(TxError::Domain(CancelError::NotCancellable));
+    let plan = OrderPlan::price(order.user_id, &order.items, &snapshots, coupon)
+        .map_err(|missing| TxError::Domain(Stopped::Short(missing.0)))?;
+    let timeout_micros = order
+        .payment_timeout
+        .num_microseconds()
+        .unwrap_or(i64::MAX);
+    let lines = &plan.lines;
+    let stored = diesel::sql_query(STORE_ORDER)
+        .bind::<BigInt, _>(plan.user_id.get())
+        .bind::<Nullable<BigInt>, _>(coupon_id)
+        .bind::<BigInt, _>(plan.total_amount)
+        .bind::<BigInt, _>(plan.discount_amount)
+        .bind::<BigInt, _>(plan.pay_amount)
+        .bind::<BigInt, _>(timeout_micros)
+        .bind::<Array<BigInt>, _>(lines.iter().map(|l| l.product_id.get()).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(
+            lines
+                .iter()
+                .map(|l| l.product_name.as_str().to_owned())
+                .collect::<Vec<_>>(),
+        )
+        .bind::<Array<BigInt>, _>(lines.iter().map(|l| l.unit_price.get()).collect::<Vec<_>>())
+        .bind::<Array<BigInt>, _>(lines.iter().map(|l| l.quantity.get()).collect::<Vec<_>>())
+        .bind::<Array<BigInt>, _>(lines.iter().map(|l| l.amount).collect::<Vec<_>>())
+        .get_result::<OrderRecord>(conn)
+        .optional()
+        .map_err(|err| match err {
+            DieselError::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, _) => {
+                TxError::Domain(Stopped::User)
+            }
+            other => TxError::Db(other),
+        })?;
+    let Some(stored) = stored else {
+        return Err(TxError::Domain(Stopped::Coupon));
     };
-    release_order_effects(conn, &[id], &coupon.into_iter().collect::<Vec<_>>(), now)?;
-    find_order(conn, id)
-        .map_err(|e| TxError::Domain(CancelError::Unknown(e)))?
-        .ok_or_else(|| TxError::Domain(CancelError::Unknown(anyhow::anyhow!("order vanished"))))
+    stored
+        .into_stored()
+        .map_err(|e| TxError::Db(DieselError::DeserializationError(e.into())))
 }
 
-/// Puts the stock of `orders` back and makes their coupons available again. Called
-/// once, right after the orders' own guarded move out of NOT_PAID, in that transaction.
-/// Stock is restored per product in ascending id, the order every transaction locks
-/// product rows in.
-fn release_order_effects(
-    conn: &mut PgConnection,
-    orders: &[i64],
-    coupons: &[i64],
+/// Reads what is wrong with an order that could not be placed, after its rollback.
+const DIAGNOSE_PLACE: &str = "\
+    SELECT EXISTS (SELECT 1 FROM users WHERE id = $1) AS user_exists, \
+           uc.user_id AS coupon_owner, uc.status AS coupon_status, \
+           uc.expires_at AS coupon_expires_at, \
+           ARRAY(SELECT w.product_id FROM unnest($3::bigint[]) AS w (product_id) \
+                 WHERE NOT EXISTS (SELECT 1 FROM products p WHERE p.id = w.product_id) \
+                 ORDER BY w.product_id) AS missing_products, \
+           ARRAY(SELECT w.product_id FROM unnest($3::bigint[], $4::bigint[]) AS w (product_id, quantity) \
+                 JOIN products p ON p.id = w.product_id WHERE p.stock < w.quantity \
+                 ORDER BY w.product_id) AS short_products, \
+           statement_timestamp() AS now \
+    FROM (SELECT 1) AS one LEFT JOIN user_coupons uc ON uc.id = $2";
+
+#[derive(QueryableByName)]
+struct PlaceDiagnosis {
+    #[diesel(sql_type = Bool)]
+    user_exists: bool,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    coupon_owner: Option<i64>,
+    #[diesel(sql_type = Nullable<Text>)]
+    coupon_status: Option<String>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    coupon_expires_at: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Array<BigInt>)]
+    missing_products: Vec<i64>,
+    #[diesel(sql_type = Array<BigInt>)]
+    short_products: Vec<i64>,
+    #[diesel(sql_type = Timestamptz)]
     now: DateTime<Utc>,
-) -> QueryResult<()> {
-    let lines: Vec<(i64, i64)> = order_lines::table
-        .filter(order_lines::order_id.eq_any(orders))
-        .order(order_lines::product_id)
-        .select((order_lines::product_id, order_lines::quantity))
-        .load(conn)?;
-    let mut per_product: Vec<(i64, i64)> = Vec::new();
-    for (product, quantity) in lines {
-        match per_product.last_mut() {
-            Some((last, total)) if *last == product => *total += quantity,
-            _ => per_product.push((product, quantity)),
+}
+
+fn diagnose_place(
+    conn: &mut PgConnection,
+    order: &PlaceOrder,
+    stopped: &Stopped,
+) -> anyhow::Result<PlaceRefusal> {
+    let (ids, quantities): (Vec<i64>, Vec<i64>) = order
+        .items
+        .lines()
+        .iter()
+        .map(|(p, q)| (p.get(), q.get()))
+        .unzip();
+    let found: PlaceDiagnosis = diesel::sql_query(DIAGNOSE_PLACE)
+        .bind::<BigInt, _>(order.user_id.get())
+        .bind::<Nullable<BigInt>, _>(order.user_coupon_id.map(UserCouponId::get))
+        .bind::<Array<BigInt>, _>(&ids)
+        .bind::<Array<BigInt>, _>(&quantities)
+        .get_result(conn)
+        .map_err(db_error)?;
+    let coupon = match (order.user_coupon_id, found.coupon_owner) {
+        (None, _) => None,
+        (Some(_), None) => Some(None),
+        (Some(_), Some(owner)) => {
+            let status = found.coupon_status.unwrap_or_default();
+            Some(Some(FoundUserCoupon {
+                owner: UserId::from_trusted(owner),
+                state: StoredCouponState::parse(&status)?,
+                expires_at: found.coupon_expires_at.ok_or_else(|| missing("coupon expiry"))?,
+            }))
         }
-    }
-    for (product, quantity) in per_product {
-        diesel::update(products::table.find(product))
-            .set((
-                products::stock.eq(products::stock + quantity),
-                products::updated_at.eq(now),
-            ))
-            .execute(conn)?;
-    }
-    if !coupons.is_empty() {
-        diesel::update(user_coupons::table.filter(user_coupons::id.eq_any(coupons)))
-            .set((
-                user_coupons::status.eq("AVAILABLE"),
-                user_coupons::used_at.eq(None::<DateTime<Utc>>),
-            ))
-            .execute(conn)?;
-    }
-    Ok(())
+    };
+    let findings = PlaceFindings {
+        user_exists: found.user_exists,
+        coupon,
+        missing_products: found.missing_products.into_iter().map(ProductId::from_trusted).collect(),
+        short_products: found.short_products.into_iter().map(ProductId::from_trusted).collect(),
+        now: found.now,
+    };
+    let fallback = match stopped {
+        Stopped::Short(product) => PlaceRefusal::OutOfStock(*product),
+        Stopped::Coupon => PlaceRefusal::CouponNotUsable,
+        Stopped::User => PlaceRefusal::UserNotFound,
+    };
+    Ok(findings.refusal(order.user_id, fallback))
 }
 
-fn expire_tx(conn: &mut PgConnection, now: DateTime<Utc>, limit: i64) -> QueryResult<u64> {
-    // Lock due orders in id order, skipping any a payment or cancel holds right now.
-    let due: Vec<(i64, Option<i64>)> = orders::table
-        .filter(orders::status.eq(OrderStatus::NotPaid.as_str()))
-        .filter(orders::expires_at.le(now))
-        .order(orders::id)
-        .limit(limit)
-        .select((orders::id, orders::user_coupon_id))
-        .for_update()
-        .skip_locked()
-        .load(conn)?;
-    if due.is_empty() {
-        return Ok(0);
-    }
-    let ids: Vec<i64> = due.iter().map(|(id, _)| *id).collect();
-    let coupons: Vec<i64> = due.iter().filter_map(|(_, c)| *c).collect();
-    let expired = diesel::update(
-        orders::table
-            .filter(orders::id.eq_any(&ids))
-            .filter(orders::status.eq(OrderStatus::NotPaid.as_str())),
-    )
-    .set((
-        orders::status.eq(OrderStatus::Expired.as_str()),
-        orders::updated_at.eq(now),
-    ))
-    .execute(conn)?;
-    release_order_effects(conn, &ids, &coupons, now)?;
-    Ok(expired as u64)
+// ---------------------------------------------------------------------------------
+// Paying, cancelling, expiring
+// ---------------------------------------------------------------------------------
+
+/// Moves the user's order to PAID while it is NOT_PAID and before its deadline, both
+/// by the database's clock; returns it as paid, with its lines.
+const MARK_PAID: &str = concat!(
+    "WITH o AS ( \
+         UPDATE orders SET status = 'PAID', paid_at = statement_timestamp(), \
+                           updated_at = statement_timestamp() \
+         WHERE id = $1 AND user_id = $2 AND status = 'NOT_PAID' \
+           AND expires_at > statement_timestamp() \
+         RETURNING *) \
+     SELECT ",
+    order_columns!(),
+    " FROM o ",
+    lines_of_o!()
+);
+
+/// Debits the wallet if it covers the amount, and with it records the USE history row
+/// and the ORDER_PAID event; returns the balance after, or nothing when short.
+const DEBIT_FOR_ORDER: &str = "\
+    WITH debited AS ( \
+        UPDATE point_wallets SET balance = balance - $2, updated_at = $3 \
+        WHERE user_id = $1 AND balance >= $2 RETURNING balance), \
+    used AS ( \
+        INSERT INTO point_history (user_id, kind, amount, balance_after, order_id, created_at) \
+        SELECT $1, 'USE', $2, balance, $4, $3 FROM debited), \
+    event AS ( \
+        INSERT INTO outbox_events (id, event_type, aggregate_id, payload, created_at, next_attempt_at) \
+        SELECT $5, $6, $4, $7::jsonb, $3, $3 FROM debited) \
+    SELECT balance FROM debited";
+
+#[derive(QueryableByName)]
+struct BalanceRow {
+    #[diesel(sql_type = BigInt)]
+    balance: i64,
 }
 
-fn pay_tx(conn: &mut PgConnection, plan: &PaymentPlan) -> Result<Payment, TxError<PayError>> {
-    let (order, user, now) = (plan.order_id.get(), plan.user_id.get(), plan.now);
-    let amount: Option<i64> = diesel::update(
-        orders::table
-            .find(order)
-            .filter(orders::user_id.eq(user))
-            .filter(orders::status.eq(OrderStatus::NotPaid.as_str()))
-            .filter(orders::expires_at.gt(now)),
-    )
-    .set((
-        orders::status.eq(OrderStatus::Paid.as_str()),
-        orders::paid_at.eq(now),
-        orders::updated_at.eq(now),
-    ))
-    .returning(orders::pay_amount)
-    .get_result(conn)
-    .optional()?;
-    let Some(amount) = amount else {
-        // Someone else moved it first (a payment, a cancel, the expiry): say which.
-        let current = find_order(conn, order).map_err(|e| TxError::Domain(PayError::Unknown(e)))?;
-        let refusal = current
-            .and_then(|o| o.check_payable(now).err())
-            .unwrap_or(domain::order::PayRefusal::NotPayable);
-        return Err(TxError::Domain(PayError::Refused(refusal)));
+/// Why a payment stopped.
+enum Unpaid {
+    /// The guarded move to PAID touched nothing.
+    NotPayable,
+    InsufficientBalance,
+}
+
+fn pay_tx(conn: &mut PgConnection, pay: PayOrder) -> Result<Payment, TxError<Unpaid>> {
+    let paid = diesel::sql_query(MARK_PAID)
+        .bind::<BigInt, _>(pay.order_id.get())
+        .bind::<BigInt, _>(pay.user_id.get())
+        .get_result::<OrderRecord>(conn)
+        .optional()?;
+    let Some(paid) = paid else {
+        return Err(TxError::Domain(Unpaid::NotPayable));
     };
-    let balance: Option<i64> = diesel::update(
-        point_wallets::table
-            .find(user)
-            .filter(point_wallets::balance.ge(amount)),
-    )
-    .set((
-        point_wallets::balance.eq(point_wallets::balance - amount),
-        point_wallets::updated_at.eq(now),
-    ))
-    .returning(point_wallets::balance)
-    .get_result(conn)
-    .optional()?;
-    let Some(balance) = balance else {
-        return Err(TxError::Domain(PayError::InsufficientBalance));
+    let order = paid
+        .into_stored()
+        .map_err(|e| TxError::Db(DieselError::DeserializationError(e.into())))?;
+    let paid_at = order
+        .paid_at
+        .ok_or_else(|| TxError::Db(DieselError::DeserializationError(missing("paid_at").into())))?;
+    let event_id = uuid::Uuid::new_v4();
+    let event = OrderPaid::new(event_id.to_string(), &order, paid_at)
+        .to_json()
+        .map_err(|e| TxError::Db(DieselError::SerializationError(e.into())))?;
+    let balance = diesel::sql_query(DEBIT_FOR_ORDER)
+        .bind::<BigInt, _>(order.user_id.get())
+        .bind::<BigInt, _>(order.pay_amount)
+        .bind::<Timestamptz, _>(paid_at)
+        .bind::<BigInt, _>(order.id.get())
+        .bind::<SqlUuid, _>(event_id)
+        .bind::<Text, _>(OrderPaid::EVENT_TYPE)
+        .bind::<Text, _>(event)
+        .get_result::<BalanceRow>(conn)
+        .optional()?;
+    let Some(BalanceRow { balance }) = balance else {
+        return Err(TxError::Domain(Unpaid::InsufficientBalance));
     };
-    diesel::insert_into(point_history::table)
-        .values((
-            point_history::user_id.eq(user),
-            point_history::kind.eq(PointKind::Use.as_str()),
-            point_history::amount.eq(amount),
-            point_history::balance_after.eq(balance),
-            point_history::order_id.eq(Some(order)),
-            point_history::created_at.eq(now),
-        ))
-        .execute(conn)?;
-    write_order_paid_event(conn, order, now)?;
     Ok(Payment {
-        order_id: plan.order_id,
-        user_id: plan.user_id,
-        paid_amount: amount,
+        order_id: order.id,
+        user_id: order.user_id,
+        paid_amount: order.pay_amount,
         balance: Balance::from_trusted(balance),
-        paid_at: now,
+        paid_at,
     })
 }
 
-/// The ORDER_PAID event (API.md's data-platform body) into the transactional outbox.
-fn write_order_paid_event(
-    conn: &mut PgConnection,
-    order: i64,
+/// Cancels the user's order while it is NOT_PAID and puts back what it held, in one
+/// statement; returns it as cancelled, with its lines.
+const CANCEL: &str = concat!(
+    "WITH left_unpaid AS ( \
+         UPDATE orders SET status = 'CANCELLED', updated_at = statement_timestamp() \
+         WHERE id = $1 AND user_id = $2 AND status = 'NOT_PAID' \
+         RETURNING *), ",
+    restore_effects!(),
+    " SELECT ",
+    order_columns!(),
+    " FROM left_unpaid o ",
+    lines_of_o!()
+);
+
+/// Expires up to `$1` due orders (skipping any a payment or cancel holds right now)
+/// and puts back what they held, in one statement.
+const EXPIRE_DUE: &str = concat!(
+    "WITH due AS ( \
+         SELECT id FROM orders \
+         WHERE status = 'NOT_PAID' AND expires_at <= statement_timestamp() \
+         ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED), \
+     left_unpaid AS ( \
+         UPDATE orders o SET status = 'EXPIRED', updated_at = statement_timestamp() \
+         FROM due WHERE o.id = due.id AND o.status = 'NOT_PAID' \
+         RETURNING o.id, o.user_coupon_id), ",
+    restore_effects!(),
+    " SELECT count(*) AS expired FROM left_unpaid"
+);
+
+#[derive(QueryableByName)]
+struct Expired {
+    #[diesel(sql_type = BigInt)]
+    expired: i64,
+}
+
+/// Reads why a payment or cancel of order `$2` by user `$1` changed nothing.
+const DIAGNOSE_ORDER: &str = "\
+    SELECT EXISTS (SELECT 1 FROM users WHERE id = $1) AS user_exists, \
+           o.user_id AS owner, o.status, o.expires_at, statement_timestamp() AS now \
+    FROM (SELECT 1) AS one LEFT JOIN orders o ON o.id = $2";
+
+#[derive(QueryableByName)]
+struct OrderDiagnosis {
+    #[diesel(sql_type = Bool)]
+    user_exists: bool,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    owner: Option<i64>,
+    #[diesel(sql_type = Nullable<Text>)]
+    status: Option<String>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    expires_at: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Timestamptz)]
     now: DateTime<Utc>,
-) -> QueryResult<()> {
-    let event_id = uuid::Uuid::new_v4();
-    diesel::sql_query(
-        "INSERT INTO outbox_events (id, event_type, aggregate_id, payload, created_at, next_attempt_at) \
-         SELECT $1, 'ORDER_PAID', o.id, jsonb_build_object( \
-             'eventId', $1::text, 'eventType', 'ORDER_PAID', \
-             'occurredAt', to_char($2 AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
-             'order', jsonb_build_object( \
-                 'orderId', o.id, 'userId', o.user_id, \
-                 'items', (SELECT jsonb_agg(jsonb_build_object('productId', l.product_id, 'quantity', l.quantity, \
-                                   'unitPrice', l.unit_price, 'amount', l.amount) ORDER BY l.product_id) \
-                           FROM order_lines l WHERE l.order_id = o.id), \
-                 'totalAmount', o.total_amount, 'discountAmount', o.discount_amount, \
-                 'payAmount', o.pay_amount, \
-                 'paidAt', to_char(o.paid_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'))), \
-             $2, $2 \
-         FROM orders o WHERE o.id = $3",
-    )
-    .bind::<SqlUuid, _>(event_id)
-    .bind::<Timestamptz, _>(now)
-    .bind::<BigInt, _>(order)
-    .execute(conn)
-    .map(drop)
+}
+
+fn diagnose_order(
+    conn: &mut PgConnection,
+    user: UserId,
+    id: OrderId,
+) -> anyhow::Result<OrderFindings> {
+    let found: OrderDiagnosis = diesel::sql_query(DIAGNOSE_ORDER)
+        .bind::<BigInt, _>(user.get())
+        .bind::<BigInt, _>(id.get())
+        .get_result(conn)
+        .map_err(db_error)?;
+    let order = match (found.owner, found.status, found.expires_at) {
+        (Some(owner), Some(status), Some(expires_at)) => Some(FoundOrder {
+            owner: UserId::from_trusted(owner),
+            status: OrderStatus::parse(&status)
+                .ok_or_else(|| anyhow::anyhow!("unknown order status {status:?}"))?,
+            expires_at,
+        }),
+        _ => None,
+    };
+    Ok(OrderFindings {
+        user_exists: found.user_exists,
+        order,
+        now: found.now,
+    })
+}
+
+// ---------------------------------------------------------------------------------
+// Reads
+// ---------------------------------------------------------------------------------
+
+/// The user's order `$2`, and whether user `$1` exists, in one statement.
+const FIND: &str = concat!(
+    "SELECT EXISTS (SELECT 1 FROM users WHERE id = $1) AS user_exists, ",
+    order_columns!(),
+    " FROM (SELECT 1) AS one \
+      LEFT JOIN orders o ON o.id = $2 AND o.user_id = $1 ",
+    lines_of_o!()
+);
+
+/// One page of the user's orders, newest first, with their count and whether the user
+/// exists, in one statement (an empty page still carries the count).
+const PAGE_OF_USER: &str = concat!(
+    "SELECT c.user_exists, c.total_count, ",
+    order_columns!(),
+    " FROM (SELECT EXISTS (SELECT 1 FROM users WHERE id = $1) AS user_exists, \
+                  (SELECT count(*) FROM orders WHERE user_id = $1) AS total_count) c \
+      LEFT JOIN LATERAL ( \
+          SELECT * FROM orders WHERE user_id = $1 ORDER BY id DESC OFFSET $2 LIMIT $3) o \
+      ON true ",
+    lines_of_o!(),
+    " ORDER BY o.id DESC"
+);
+
+#[derive(QueryableByName)]
+struct Existing {
+    #[diesel(sql_type = Bool)]
+    user_exists: bool,
+    #[diesel(embed)]
+    order: OrderRecord,
+}
+
+#[derive(QueryableByName)]
+struct Counted {
+    #[diesel(sql_type = Bool)]
+    user_exists: bool,
+    #[diesel(sql_type = BigInt)]
+    total_count: i64,
+    #[diesel(embed)]
+    order: OrderRecord,
+}
+
+/// Expects `result` to have a row; the statement always returns one.
+fn the_row<T>(rows: Vec<T>) -> anyhow::Result<Vec<T>> {
+    if rows.is_empty() {
+        Err(anyhow::anyhow!("the statement returned no row"))
+    } else {
+        Ok(rows)
+    }
 }
 
 #[async_trait]
 impl OrderStore for PgOrderStore {
-    #[tracing::instrument(name = "pg.orders.place", skip_all, fields(user_id = %plan.user_id))]
+    #[tracing::instrument(name = "pg.orders.place", skip_all, fields(user_id = %order.user_id))]
     async fn place(
         &self,
-        plan: OrderPlan,
+        order: PlaceOrder,
         completion: Option<Completion<Order>>,
     ) -> Result<Order, PlaceError> {
-        transact_idempotent(&self.pool, completion, move |conn| place_tx(conn, plan)).await
+        let pool = self.pool.clone();
+        let attempt = order.clone();
+        let placed = transact_idempotent(&self.pool, completion, move |conn| {
+            place_tx(conn, &attempt).map_err(|err| match err {
+                TxError::Domain(stopped) => TxError::Domain(PlaceAttempt(Err(stopped))),
+                TxError::Db(db) => TxError::Db(db),
+            })
+        })
+        .await;
+        match placed {
+            Ok(order) => Ok(order),
+            Err(PlaceAttempt(Ok(unknown))) => Err(PlaceError::Unknown(unknown)),
+            Err(PlaceAttempt(Err(stopped))) => {
+                let refusal =
+                    run(&pool, move |conn| diagnose_place(conn, &order, &stopped)).await?;
+                Err(PlaceError::Refused(refusal))
+            }
+        }
     }
 
     #[tracing::instrument(name = "pg.orders.find", skip_all, fields(order_id = %id))]
-    async fn find(&self, id: OrderId) -> anyhow::Result<Option<Order>> {
-        run(&self.pool, move |conn| find_order(conn, id.get())).await
+    async fn find(&self, user: UserId, id: OrderId) -> anyhow::Result<ForUser<Option<Order>>> {
+        run(&self.pool, move |conn| {
+            let row = diesel::sql_query(FIND)
+                .bind::<BigInt, _>(user.get())
+                .bind::<BigInt, _>(id.get())
+                .get_result::<Existing>(conn)
+                .map_err(db_error)?;
+            if !row.user_exists {
+                return Ok(ForUser::UnknownUser);
+            }
+            Ok(ForUser::Found(row.order.into_order()?))
+        })
+        .await
     }
 
     #[tracing::instrument(name = "pg.orders.of_user", skip_all, fields(user_id = %user))]
-    async fn of_user(&self, user: UserId, page: PageRequest) -> anyhow::Result<Page<Order>> {
+    async fn of_user(
+        &self,
+        user: UserId,
+        page: PageRequest,
+    ) -> anyhow::Result<ForUser<Page<Order>>> {
         run(&self.pool, move |conn| {
-            let mine = orders::table.filter(orders::user_id.eq(user.get()));
-            let total_count: i64 = mine.count().get_result(conn).map_err(db_error)?;
-            let rows: Vec<OrderRow> = mine
-                .select(OrderRow::as_select())
-                .order(orders::id.desc())
-                .offset(page.offset())
-                .limit(page.limit())
-                .load(conn)
+            let rows = diesel::sql_query(PAGE_OF_USER)
+                .bind::<BigInt, _>(user.get())
+                .bind::<BigInt, _>(page.offset())
+                .bind::<BigInt, _>(page.limit())
+                .load::<Counted>(conn)
                 .map_err(db_error)?;
-            Ok(Page {
-                items: load_orders(conn, rows)?,
+            let rows = the_row(rows)?;
+            let (user_exists, total_count) = rows
+                .first()
+                .map_or((false, 0), |r| (r.user_exists, r.total_count));
+            if !user_exists {
+                return Ok(ForUser::UnknownUser);
+            }
+            let mut items = Vec::with_capacity(rows.len());
+            for row in rows {
+                if let Some(order) = row.order.into_order()? {
+                    items.push(order);
+                }
+            }
+            Ok(ForUser::Found(Page {
+                items,
                 request: page,
                 total_count,
-            })
+            }))
         })
         .await
     }
 
     #[tracing::instrument(name = "pg.orders.cancel", skip_all, fields(order_id = %id))]
-    async fn cancel(&self, id: OrderId, now: DateTime<Utc>) -> Result<Order, CancelError> {
+    async fn cancel(&self, user: UserId, id: OrderId) -> Result<Order, CancelError> {
         run(&self.pool, move |conn| {
-            conn.transaction(|conn| cancel_tx(conn, id.get(), now))
-                .map_err(TxError::into_domain)
+            let cancelled = diesel::sql_query(CANCEL)
+                .bind::<BigInt, _>(id.get())
+                .bind::<BigInt, _>(user.get())
+                .get_result::<OrderRecord>(conn)
+                .optional()
+                .map_err(db_error)?;
+            match cancelled {
+                Some(order) => Ok(order.into_stored()?),
+                None => Err(CancelError::Refused(
+                    diagnose_order(conn, user, id)?.cancel_refusal(user),
+                )),
+            }
         })
         .await
     }
 
     #[tracing::instrument(name = "pg.orders.expire_due", skip_all)]
-    async fn expire_due(&self, now: DateTime<Utc>, limit: i64) -> anyhow::Result<u64> {
+    async fn expire_due(&self, limit: i64) -> anyhow::Result<u64> {
         run(&self.pool, move |conn| {
-            conn.transaction(|conn| expire_tx(conn, now, limit))
+            let expired = diesel::sql_query(EXPIRE_DUE)
+                .bind::<BigInt, _>(limit)
+                .get_result::<Expired>(conn)
+                .map_err(db_error)?;
+            Ok(expired.expired.unsigned_abs())
+        })
+        .await
+    }
+
+    #[tracing::instrument(name = "pg.orders.next_expiry", skip_all)]
+    async fn next_expiry(&self) -> anyhow::Result<Option<DateTime<Utc>>> {
+        use crate::schema::orders;
+        run(&self.pool, move |conn| {
+            orders::table
+                .filter(orders::status.eq(OrderStatus::NotPaid.as_str()))
+                .select(diesel::dsl::min(orders::expires_at))
+                .get_result::<Option<DateTime<Utc>>>(conn)
                 .map_err(db_error)
         })
         .await
     }
 
-    #[tracing::instrument(name = "pg.orders.pay", skip_all, fields(order_id = %plan.order_id))]
+    #[tracing::instrument(name = "pg.orders.pay", skip_all, fields(order_id = %pay.order_id))]
     async fn pay(
         &self,
-        plan: PaymentPlan,
+        pay: PayOrder,
         completion: Option<Completion<Payment>>,
     ) -> Result<Payment, PayError> {
-        transact_idempotent(&self.pool, completion, move |conn| pay_tx(conn, &plan)).await
+        let pool = self.pool.clone();
+        let paid = transact_idempotent(&self.pool, completion, move |conn| {
+            pay_tx(conn, pay).map_err(|err| match err {
+                TxError::Domain(unpaid) => TxError::Domain(PayAttempt(Err(unpaid))),
+                TxError::Db(db) => TxError::Db(db),
+            })
+        })
+        .await;
+        match paid {
+            Ok(payment) => Ok(payment),
+            Err(PayAttempt(Ok(unknown))) => Err(PayError::Unknown(unknown)),
+            Err(PayAttempt(Err(Unpaid::InsufficientBalance))) => {
+                Err(PayError::InsufficientBalance)
+            }
+            Err(PayAttempt(Err(Unpaid::NotPayable))) => {
+                let findings = run(&pool, move |conn| {
+                    diagnose_order(conn, pay.user_id, pay.order_id)
+                })
+                .await?;
+                Err(PayError::Refused(findings.pay_refusal(pay.user_id)))
+            }
+        }
+    }
+}
+
+/// The outcome of a placing transaction that did not commit: why it stopped, or the
+/// store's failure.
+struct PlaceAttempt(Result<anyhow::Error, Stopped>);
+
+impl From<anyhow::Error> for PlaceAttempt {
+    fn from(err: anyhow::Error) -> Self {
+        Self(Ok(err))
+    }
+}
+
+/// The outcome of a paying transaction that did not commit.
+struct PayAttempt(Result<anyhow::Error, Unpaid>);
+
+impl From<anyhow::Error> for PayAttempt {
+    fn from(err: anyhow::Error) -> Self {
+        Self(Ok(err))
     }
 }

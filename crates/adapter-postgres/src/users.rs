@@ -3,13 +3,20 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Timestamptz};
 use domain::UserId;
 use domain::ports::UserRepository;
 use domain::user::User;
 
 use crate::error::db_error;
 use crate::pool::{PgPool, run};
-use crate::schema::{point_wallets, users};
+use crate::schema::users;
+
+#[derive(QueryableByName)]
+struct NewId {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+}
 
 /// Users and their wallets in PostgreSQL.
 #[derive(Debug, Clone)]
@@ -28,22 +35,18 @@ impl UserRepository for PgUserRepository {
     #[tracing::instrument(name = "pg.users.create", skip_all)]
     async fn create(&self, now: DateTime<Utc>) -> anyhow::Result<User> {
         run(&self.pool, move |conn| {
-            conn.transaction(|conn| {
-                let id: i64 = diesel::insert_into(users::table)
-                    .values(users::created_at.eq(now))
-                    .returning(users::id)
-                    .get_result(conn)?;
-                diesel::insert_into(point_wallets::table)
-                    .values((
-                        point_wallets::user_id.eq(id),
-                        point_wallets::balance.eq(0),
-                        point_wallets::updated_at.eq(now),
-                    ))
-                    .execute(conn)?;
-                Ok(User {
-                    id: UserId::from_trusted(id),
-                    created_at: now,
-                })
+            // The user and their wallet in one statement: both or neither.
+            diesel::sql_query(
+                "WITH u AS (INSERT INTO users (created_at) VALUES ($1) RETURNING id), \
+                      w AS (INSERT INTO point_wallets (user_id, balance, updated_at) \
+                            SELECT id, 0, $1 FROM u) \
+                 SELECT id FROM u",
+            )
+            .bind::<Timestamptz, _>(now)
+            .get_result::<NewId>(conn)
+            .map(|row| User {
+                id: UserId::from_trusted(row.id),
+                created_at: now,
             })
             .map_err(db_error)
         })

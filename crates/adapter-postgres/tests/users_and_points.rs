@@ -12,6 +12,7 @@ use std::sync::Arc;
 use adapter_postgres::test_support::TestDatabase;
 use adapter_postgres::{PgIdempotencyStore, PgPointStore, PgUserRepository};
 use chrono::Utc;
+use domain::user::ForUser;
 use domain::idempotency::{
     Completion, Fingerprint, IdempotencyKey, IdempotencyScope, LeaseLost, StoredResponse,
 };
@@ -51,6 +52,8 @@ async fn a_new_user_has_an_empty_wallet_and_history() {
         .points
         .history(user.id, PageRequest::default())
         .await
+        .unwrap()
+        .found()
         .unwrap();
     assert_eq!((page.items.len(), page.total_count), (0, 0));
 }
@@ -67,6 +70,13 @@ async fn unknown_users_have_no_wallet() {
         .await
         .unwrap_err();
     assert!(matches!(err, CreditError::UserNotFound));
+    assert_eq!(
+        f.points
+            .history(ghost, PageRequest::default())
+            .await
+            .unwrap(),
+        ForUser::UnknownUser
+    );
 }
 
 #[tokio::test]
@@ -84,6 +94,8 @@ async fn credits_add_up_and_are_recorded_newest_first() {
         .points
         .history(user, PageRequest::new(Some(1), Some(2)).unwrap())
         .await
+        .unwrap()
+        .found()
         .unwrap();
     assert_eq!(page.total_count, 3);
     let seen: Vec<_> = page
@@ -102,6 +114,8 @@ async fn credits_add_up_and_are_recorded_newest_first() {
         .points
         .history(user, PageRequest::new(Some(2), Some(2)).unwrap())
         .await
+        .unwrap()
+        .found()
         .unwrap();
     assert_eq!(
         last.items.iter().map(|e| e.amount).collect::<Vec<_>>(),
@@ -133,6 +147,8 @@ async fn a_credit_over_the_cap_is_refused_and_writes_nothing() {
         .points
         .history(user, PageRequest::default())
         .await
+        .unwrap()
+        .found()
         .unwrap();
     assert_eq!(page.total_count, 100);
 }
@@ -155,6 +171,8 @@ async fn concurrent_credits_of_one_wallet_all_count() {
         .points
         .history(user, PageRequest::new(None, Some(100)).unwrap())
         .await
+        .unwrap()
+        .found()
         .unwrap();
     let mut after: Vec<i64> = page.items.iter().map(|e| e.balance_after.get()).collect();
     after.sort_unstable();

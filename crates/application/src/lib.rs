@@ -91,10 +91,7 @@ impl UseCases {
             get_user: users::GetUser::new(ports.users.clone()),
             charge_points: points::ChargePoints::new(ports.points.clone(), ports.clock.clone()),
             get_balance: points::GetBalance::new(ports.points.clone()),
-            get_point_history: points::GetPointHistory::new(
-                ports.users.clone(),
-                ports.points.clone(),
-            ),
+            get_point_history: points::GetPointHistory::new(ports.points.clone()),
             idempotency: idempotency::Idempotency::new(
                 ports.idempotency.clone(),
                 ports.clock.clone(),
@@ -102,14 +99,7 @@ impl UseCases {
             check_readiness: ops::CheckReadiness::new(ports.health.clone()),
             catalog: catalog::Catalog::new(ports.products.clone(), ports.clock.clone()),
             coupons: coupons::Coupons::new(ports.coupons.clone(), ports.clock.clone()),
-            orders: orders::Orders::new(
-                ports.orders.clone(),
-                ports.products.clone(),
-                ports.coupons.clone(),
-                ports.users.clone(),
-                ports.clock.clone(),
-                settings.payment_timeout,
-            ),
+            orders: orders::Orders::new(ports.orders.clone(), settings.payment_timeout),
             best_sellers: sales::BestSellers::new(
                 ports.sales.clone(),
                 ports.clock.clone(),

@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use domain::idempotency::Completion;
 use domain::points::{Balance, ChargeAmount, Charged, Credit, PointHistoryEntry};
-use domain::ports::{Clock, CreditError, PointStore, UserRepository};
+use domain::ports::{Clock, CreditError, PointStore};
+use domain::user::ForUser;
 use domain::{Page, PageRequest, UserId};
 
 /// Charges a user's wallet.
@@ -93,27 +94,26 @@ impl GetBalance {
 /// Reads one page of a user's history, newest first.
 #[derive(Clone)]
 pub struct GetPointHistory {
-    users: Arc<dyn UserRepository>,
     points: Arc<dyn PointStore>,
 }
 
 impl GetPointHistory {
-    pub fn new(users: Arc<dyn UserRepository>, points: Arc<dyn PointStore>) -> Self {
-        Self { users, points }
+    pub fn new(points: Arc<dyn PointStore>) -> Self {
+        Self { points }
     }
 
     /// # Errors
-    /// [`PointQueryError::UserNotFound`] for an unknown user (the history is not read).
+    /// [`PointQueryError::UserNotFound`] for an unknown user.
     #[tracing::instrument(name = "get_point_history", skip_all, fields(user_id = %user_id))]
     pub async fn execute(
         &self,
         user_id: UserId,
         page: PageRequest,
     ) -> Result<Page<PointHistoryEntry>, PointQueryError> {
-        if self.users.find(user_id).await?.is_none() {
-            return Err(PointQueryError::UserNotFound);
+        match self.points.history(user_id, page).await? {
+            ForUser::UnknownUser => Err(PointQueryError::UserNotFound),
+            ForUser::Found(page) => Ok(page),
         }
-        Ok(self.points.history(user_id, page).await?)
     }
 }
 
@@ -125,8 +125,7 @@ mod tests {
     use chrono::Utc;
     use domain::idempotency::{IdempotencyKey, IdempotencyScope, LeaseToken, StoredResponse};
     use domain::points::{BalanceLimitExceeded, PointKind};
-    use domain::ports::{MockClock, MockPointStore, MockUserRepository};
-    use domain::user::User;
+    use domain::ports::{MockClock, MockPointStore};
 
     fn clock() -> Arc<MockClock> {
         let mut clock = MockClock::new();
@@ -266,12 +265,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_history_of_an_unknown_user_is_not_found_and_never_read() {
-        let mut users = MockUserRepository::new();
-        users.expect_find().returning(|_| Ok(None));
+    async fn the_history_of_an_unknown_user_is_not_found() {
         let mut points = MockPointStore::new();
-        points.expect_history().never();
-        let err = GetPointHistory::new(Arc::new(users), Arc::new(points))
+        points
+            .expect_history()
+            .times(1)
+            .returning(|_, _| Ok(ForUser::UnknownUser));
+        let err = GetPointHistory::new(Arc::new(points))
             .execute(UserId::new(1).unwrap(), PageRequest::default())
             .await
             .unwrap_err();
@@ -280,19 +280,13 @@ mod tests {
 
     #[tokio::test]
     async fn the_history_of_a_known_user_is_paged() {
-        let mut users = MockUserRepository::new();
-        users.expect_find().returning(|id| {
-            Ok(Some(User {
-                id,
-                created_at: Utc::now(),
-            }))
-        });
         let mut points = MockPointStore::new();
         points
             .expect_history()
             .withf(|_, page| page.page() == 2 && page.size() == 5)
+            .times(1)
             .returning(|_, page| {
-                Ok(Page {
+                Ok(ForUser::Found(Page {
                     items: vec![PointHistoryEntry {
                         id: 1,
                         kind: PointKind::Charge,
@@ -303,9 +297,9 @@ mod tests {
                     }],
                     request: page,
                     total_count: 6,
-                })
+                }))
             });
-        let page = GetPointHistory::new(Arc::new(users), Arc::new(points))
+        let page = GetPointHistory::new(Arc::new(points))
             .execute(
                 UserId::new(1).unwrap(),
                 PageRequest::new(Some(2), Some(5)).unwrap(),

@@ -6,9 +6,9 @@
 
 use chrono::{DateTime, Duration, Utc};
 
-use crate::coupon::Discount;
+use crate::coupon::{Discount, StoredCouponState};
 use crate::points::Balance;
-use crate::product::{Price, Product, ProductName};
+use crate::product::{Price, ProductName};
 use crate::{OrderId, ProductId, UserCouponId, UserId, ValidationError};
 
 /// Units of one product in an order: `1..=1000`.
@@ -124,7 +124,26 @@ pub struct AppliedCoupon {
     pub discount: Discount,
 }
 
-/// A priced order, ready to be placed in one transaction.
+/// A validated request to place an order, not yet priced: prices are snapshotted where
+/// the stock is taken, under the same row locks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlaceOrder {
+    pub user_id: UserId,
+    pub items: OrderItems,
+    pub user_coupon_id: Option<UserCouponId>,
+    /// How long the order waits for payment, counted from its creation.
+    pub payment_timeout: Duration,
+}
+
+/// A product as its stock was taken for an order: the name and price the order keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProductSnapshot {
+    pub id: ProductId,
+    pub name: ProductName,
+    pub price: Price,
+}
+
+/// A priced order, ready to be stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrderPlan {
     pub user_id: UserId,
@@ -133,8 +152,6 @@ pub struct OrderPlan {
     pub total_amount: i64,
     pub discount_amount: i64,
     pub pay_amount: i64,
-    pub created_at: DateTime<Utc>,
-    pub expires_at: DateTime<Utc>,
 }
 
 /// A referenced product that does not exist.
@@ -143,22 +160,20 @@ pub struct OrderPlan {
 pub struct MissingProduct(pub ProductId);
 
 impl OrderPlan {
-    /// Prices `items` with the `products` read for them: total = Σ price × quantity,
-    /// discount per the coupon, pay = total − discount; payable for `payment_timeout`.
+    /// Prices `items` with the `snapshots` taken with their stock: total = Σ price ×
+    /// quantity, discount per the coupon, pay = total − discount.
     ///
     /// # Errors
-    /// [`MissingProduct`] for the first item whose product is not among `products`.
+    /// [`MissingProduct`] for the first item whose product is not among `snapshots`.
     pub fn price(
         user_id: UserId,
         items: &OrderItems,
-        products: &[Product],
+        snapshots: &[ProductSnapshot],
         coupon: Option<AppliedCoupon>,
-        now: DateTime<Utc>,
-        payment_timeout: Duration,
     ) -> Result<Self, MissingProduct> {
         let mut lines = Vec::with_capacity(items.lines().len());
         for (product_id, quantity) in items.lines() {
-            let product = products
+            let product = snapshots
                 .iter()
                 .find(|p| p.id == *product_id)
                 .ok_or(MissingProduct(*product_id))?;
@@ -180,9 +195,74 @@ impl OrderPlan {
             total_amount,
             discount_amount,
             pay_amount: total_amount - discount_amount,
-            created_at: now,
-            expires_at: now + payment_timeout,
         })
+    }
+}
+
+/// Why an order was not placed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PlaceRefusal {
+    #[error("user not found")]
+    UserNotFound,
+    #[error("user coupon not found")]
+    UserCouponNotFound,
+    #[error("product {0} not found")]
+    ProductNotFound(ProductId),
+    #[error("the coupon is not usable")]
+    CouponNotUsable,
+    #[error("product {0} is out of stock")]
+    OutOfStock(ProductId),
+}
+
+/// The user coupon an order named, as found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FoundUserCoupon {
+    pub owner: UserId,
+    pub state: StoredCouponState,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What a store found when an order could not be placed, read after the attempt was
+/// rolled back, to name the refusal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlaceFindings {
+    pub user_exists: bool,
+    /// The user coupon the order named: `None` when it named none, `Some(None)` when
+    /// there is no user coupon with that id.
+    pub coupon: Option<Option<FoundUserCoupon>>,
+    /// The ordered products that do not exist.
+    pub missing_products: Vec<ProductId>,
+    /// The ordered products whose stock is below the quantity ordered.
+    pub short_products: Vec<ProductId>,
+    /// The database's time when this was read.
+    pub now: DateTime<Utc>,
+}
+
+impl PlaceFindings {
+    /// The refusal to answer, by API.md's precedence: the user, then what the order
+    /// references (the coupon must be the user's), then the business rules. When the
+    /// findings show nothing wrong any more (stock came back meanwhile), the order is
+    /// still refused as out of stock on `fallback`, the product the attempt found short.
+    pub fn refusal(&self, user: UserId, fallback: PlaceRefusal) -> PlaceRefusal {
+        if !self.user_exists {
+            return PlaceRefusal::UserNotFound;
+        }
+        let coupon = match self.coupon {
+            None => None,
+            Some(Some(found)) if found.owner == user => Some(found),
+            Some(_) => return PlaceRefusal::UserCouponNotFound,
+        };
+        if let Some(missing) = self.missing_products.first() {
+            return PlaceRefusal::ProductNotFound(*missing);
+        }
+        if coupon.is_some_and(|c| c.state != StoredCouponState::Available || self.now >= c.expires_at)
+        {
+            return PlaceRefusal::CouponNotUsable;
+        }
+        if let Some(short) = self.short_products.first() {
+            return PlaceRefusal::OutOfStock(*short);
+        }
+        fallback
     }
 }
 
@@ -205,29 +285,111 @@ pub struct Order {
 /// Why an order cannot be paid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PayRefusal {
+    #[error("user not found")]
+    UserNotFound,
+    #[error("order not found")]
+    OrderNotFound,
     #[error("the order's payment time has passed")]
     Expired,
     #[error("the order is already paid or cancelled")]
     NotPayable,
 }
 
-impl Order {
+/// Why an order cannot be cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CancelRefusal {
+    #[error("user not found")]
+    UserNotFound,
+    #[error("order not found")]
+    OrderNotFound,
+    #[error("only an unpaid order can be cancelled")]
+    NotCancellable,
+}
+
+impl OrderStatus {
     /// Payable only while NOT_PAID and before `expires_at`.
     ///
     /// # Errors
     /// [`PayRefusal::Expired`] for EXPIRED, or NOT_PAID at or past `expires_at`;
     /// [`PayRefusal::NotPayable`] for PAID or CANCELLED.
-    pub fn check_payable(&self, now: DateTime<Utc>) -> Result<(), PayRefusal> {
-        match self.status {
-            OrderStatus::NotPaid if now < self.expires_at => Ok(()),
-            OrderStatus::NotPaid | OrderStatus::Expired => Err(PayRefusal::Expired),
-            OrderStatus::Paid | OrderStatus::Cancelled => Err(PayRefusal::NotPayable),
+    pub fn check_payable(
+        self,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), PayRefusal> {
+        match self {
+            Self::NotPaid if now < expires_at => Ok(()),
+            Self::NotPaid | Self::Expired => Err(PayRefusal::Expired),
+            Self::Paid | Self::Cancelled => Err(PayRefusal::NotPayable),
         }
+    }
+}
+
+impl Order {
+    /// Payable only while NOT_PAID and before `expires_at`.
+    ///
+    /// # Errors
+    /// As [`OrderStatus::check_payable`].
+    pub fn check_payable(&self, now: DateTime<Utc>) -> Result<(), PayRefusal> {
+        self.status.check_payable(self.expires_at, now)
     }
 
     /// Only a NOT_PAID order can be cancelled.
     pub fn is_cancellable(&self) -> bool {
         self.status == OrderStatus::NotPaid
+    }
+}
+
+/// An order as found when a guarded move out of NOT_PAID touched nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FoundOrder {
+    pub owner: UserId,
+    pub status: OrderStatus,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What a store found when a payment or cancel changed nothing, to name the refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrderFindings {
+    pub user_exists: bool,
+    /// The order with the requested id, whoever owns it.
+    pub order: Option<FoundOrder>,
+    /// The database's time when this was read.
+    pub now: DateTime<Utc>,
+}
+
+impl OrderFindings {
+    /// The order, when the user exists and it is theirs (another user's order answers
+    /// as if it did not exist).
+    fn owned(&self, user: UserId) -> Result<FoundOrder, bool> {
+        if !self.user_exists {
+            return Err(false);
+        }
+        self.order.filter(|o| o.owner == user).ok_or(true)
+    }
+
+    /// Why `user` could not pay the order.
+    pub fn pay_refusal(&self, user: UserId) -> PayRefusal {
+        match self.owned(user) {
+            Err(false) => PayRefusal::UserNotFound,
+            Err(true) => PayRefusal::OrderNotFound,
+            Ok(order) => order
+                .status
+                .check_payable(order.expires_at, self.now)
+                .err()
+                // Payable now yet refused a moment ago cannot happen (an order never
+                // returns to NOT_PAID and its deadline never moves); answer safely.
+                .unwrap_or(PayRefusal::NotPayable),
+        }
+    }
+
+    /// Why `user` could not cancel the order.
+    pub fn cancel_refusal(&self, user: UserId) -> CancelRefusal {
+        match self.owned(user) {
+            Err(false) => CancelRefusal::UserNotFound,
+            Err(true) => CancelRefusal::OrderNotFound,
+            Ok(_) => CancelRefusal::NotCancellable,
+        }
     }
 }
 
@@ -241,19 +403,17 @@ pub struct Payment {
     pub paid_at: DateTime<Utc>,
 }
 
-/// The decision to pay an order, re-checked by the store under its locks.
+/// A validated request to pay an order from the user's points. Whether it may be paid
+/// is decided where it is paid, by the database's clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PaymentPlan {
+pub struct PayOrder {
     pub order_id: OrderId,
     pub user_id: UserId,
-    pub amount: i64,
-    pub now: DateTime<Utc>,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::product::{Description, Stock};
 
     fn pid(raw: i64) -> ProductId {
         ProductId::new(raw).unwrap()
@@ -263,13 +423,11 @@ mod tests {
         OrderQuantity::new(raw).unwrap()
     }
 
-    fn product(id: i64, price: i64) -> Product {
-        Product {
+    fn product(id: i64, price: i64) -> ProductSnapshot {
+        ProductSnapshot {
             id: pid(id),
             name: ProductName::new("p").unwrap(),
-            description: Description::default(),
             price: Price::new(price).unwrap(),
-            stock: Stock::new(10).unwrap(),
         }
     }
 
@@ -293,7 +451,6 @@ mod tests {
     #[test]
     fn an_order_is_priced_with_its_coupon() {
         let items = OrderItems::new(vec![(pid(1), qty(3))]).unwrap();
-        let now = Utc::now();
         let coupon = |discount| {
             Some(AppliedCoupon {
                 id: UserCouponId::new(1).unwrap(),
@@ -307,31 +464,147 @@ mod tests {
             (coupon(Discount::Fixed(5_000)), 3_000),
             (coupon(Discount::Rate(33)), 990),
         ] {
-            let plan = OrderPlan::price(
-                UserId::new(1).unwrap(),
-                &items,
-                &[product(1, 1_000)],
-                c,
-                now,
-                Duration::minutes(5),
-            )
-            .unwrap();
+            let plan =
+                OrderPlan::price(UserId::new(1).unwrap(), &items, &[product(1, 1_000)], c)
+                    .unwrap();
             assert_eq!(
                 (plan.total_amount, plan.discount_amount, plan.pay_amount),
                 (3_000, discount, 3_000 - discount)
             );
-            assert_eq!(plan.expires_at, now + Duration::minutes(5));
             assert_eq!(plan.lines[0].amount, 3_000);
         }
-        let missing = OrderPlan::price(
-            UserId::new(1).unwrap(),
-            &items,
-            &[],
-            None,
-            now,
-            Duration::minutes(5),
-        );
+        let missing = OrderPlan::price(UserId::new(1).unwrap(), &items, &[], None);
         assert_eq!(missing, Err(MissingProduct(pid(1))));
+    }
+
+    fn findings() -> PlaceFindings {
+        PlaceFindings {
+            user_exists: true,
+            coupon: None,
+            missing_products: vec![],
+            short_products: vec![],
+            now: Utc::now(),
+        }
+    }
+
+    fn user_coupon(owner: i64, state: StoredCouponState, expires_in: i64) -> FoundUserCoupon {
+        FoundUserCoupon {
+            owner: UserId::new(owner).unwrap(),
+            state,
+            expires_at: Utc::now() + Duration::seconds(expires_in),
+        }
+    }
+
+    #[test]
+    fn a_refused_order_names_the_first_rule_broken_in_api_order() {
+        let me = UserId::new(1).unwrap();
+        let fallback = PlaceRefusal::OutOfStock(pid(9));
+        let all_wrong = PlaceFindings {
+            user_exists: false,
+            coupon: Some(Some(user_coupon(2, StoredCouponState::Used, -5))),
+            missing_products: vec![pid(3)],
+            short_products: vec![pid(4)],
+            ..findings()
+        };
+        assert_eq!(all_wrong.refusal(me, fallback), PlaceRefusal::UserNotFound);
+        let user_ok = PlaceFindings {
+            user_exists: true,
+            ..all_wrong.clone()
+        };
+        assert_eq!(
+            user_ok.refusal(me, fallback),
+            PlaceRefusal::UserCouponNotFound
+        );
+        let no_such_coupon = PlaceFindings {
+            coupon: Some(None),
+            ..user_ok.clone()
+        };
+        assert_eq!(
+            no_such_coupon.refusal(me, fallback),
+            PlaceRefusal::UserCouponNotFound
+        );
+        let my_used_coupon = PlaceFindings {
+            coupon: Some(Some(user_coupon(1, StoredCouponState::Used, 60))),
+            ..user_ok.clone()
+        };
+        assert_eq!(
+            my_used_coupon.refusal(me, fallback),
+            PlaceRefusal::ProductNotFound(pid(3))
+        );
+        let products_exist = PlaceFindings {
+            missing_products: vec![],
+            ..my_used_coupon
+        };
+        assert_eq!(
+            products_exist.refusal(me, fallback),
+            PlaceRefusal::CouponNotUsable
+        );
+        let expired_coupon = PlaceFindings {
+            coupon: Some(Some(user_coupon(1, StoredCouponState::Available, -1))),
+            ..products_exist.clone()
+        };
+        assert_eq!(
+            expired_coupon.refusal(me, fallback),
+            PlaceRefusal::CouponNotUsable
+        );
+        let usable_coupon = PlaceFindings {
+            coupon: Some(Some(user_coupon(1, StoredCouponState::Available, 60))),
+            ..products_exist
+        };
+        assert_eq!(
+            usable_coupon.refusal(me, fallback),
+            PlaceRefusal::OutOfStock(pid(4))
+        );
+        let nothing_wrong_any_more = PlaceFindings {
+            short_products: vec![],
+            ..usable_coupon
+        };
+        assert_eq!(nothing_wrong_any_more.refusal(me, fallback), fallback);
+    }
+
+    #[test]
+    fn a_refused_payment_or_cancel_is_named_from_what_was_found() {
+        let me = UserId::new(1).unwrap();
+        let now = Utc::now();
+        let found = |owner: i64, status, expires_in: i64| OrderFindings {
+            user_exists: true,
+            order: Some(FoundOrder {
+                owner: UserId::new(owner).unwrap(),
+                status,
+                expires_at: now + Duration::seconds(expires_in),
+            }),
+            now,
+        };
+        let no_user = OrderFindings {
+            user_exists: false,
+            ..found(1, OrderStatus::Paid, 5)
+        };
+        assert_eq!(no_user.pay_refusal(me), PayRefusal::UserNotFound);
+        assert_eq!(no_user.cancel_refusal(me), CancelRefusal::UserNotFound);
+        let no_order = OrderFindings {
+            order: None,
+            ..found(1, OrderStatus::Paid, 5)
+        };
+        assert_eq!(no_order.pay_refusal(me), PayRefusal::OrderNotFound);
+        let theirs = found(2, OrderStatus::NotPaid, 5);
+        assert_eq!(theirs.pay_refusal(me), PayRefusal::OrderNotFound);
+        assert_eq!(theirs.cancel_refusal(me), CancelRefusal::OrderNotFound);
+        assert_eq!(
+            found(1, OrderStatus::NotPaid, 0).pay_refusal(me),
+            PayRefusal::Expired
+        );
+        assert_eq!(
+            found(1, OrderStatus::Expired, 5).pay_refusal(me),
+            PayRefusal::Expired
+        );
+        assert_eq!(
+            found(1, OrderStatus::Cancelled, 5).pay_refusal(me),
+            PayRefusal::NotPayable
+        );
+        assert_eq!(
+            found(1, OrderStatus::Paid, 5).cancel_refusal(me),
+            CancelRefusal::NotCancellable
+        );
     }
 
     #[test]

@@ -14,7 +14,9 @@ use crate::coupon::{Coupon, CouponIssue, NewCoupon, UserCoupon};
 use crate::idempotency::{
     Completion, Fingerprint, IdempotencyRecord, IdempotencyScope, LeaseToken, StoredResponse,
 };
-use crate::order::{Order, OrderPlan, Payment, PaymentPlan};
+use crate::order::{
+    CancelRefusal, Order, PayOrder, PayRefusal, Payment, PlaceOrder, PlaceRefusal,
+};
 use crate::outbox::{OutboxCounts, OutboxEvent};
 use crate::points::{Balance, Charged, Credit, PointHistoryEntry};
 use crate::product::{NewProduct, Product, ProductPatch, Restock};
@@ -88,7 +90,6 @@ pub trait PointStore: Send + Sync {
     async fn balance(&self, user: UserId) -> anyhow::Result<Option<Balance>>;
 
     /// One page of `user`'s history, newest first, with the total row count.
-    /// An unknown user has an empty history.
     ///
     /// # Errors
     /// Only when the store fails.
@@ -96,7 +97,7 @@ pub trait PointStore: Send + Sync {
         &self,
         user: UserId,
         page: PageRequest,
-    ) -> anyhow::Result<Page<PointHistoryEntry>>;
+    ) -> anyhow::Result<ForUser<Page<PointHistoryEntry>>>;
 
     /// Atomically adds `credit.amount` to the wallet *if* its balance is at most
     /// `credit.ceiling`, and writes a CHARGE history row with the balance after, at `now`.
@@ -321,10 +322,8 @@ pub trait CouponStore: Send + Sync {
 /// Why an order was not placed.
 #[derive(Debug, thiserror::Error)]
 pub enum PlaceError {
-    #[error("product {0} is out of stock")]
-    OutOfStock(ProductId),
-    #[error("the coupon is not usable")]
-    CouponNotUsable,
+    #[error(transparent)]
+    Refused(#[from] PlaceRefusal),
     #[error(transparent)]
     Unknown(#[from] anyhow::Error),
 }
@@ -335,7 +334,7 @@ pub enum PayError {
     #[error("the balance is lower than the amount to pay")]
     InsufficientBalance,
     #[error(transparent)]
-    Refused(#[from] crate::order::PayRefusal),
+    Refused(#[from] PayRefusal),
     #[error(transparent)]
     Unknown(#[from] anyhow::Error),
 }
@@ -343,69 +342,94 @@ pub enum PayError {
 /// Why an order was not cancelled.
 #[derive(Debug, thiserror::Error)]
 pub enum CancelError {
-    #[error("only an unpaid order can be cancelled")]
-    NotCancellable,
+    #[error(transparent)]
+    Refused(#[from] CancelRefusal),
     #[error(transparent)]
     Unknown(#[from] anyhow::Error),
 }
 
 /// Orders, their stock and coupon effects, and their payment.
+///
+/// Deadlines are the database's: an order's `created_at`, `expires_at` and `paid_at`,
+/// and every comparison with them, use the database's clock, so an instance whose
+/// clock is skewed, or a request slowed between its decision and its commit, can never
+/// pay an order past its `expires_at`.
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait OrderStore: Send + Sync {
-    /// In one transaction: deducts every line's stock (all or none, never below zero;
-    /// rows locked in product order), marks the coupon USED (only if it is the user's,
-    /// AVAILABLE and unexpired at `plan.created_at`), and stores the NOT_PAID order.
+    /// In one transaction: takes every line's stock (all or none, never below zero;
+    /// rows locked in product order) and snapshots each product's name and price in
+    /// the same statement, prices the order with [`OrderPlan::price`], marks the
+    /// coupon USED (only if it is the user's, AVAILABLE and unexpired), and stores the
+    /// NOT_PAID order, payable for `order.payment_timeout`. With a `completion`, the
+    /// rendered response is stored in the same transaction.
     ///
     /// # Errors
-    /// [`PlaceError::OutOfStock`] (the first product short of stock),
-    /// [`PlaceError::CouponNotUsable`]; nothing is written.
+    /// [`PlaceError::Refused`] with the first rule broken in API.md's order (see
+    /// [`PlaceFindings::refusal`]); nothing is written.
+    ///
+    /// [`OrderPlan::price`]: crate::order::OrderPlan::price
+    /// [`PlaceFindings::refusal`]: crate::order::PlaceFindings::refusal
     async fn place(
         &self,
-        plan: OrderPlan,
+        order: PlaceOrder,
         completion: Option<Completion<Order>>,
     ) -> Result<Order, PlaceError>;
 
-    /// The order with `id`, with its lines, or `None`.
+    /// `user`'s order `id` with its lines: `Found(None)` when there is no such order or
+    /// it is another user's.
     ///
     /// # Errors
     /// Only when the store fails.
-    async fn find(&self, id: OrderId) -> anyhow::Result<Option<Order>>;
+    async fn find(&self, user: UserId, id: OrderId) -> anyhow::Result<ForUser<Option<Order>>>;
 
     /// One page of `user`'s orders, newest first.
     ///
     /// # Errors
     /// Only when the store fails.
-    async fn of_user(&self, user: UserId, page: PageRequest) -> anyhow::Result<Page<Order>>;
+    async fn of_user(&self, user: UserId, page: PageRequest)
+    -> anyhow::Result<ForUser<Page<Order>>>;
 
-    /// In one transaction, only while the order is NOT_PAID: CANCELLED, stock and coupon
-    /// restored exactly once.
+    /// In one transaction, only while the order is `user`'s and NOT_PAID: CANCELLED,
+    /// stock and coupon restored exactly once.
     ///
     /// # Errors
-    /// [`CancelError::NotCancellable`] when the order has left NOT_PAID; nothing changes.
-    async fn cancel(&self, id: OrderId, now: DateTime<Utc>) -> Result<Order, CancelError>;
+    /// [`CancelError::Refused`] (see [`OrderFindings::cancel_refusal`]); nothing changes.
+    ///
+    /// [`OrderFindings::cancel_refusal`]: crate::order::OrderFindings::cancel_refusal
+    async fn cancel(&self, user: UserId, id: OrderId) -> Result<Order, CancelError>;
 
     /// In one transaction, only while the order is the user's, NOT_PAID and before its
-    /// expiry at `plan.now`, and only if the balance covers `plan.amount`: balance
-    /// debited, USE history row, order PAID at `plan.now`, ORDER_PAID outbox event.
+    /// `expires_at` by the database's clock, and only if the balance covers its
+    /// `pay_amount`: balance debited, USE history row, order PAID, and the
+    /// [`OrderPaid`](crate::outbox::OrderPaid) event into the outbox. With a
+    /// `completion`, the rendered response is stored in the same transaction.
     ///
     /// # Errors
-    /// [`PayError::Refused`] when the order is no longer payable,
-    /// [`PayError::InsufficientBalance`]; nothing changes.
+    /// [`PayError::Refused`] when the order is not payable (see
+    /// [`OrderFindings::pay_refusal`]), [`PayError::InsufficientBalance`]; nothing changes.
+    ///
+    /// [`OrderFindings::pay_refusal`]: crate::order::OrderFindings::pay_refusal
     async fn pay(
         &self,
-        plan: PaymentPlan,
+        pay: PayOrder,
         completion: Option<Completion<Payment>>,
     ) -> Result<Payment, PayError>;
 
-    /// In one transaction, up to `limit` NOT_PAID orders whose `expires_at` is at or
-    /// before `now` become EXPIRED, their stock and coupons restored exactly once. Orders
-    /// another transaction holds are skipped (`SKIP LOCKED`), so the job may run in every
-    /// instance at once. Returns how many expired.
+    /// In one transaction, up to `limit` NOT_PAID orders whose `expires_at` has passed
+    /// by the database's clock become EXPIRED, their stock and coupons restored exactly
+    /// once. Orders another transaction holds are skipped (`SKIP LOCKED`), so the job
+    /// may run in every instance at once. Returns how many expired.
     ///
     /// # Errors
     /// Only when the store fails; then nothing changes.
-    async fn expire_due(&self, now: DateTime<Utc>, limit: i64) -> anyhow::Result<u64>;
+    async fn expire_due(&self, limit: i64) -> anyhow::Result<u64>;
+
+    /// The earliest `expires_at` of a NOT_PAID order, if any: when the next expiry is due.
+    ///
+    /// # Errors
+    /// Only when the store fails.
+    async fn next_expiry(&self) -> anyhow::Result<Option<DateTime<Utc>>>;
 }
 
 /// Sales statistics: the daily per-product roll-up and the ranking read from it.
