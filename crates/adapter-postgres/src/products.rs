@@ -1,9 +1,16 @@
 //! [`ProductRepository`] on PostgreSQL.
+//!
+//! Every method is one statement on one pooled connection. The catalogue's size is kept
+//! in `catalogue_stats` by the statement that creates a product, so a page reads its
+//! total with its rows instead of counting the table, and costs the same at 1,000 or
+//! 1,000,000 products.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use diesel::dsl::exists;
 use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Nullable, Text, Timestamptz};
+use domain::page::{KeysetPage, KeysetRequest};
 use domain::ports::{ProductRepository, RestockError};
 use domain::product::{
     Description, NewProduct, Price, Product, ProductName, ProductPatch, Restock, Stock,
@@ -48,6 +55,118 @@ impl From<ProductRow> for Product {
     }
 }
 
+/// A created product, as `CREATE_PRODUCT` returns it.
+#[derive(QueryableByName)]
+struct CreatedRow {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+    #[diesel(sql_type = Text)]
+    name: String,
+    #[diesel(sql_type = Text)]
+    description: String,
+    #[diesel(sql_type = BigInt)]
+    price: i64,
+    #[diesel(sql_type = BigInt)]
+    stock: i64,
+}
+
+impl From<CreatedRow> for Product {
+    fn from(row: CreatedRow) -> Self {
+        ProductRow {
+            id: row.id,
+            name: row.name,
+            description: row.description,
+            price: row.price,
+            stock: row.stock,
+        }
+        .into()
+    }
+}
+
+/// One row of a page query: the catalogue's count, and one product of the page, or
+/// none when the page is empty (the count still comes back, on a row of NULLs).
+#[derive(QueryableByName)]
+struct PageRow {
+    #[diesel(sql_type = BigInt)]
+    product_count: i64,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    id: Option<i64>,
+    #[diesel(sql_type = Nullable<Text>)]
+    name: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    description: Option<String>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    price: Option<i64>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    stock: Option<i64>,
+}
+
+impl PageRow {
+    fn into_product(self) -> Option<Product> {
+        Some(
+            ProductRow {
+                id: self.id?,
+                name: self.name?,
+                description: self.description?,
+                price: self.price?,
+                stock: self.stock?,
+            }
+            .into(),
+        )
+    }
+}
+
+/// Splits page rows into the count and the products. No row at all means the count row
+/// is gone, which only a broken migration could cause.
+fn count_and_products(rows: Vec<PageRow>) -> anyhow::Result<(i64, Vec<Product>)> {
+    let total_count = rows
+        .first()
+        .map(|row| row.product_count)
+        .ok_or_else(|| anyhow::anyhow!("catalogue_stats has no row"))?;
+    Ok((
+        total_count,
+        rows.into_iter().filter_map(PageRow::into_product).collect(),
+    ))
+}
+
+/// Inserts a product and counts it, in one autocommit statement: both or neither.
+/// The join with `counted` makes a missing count row fail the insert instead of
+/// letting the count fall behind silently. The count row's lock serialises creations,
+/// an operator action, so concurrent creations all count.
+const CREATE_PRODUCT: &str = "\
+    WITH created AS ( \
+        INSERT INTO products (name, description, price, stock, created_at, updated_at) \
+        VALUES ($1, $2, $3, $4, $5, $5) \
+        RETURNING id, name, description, price, stock \
+    ), counted AS ( \
+        UPDATE catalogue_stats SET product_count = product_count + 1 RETURNING product_count \
+    ) \
+    SELECT created.id, created.name, created.description, created.price, created.stock \
+    FROM created, counted";
+
+/// The count and one numbered page, in one statement. The LEFT JOIN keeps the count
+/// when the page is past the end. `OFFSET` still walks the skipped rows: deep pages
+/// should use [`LIST_AFTER`].
+const LIST_PAGE: &str = "\
+    SELECT c.product_count, p.id, p.name, p.description, p.price, p.stock \
+    FROM catalogue_stats c \
+    LEFT JOIN LATERAL ( \
+        SELECT id, name, description, price, stock FROM products \
+        ORDER BY id OFFSET $1 LIMIT $2 \
+    ) p ON true \
+    ORDER BY p.id";
+
+/// The count and the products after a cursor, in one statement: an index range scan
+/// from the cursor, as cheap deep in the catalogue as at its start.
+const LIST_AFTER: &str = "\
+    SELECT c.product_count, p.id, p.name, p.description, p.price, p.stock \
+    FROM catalogue_stats c \
+    LEFT JOIN LATERAL ( \
+        SELECT id, name, description, price, stock FROM products \
+        WHERE id > $1 ORDER BY id LIMIT $2 \
+    ) p ON true \
+    ORDER BY p.id";
+
 #[derive(AsChangeset)]
 #[diesel(table_name = products)]
 struct ProductChanges<'a> {
@@ -62,17 +181,13 @@ impl ProductRepository for PgProductRepository {
     #[tracing::instrument(name = "pg.products.create", skip_all)]
     async fn create(&self, product: NewProduct, now: DateTime<Utc>) -> anyhow::Result<Product> {
         run(&self.pool, move |conn| {
-            diesel::insert_into(products::table)
-                .values((
-                    products::name.eq(product.name.as_str()),
-                    products::description.eq(product.description.as_str()),
-                    products::price.eq(product.price.get()),
-                    products::stock.eq(product.stock.get()),
-                    products::created_at.eq(now),
-                    products::updated_at.eq(now),
-                ))
-                .returning(ProductRow::as_returning())
-                .get_result::<ProductRow>(conn)
+            diesel::sql_query(CREATE_PRODUCT)
+                .bind::<Text, _>(product.name.as_str())
+                .bind::<Text, _>(product.description.as_str())
+                .bind::<BigInt, _>(product.price.get())
+                .bind::<BigInt, _>(product.stock.get())
+                .bind::<Timestamptz, _>(now)
+                .get_result::<CreatedRow>(conn)
                 .map(Product::from)
                 .map_err(db_error)
         })
@@ -107,24 +222,41 @@ impl ProductRepository for PgProductRepository {
         .await
     }
 
-    #[tracing::instrument(name = "pg.products.list", skip_all)]
+    #[tracing::instrument(name = "pg.products.list", skip_all, fields(page = page.page()))]
     async fn list(&self, page: PageRequest) -> anyhow::Result<Page<Product>> {
-        run(&self.pool, move |conn| {
-            let total_count: i64 = products::table.count().get_result(conn).map_err(db_error)?;
-            let rows: Vec<ProductRow> = products::table
-                .select(ProductRow::as_select())
-                .order(products::id.asc())
-                .offset(page.offset())
-                .limit(page.limit())
-                .load(conn)
-                .map_err(db_error)?;
-            Ok(Page {
-                items: rows.into_iter().map(Product::from).collect(),
-                request: page,
-                total_count,
-            })
+        let rows = run(&self.pool, move |conn| {
+            diesel::sql_query(LIST_PAGE)
+                .bind::<BigInt, _>(page.offset())
+                .bind::<BigInt, _>(page.limit())
+                .load::<PageRow>(conn)
+                .map_err(db_error)
         })
-        .await
+        .await?;
+        let (total_count, items) = count_and_products(rows)?;
+        Ok(Page {
+            items,
+            request: page,
+            total_count,
+        })
+    }
+
+    #[tracing::instrument(name = "pg.products.list_after", skip_all, fields(after = request.after()))]
+    async fn list_after(&self, request: KeysetRequest) -> anyhow::Result<KeysetPage<Product>> {
+        let rows = run(&self.pool, move |conn| {
+            diesel::sql_query(LIST_AFTER)
+                .bind::<BigInt, _>(request.after())
+                .bind::<BigInt, _>(request.fetch_limit())
+                .load::<PageRow>(conn)
+                .map_err(db_error)
+        })
+        .await?;
+        let (total_count, fetched) = count_and_products(rows)?;
+        Ok(KeysetPage::from_fetched(
+            fetched,
+            request,
+            total_count,
+            |p| p.id.get(),
+        ))
     }
 
     #[tracing::instrument(name = "pg.products.update", skip_all, fields(product_id = %id))]

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use domain::page::{KeysetPage, KeysetRequest};
 use domain::ports::{Clock, ProductRepository, RestockError};
 use domain::product::{NewProduct, Product, ProductPatch, Restock, RestockQuantity};
 use domain::{Page, PageRequest, ProductId};
@@ -50,6 +51,18 @@ impl Catalog {
     #[tracing::instrument(name = "list_products", skip_all)]
     pub async fn list(&self, page: PageRequest) -> Result<Page<Product>, CatalogError> {
         Ok(self.products.list(page).await?)
+    }
+
+    /// The page after a cursor: the same cost at any depth of the catalogue.
+    ///
+    /// # Errors
+    /// [`CatalogError::Unknown`] when the store fails.
+    #[tracing::instrument(name = "list_products_after", skip_all, fields(after = request.after()))]
+    pub async fn list_after(
+        &self,
+        request: KeysetRequest,
+    ) -> Result<KeysetPage<Product>, CatalogError> {
+        Ok(self.products.list_after(request).await?)
     }
 
     /// Changes name, description or price; an empty patch just reads the product.
@@ -163,6 +176,32 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(created.id.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_keyset_page_is_read_after_the_cursor_it_was_given() {
+        let mut products = MockProductRepository::new();
+        products.expect_list().never();
+        products
+            .expect_list_after()
+            .withf(|r| (r.after(), r.size()) == (41, 2))
+            .times(1)
+            .returning(|r| {
+                Ok(KeysetPage::from_fetched(
+                    vec![product(42, 1), product(43, 1), product(44, 1)],
+                    r,
+                    50,
+                    |p| p.id.get(),
+                ))
+            });
+        let got = Catalog::new(Arc::new(products), clock())
+            .list_after(KeysetRequest::new(41, Some(2)).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            (got.items.len(), got.next_after, got.total_count),
+            (2, Some(43), 50)
+        );
     }
 
     #[tokio::test]

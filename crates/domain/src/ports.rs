@@ -18,6 +18,7 @@ use crate::order::{
     CancelRefusal, Order, PayOrder, PayRefusal, Payment, PlaceOrder, PlaceRefusal,
 };
 use crate::outbox::{OutboxCounts, OutboxEvent};
+use crate::page::{KeysetPage, KeysetRequest};
 use crate::points::{Balance, Charged, Credit, PointHistoryEntry};
 use crate::product::{NewProduct, Product, ProductPatch, Restock};
 use crate::sales::{BestSeller, SalesWindow};
@@ -216,11 +217,20 @@ pub trait ProductRepository: Send + Sync {
     /// Only when the store fails.
     async fn find_many(&self, ids: Vec<ProductId>) -> anyhow::Result<Vec<Product>>;
 
-    /// One page of products ordered by id, with the total count.
+    /// One page of products ordered by id, with the total count (kept by the store,
+    /// never counted per request).
     ///
     /// # Errors
     /// Only when the store fails.
     async fn list(&self, page: PageRequest) -> anyhow::Result<Page<Product>>;
+
+    /// Up to `request.size()` products with ids greater than `request.after()`, by id,
+    /// with the total count and the cursor of the next page (built with
+    /// [`KeysetPage::from_fetched`](crate::page::KeysetPage::from_fetched)).
+    ///
+    /// # Errors
+    /// Only when the store fails.
+    async fn list_after(&self, request: KeysetRequest) -> anyhow::Result<KeysetPage<Product>>;
 
     /// Applies `patch` (never touching stock); `None` when there is no such product.
     ///

@@ -5,13 +5,14 @@ use actix_web::{HttpResponse, web};
 use application::UseCases;
 use application::catalog::CatalogError;
 use domain::ProductId;
+use domain::page::{KeysetPage, Paging};
 use domain::product::{
     Description, NewProduct, Price, Product, ProductName, ProductPatch, RestockQuantity, Stock,
 };
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
-use crate::dto::{PageDto, PageQuery};
+use crate::dto::PageDto;
 use crate::extract::JsonBody;
 use crate::problem::{ApiError, Problem};
 
@@ -112,25 +113,82 @@ impl From<CatalogError> for ApiError {
     }
 }
 
+/// `?page=&size=` (numbered pages) or `?after=&size=` (keyset pages).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ProductListQuery {
+    /// 1-based page number (default 1). Not with `after`.
+    #[param(minimum = 1, maximum = 1_000_000)]
+    pub page: Option<i64>,
+    /// Items per page, 1..=100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
+    pub size: Option<i64>,
+    /// Keyset cursor: list the products whose id is greater than this (take it from the
+    /// previous answer's `nextAfter`, or the last id of page 1). Every depth costs what
+    /// the first page costs. Not with `page`.
+    #[param(minimum = 1)]
+    pub after: Option<i64>,
+}
+
+/// A keyset page: the products after the cursor, by id.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProductsAfterDto {
+    pub items: Vec<ProductResponse>,
+    pub size: u32,
+    /// Products in the whole catalogue.
+    pub total_count: i64,
+    /// The `after` of the next page; `null` when no product follows this page.
+    pub next_after: Option<i64>,
+}
+
+impl From<KeysetPage<Product>> for ProductsAfterDto {
+    fn from(page: KeysetPage<Product>) -> Self {
+        Self {
+            size: page.request.size(),
+            total_count: page.total_count,
+            next_after: page.next_after,
+            items: page.items.into_iter().map(ProductResponse::from).collect(),
+        }
+    }
+}
+
+/// The list's body: a numbered page for `?page=`, a keyset page for `?after=`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum ProductListResponse {
+    Numbered(PageDto<ProductResponse>),
+    After(ProductsAfterDto),
+}
+
 fn product_id(raw: i64) -> Result<ProductId, ApiError> {
     Ok(ProductId::parse(raw, "id")?)
 }
 
-/// The catalogue, by id (seed).
+/// The catalogue, by id (seed): numbered pages (`page`, `size`) or keyset pages
+/// (`after`, `size`, with `nextAfter`); `page` and `after` together are 400.
 #[utoipa::path(
     get, path = "/api/v1/products", tag = "products",
-    params(PageQuery),
+    params(ProductListQuery),
     responses(
-        (status = 200, body = PageDto<ProductResponse>),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "`{items, page, size, totalCount}` without `after`; `{items, size, totalCount, nextAfter}` with it", body = ProductListResponse),
+        (status = 400, description = "VALIDATION_FAILED: page, size or after out of range, or page with after", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn list(
     use_cases: web::Data<UseCases>,
-    query: web::Query<PageQuery>,
-) -> Result<web::Json<PageDto<ProductResponse>>, ApiError> {
-    let page = use_cases.catalog.list(query.request()?).await?;
-    Ok(web::Json(PageDto::from_page(page, ProductResponse::from)))
+    query: web::Query<ProductListQuery>,
+) -> Result<web::Json<ProductListResponse>, ApiError> {
+    let body = match Paging::new(query.page, query.size, query.after)? {
+        Paging::Numbered(page) => ProductListResponse::Numbered(PageDto::from_page(
+            use_cases.catalog.list(page).await?,
+            ProductResponse::from,
+        )),
+        Paging::After(request) => {
+            ProductListResponse::After(use_cases.catalog.list_after(request).await?.into())
+        }
+    };
+    Ok(web::Json(body))
 }
 
 /// One product.

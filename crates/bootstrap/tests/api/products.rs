@@ -196,3 +196,123 @@ async fn fifty_parallel_restocks_lose_nothing() {
     }
     assert_eq!(app.product(id).await["stock"], 150);
 }
+
+#[tokio::test]
+async fn keyset_pages_follow_the_cursor_to_the_end_and_carry_the_total() {
+    let app = spawn_app().await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(app.create_product(10, 1).await);
+    }
+    let mut seen = Vec::new();
+    let mut cursors = Vec::new();
+    let mut after = Some(ids[0]);
+    while let Some(cursor) = after {
+        let res = app
+            .get(&format!("/api/v1/products?after={cursor}&size=2"))
+            .await;
+        assert_eq!(res.status(), StatusCode::OK);
+        let page: Value = res.json().await.unwrap();
+        assert_eq!(
+            (page["size"].as_i64(), page["totalCount"].as_i64()),
+            (Some(2), Some(5))
+        );
+        assert!(page.get("page").is_none(), "a keyset page has no number");
+        seen.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["id"].as_i64().unwrap()),
+        );
+        cursors.push(page["nextAfter"].clone());
+        after = page["nextAfter"].as_i64();
+    }
+    assert_eq!(seen, ids[1..].to_vec());
+    assert_eq!(cursors, vec![json!(ids[2]), Value::Null]);
+
+    let past: Value = app
+        .get(&format!("/api/v1/products?after={}", ids[4]))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        past,
+        json!({"items": [], "size": 20, "totalCount": 5, "nextAfter": null})
+    );
+    // Numbered pages keep their shape, with no cursor.
+    let numbered: Value = app
+        .get("/api/v1/products?page=3&size=2")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            numbered["page"].as_i64(),
+            numbered["totalCount"].as_i64(),
+            numbered.get("nextAfter")
+        ),
+        (Some(3), Some(5), None)
+    );
+    assert_eq!(numbered["items"][0]["id"].as_i64(), Some(ids[4]));
+}
+
+#[tokio::test]
+async fn bad_cursors_and_a_cursor_beside_a_page_number_are_400() {
+    let app = spawn_app().await;
+    app.create_product(10, 1).await;
+    for query in [
+        "after=0",
+        "after=-1",
+        "after=abc",
+        "after=1.5",
+        "after=",
+        "after=99999999999999999999",
+        "after=1&size=0",
+        "after=1&size=101",
+        "after=1&page=1",
+        "page=2&after=1",
+    ] {
+        let problem = assert_problem(
+            app.get(&format!("/api/v1/products?{query}")).await,
+            400,
+            "VALIDATION_FAILED",
+        )
+        .await;
+        assert_eq!(
+            problem["type"], "urn:shop:problem:VALIDATION_FAILED",
+            "{query}"
+        );
+    }
+    let problem = assert_problem(
+        app.get("/api/v1/products?page=1&after=1").await,
+        400,
+        "VALIDATION_FAILED",
+    )
+    .await;
+    assert_eq!(problem["errors"][0]["field"], "after");
+}
+
+#[tokio::test]
+async fn the_total_counts_every_product_created_at_once() {
+    let app = spawn_app().await;
+    let creations = (0..20).map(|_| app.create_product(1, 1));
+    futures_util::future::join_all(creations).await;
+    let page: Value = app
+        .get("/api/v1/products?size=1")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["totalCount"], 20);
+    assert_eq!(
+        app.db
+            .query_scalar(
+                "SELECT product_count = (SELECT count(*) FROM products) FROM catalogue_stats"
+            )
+            .unwrap(),
+        "true"
+    );
+}
