@@ -88,11 +88,11 @@ impl IssueBatcher {
     }
 
     /// Hands `pending` to the grouping task, or gives it back once the batcher stopped.
-    pub(super) fn submit(&self, pending: Pending) -> Result<(), Pending> {
+    pub(super) fn submit(&self, pending: Pending) -> Result<(), Box<Pending>> {
         self.inner
             .queue
             .send(pending)
-            .map_err(|mpsc::error::SendError(pending)| pending)
+            .map_err(|mpsc::error::SendError(pending)| Box::new(pending))
     }
 }
 

@@ -83,12 +83,9 @@ impl PgCouponStore {
             request: (issue, completion),
             reply,
         };
-        if let Err(Pending {
-            request: (issue, completion),
-            ..
-        }) = batcher.submit(pending)
-        {
+        if let Err(returned) = batcher.submit(pending) {
             // The batcher has stopped: write this one alone.
+            let (issue, completion) = returned.request;
             return issue::issue_alone(&self.pool, issue, completion).await;
         }
         outcome.await.unwrap_or_else(|_| {
