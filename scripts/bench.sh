@@ -270,7 +270,9 @@ if [ "${BENCH_WRITE_DOC:-1}" = 1 ]; then
   dirty=$(git status --porcelain -- crates migrations Cargo.toml Cargo.lock | wc -l)
   section="$work/section.md"
   {
-    echo "### Last run: ${started}, \`make bench\` on commit \`${commit}\`$([ "$dirty" -gt 0 ] && echo " (working tree: ${dirty} paths under crates/ and migrations/ differed from it when the run ended)")"
+    echo "### Last run: ${started}, \`make bench\` with HEAD at \`${commit}\`"
+    echo
+    echo "The server binary was built $(date -u -r target/release/shop-server +%Y-%m-%dT%H:%MZ) from the working tree$([ "$dirty" -gt 0 ] && echo ", where ${dirty} paths under crates/ and migrations/ differed from HEAD when the run ended (other sessions' work in progress)")."
     echo
     echo "${secs} s per measured run (${warm} s wrk warm-up before each app scenario), ${conns} connections, ${threads} threads;"
     echo "\`DB_POOL_SIZE=${pool}\`; ${users} funded users, ${products} products, ${coupon_users} first-time users for the hot coupon."
