@@ -316,3 +316,30 @@ async fn the_total_counts_every_product_created_at_once() {
         "true"
     );
 }
+
+#[tokio::test]
+async fn the_openapi_document_describes_keyset_pages() {
+    let app = spawn_app().await;
+    let doc: Value = app.get("/openapi.json").await.json().await.unwrap();
+    let params: Vec<&str> = doc["paths"]["/api/v1/products"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(params, vec!["page", "size", "after"]);
+    let after = &doc["components"]["schemas"]["ProductsAfterDto"]["properties"];
+    assert!(
+        after["nextAfter"].is_object() && after["totalCount"].is_object(),
+        "{after}"
+    );
+    let body = &doc["paths"]["/api/v1/products"]["get"]["responses"]["200"]["content"]["application/json"]
+        ["schema"];
+    assert_eq!(body["$ref"], "#/components/schemas/ProductListResponse");
+    assert_eq!(
+        doc["components"]["schemas"]["ProductListResponse"]["oneOf"]
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
+}
