@@ -4,6 +4,9 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
+use diesel::sql_types::{
+    BigInt, Bool, Bytea, Nullable, SmallInt, Text, Timestamptz, Uuid as SqlUuid,
+};
 use domain::idempotency::{
     Completion, Fingerprint, IdempotencyRecord, IdempotencyScope, LeaseLost, LeaseToken,
     StoredResponse,
@@ -42,13 +45,41 @@ macro_rules! scoped {
     };
 }
 
-#[derive(Queryable)]
+/// Claims a key in one statement: records it, or returns the record already there.
+const CLAIM: &str = "\
+    WITH claimed AS ( \
+        INSERT INTO idempotency_keys (user_id, method, path, key, fingerprint, lease_token, \
+                                      locked_until, created_at) \
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+        ON CONFLICT DO NOTHING \
+        RETURNING fingerprint, lease_token, locked_until, response_status, response_body) \
+    SELECT true AS acquired, * FROM claimed \
+    UNION ALL \
+    SELECT false, fingerprint, lease_token, locked_until, response_status, response_body \
+    FROM idempotency_keys \
+    WHERE user_id = $1 AND method = $2 AND path = $3 AND key = $4 \
+      AND NOT EXISTS (SELECT 1 FROM claimed)";
+
+#[derive(QueryableByName)]
 struct RecordRow {
+    #[diesel(sql_type = Bytea)]
     fingerprint: Vec<u8>,
+    #[diesel(sql_type = SqlUuid)]
     lease_token: Uuid,
+    #[diesel(sql_type = Timestamptz)]
     locked_until: DateTime<Utc>,
+    #[diesel(sql_type = Nullable<SmallInt>)]
     response_status: Option<i16>,
+    #[diesel(sql_type = Nullable<Bytea>)]
     response_body: Option<Vec<u8>>,
+}
+
+#[derive(QueryableByName)]
+struct ClaimRow {
+    #[diesel(sql_type = Bool)]
+    acquired: bool,
+    #[diesel(embed)]
+    record: RecordRow,
 }
 
 impl From<RecordRow> for IdempotencyRecord {
@@ -110,6 +141,68 @@ pub(crate) fn complete_in_tx<T, E: From<anyhow::Error>>(
     }
 }
 
+/// A response that shows one number only the effect's statement computes (the balance
+/// after a charge), rendered around it: `prefix ++ decimal(n) ++ suffix`. With it the
+/// statement that computes `n` stores the response itself, so effect and response
+/// commit together without a transaction around two statements.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NumberSlot {
+    pub(crate) status: i16,
+    pub(crate) prefix: Vec<u8>,
+    pub(crate) suffix: Vec<u8>,
+}
+
+impl NumberSlot {
+    /// Finds the slot by rendering two probe numbers whose digits differ at every
+    /// position: the bytes the two renderings share before and after are the prefix and
+    /// suffix, and what lies between must be exactly each probe's decimal digits. Any
+    /// other shape (the number twice, formatted, or absent) is `None`, and the caller
+    /// completes the key in a second statement instead. Whenever it is `Some`,
+    /// `prefix ++ n ++ suffix` is byte for byte what `render(n)` returns, as PostgreSQL
+    /// writes a bigint in the same plain decimal digits as Rust.
+    pub(crate) fn probe(render: impl Fn(i64) -> StoredResponse) -> Option<Self> {
+        // Different lengths and no digit in common, so neither padding nor a shared
+        // leading or trailing digit can pass for the frame.
+        const PROBES: [i64; 3] = [1_111_111_111, 22_222, 3];
+        let rendered = PROBES.map(&render);
+        let [one, two, _] = &rendered;
+        let prefix_len = one
+            .body
+            .iter()
+            .zip(&two.body)
+            .take_while(|(a, b)| a == b)
+            .count();
+        let (one_rest, two_rest) = (one.body.get(prefix_len..)?, two.body.get(prefix_len..)?);
+        let suffix_len = one_rest
+            .iter()
+            .rev()
+            .zip(two_rest.iter().rev())
+            .take_while(|(a, b)| a == b)
+            .count();
+        let slot = Self {
+            status: i16::try_from(one.status).ok()?,
+            prefix: one.body.get(..prefix_len)?.to_vec(),
+            suffix: one_rest
+                .get(one_rest.len().checked_sub(suffix_len)?..)?
+                .to_vec(),
+        };
+        let fits = PROBES.iter().zip(&rendered).all(|(n, response)| {
+            i16::try_from(response.status).ok() == Some(slot.status)
+                && response.body == slot.fill(*n)
+        });
+        fits.then_some(slot)
+    }
+
+    fn fill(&self, n: i64) -> Vec<u8> {
+        [
+            self.prefix.as_slice(),
+            n.to_string().as_bytes(),
+            &self.suffix,
+        ]
+        .concat()
+    }
+}
+
 fn store_response(
     conn: &mut PgConnection,
     scope: &IdempotencyScope,
@@ -142,40 +235,27 @@ impl IdempotencyStore for PgIdempotencyStore {
         let scope = scope.clone();
         let fingerprint = fingerprint.0.clone();
         run(&self.pool, move |conn| {
-            // A record may vanish between the insert and the read (released by a failed
-            // request, or purged); then the insert is simply tried again.
+            // A record may vanish between a conflict and the read (released by a failed
+            // request, or purged), or commit after this statement's snapshot was taken;
+            // then the claim is simply tried again.
             for _ in 0..3 {
                 let token = new_token();
-                let inserted = diesel::insert_into(keys::table)
-                    .values((
-                        keys::user_id.eq(scope.user_id.get()),
-                        keys::method.eq(&scope.method),
-                        keys::path.eq(&scope.path),
-                        keys::key.eq(scope.key.as_str()),
-                        keys::fingerprint.eq(&fingerprint),
-                        keys::lease_token.eq(Uuid::from_u128(token.0)),
-                        keys::locked_until.eq(locked_until),
-                        keys::created_at.eq(now),
-                    ))
-                    .on_conflict_do_nothing()
-                    .execute(conn)
-                    .map_err(db_error)?;
-                if inserted == 1 {
-                    return Ok(Claim::Acquired(token));
-                }
-                let existing = scoped!(scope)
-                    .select((
-                        keys::fingerprint,
-                        keys::lease_token,
-                        keys::locked_until,
-                        keys::response_status,
-                        keys::response_body,
-                    ))
-                    .first::<RecordRow>(conn)
+                let row = diesel::sql_query(CLAIM)
+                    .bind::<BigInt, _>(scope.user_id.get())
+                    .bind::<Text, _>(&scope.method)
+                    .bind::<Text, _>(&scope.path)
+                    .bind::<Text, _>(scope.key.as_str())
+                    .bind::<Bytea, _>(&fingerprint)
+                    .bind::<SqlUuid, _>(Uuid::from_u128(token.0))
+                    .bind::<Timestamptz, _>(locked_until)
+                    .bind::<Timestamptz, _>(now)
+                    .get_result::<ClaimRow>(conn)
                     .optional()
                     .map_err(db_error)?;
-                if let Some(row) = existing {
-                    return Ok(Claim::Existing(row.into()));
+                match row {
+                    Some(row) if row.acquired => return Ok(Claim::Acquired(token)),
+                    Some(row) => return Ok(Claim::Existing(row.record.into())),
+                    None => {}
                 }
             }
             Err(anyhow::anyhow!(
@@ -251,5 +331,51 @@ impl IdempotencyStore for PgIdempotencyStore {
                 .map_err(db_error)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(n: i64) -> StoredResponse {
+        StoredResponse {
+            status: 200,
+            body: format!(r#"{{"userId":12,"balance":{n}}}"#).into_bytes(),
+        }
+    }
+
+    #[test]
+    fn a_response_showing_the_number_once_is_filled_byte_for_byte() {
+        let slot = NumberSlot::probe(json).unwrap();
+        assert_eq!(slot.prefix, br#"{"userId":12,"balance":"#.to_vec());
+        assert_eq!(slot.suffix, b"}".to_vec());
+        for n in [0, 7, 10, 1_111, 99_999_999, 100_000_000] {
+            assert_eq!(slot.fill(n), json(n).body);
+        }
+    }
+
+    #[test]
+    fn any_other_shape_has_no_slot() {
+        let twice = |n: i64| StoredResponse {
+            status: 200,
+            body: format!(r#"{{"a":{n},"b":{n}}}"#).into_bytes(),
+        };
+        assert_eq!(NumberSlot::probe(twice), None);
+        let hex = |n: i64| StoredResponse {
+            status: 200,
+            body: format!(r#"{{"a":"{n:x}"}}"#).into_bytes(),
+        };
+        assert_eq!(NumberSlot::probe(hex), None);
+        let padded = |n: i64| StoredResponse {
+            status: 200,
+            body: format!(r#"{{"a":{n:010}}}"#).into_bytes(),
+        };
+        assert_eq!(NumberSlot::probe(padded), None);
+        let absent = |_: i64| StoredResponse {
+            status: 200,
+            body: b"{}".to_vec(),
+        };
+        assert_eq!(NumberSlot::probe(absent), None);
     }
 }

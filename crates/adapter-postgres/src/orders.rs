@@ -219,8 +219,7 @@ struct Taken {
 
 /// Uses the coupon (only the user's, AVAILABLE and unexpired), then stores the order
 /// and its lines; returns nothing when the coupon could not be used.
-const STORE_ORDER: &str = concat!(
-    "WITH used AS ( \
+const STORE_ORDER: &str = "WITH used AS ( \
          UPDATE user_coupons SET status = 'USED', used_at = now() \
          WHERE id = $2 AND user_id = $1 AND status = 'AVAILABLE' AND expires_at > now() \
          RETURNING id), \
@@ -246,8 +245,7 @@ const STORE_ORDER: &str = concat!(
                 array_agg(unit_price ORDER BY product_id) AS line_prices, \
                 array_agg(quantity ORDER BY product_id) AS line_quantities, \
                 array_agg(amount ORDER BY product_id) AS line_amounts \
-         FROM stored_lines) l"
-);
+         FROM stored_lines) l";
 
 /// Why a placing attempt stopped before storing the order.
 enum Stopped {
@@ -281,7 +279,14 @@ fn place_tx(conn: &mut PgConnection, order: &PlaceOrder) -> Result<Order, TxErro
         return Err(TxError::Domain(Stopped::Short(short.0)));
     }
     let coupon = match (order.user_coupon_id, taken.first()) {
-        (Some(id), Some(Taken { discount_type: Some(kind), discount_value: Some(value), .. })) => {
+        (
+            Some(id),
+            Some(Taken {
+                discount_type: Some(kind),
+                discount_value: Some(value),
+                ..
+            }),
+        ) => {
             let discount = Discount::new(kind, *value).map_err(|e| {
                 TxError::Db(DieselError::DeserializationError(
                     anyhow::anyhow!("stored coupon has {e}").into(),
@@ -302,10 +307,7 @@ fn place_tx(conn: &mut PgConnection, order: &PlaceOrder) -> Result<Order, TxErro
         .collect();
     let plan = OrderPlan::price(order.user_id, &order.items, &snapshots, coupon)
         .map_err(|missing| TxError::Domain(Stopped::Short(missing.0)))?;
-    let timeout_micros = order
-        .payment_timeout
-        .num_microseconds()
-        .unwrap_or(i64::MAX);
+    let timeout_micros = order.payment_timeout.num_microseconds().unwrap_or(i64::MAX);
     let lines = &plan.lines;
     let stored = diesel::sql_query(STORE_ORDER)
         .bind::<BigInt, _>(plan.user_id.get())
@@ -398,15 +400,25 @@ fn diagnose_place(
             Some(Some(FoundUserCoupon {
                 owner: UserId::from_trusted(owner),
                 state: StoredCouponState::parse(&status)?,
-                expires_at: found.coupon_expires_at.ok_or_else(|| missing("coupon expiry"))?,
+                expires_at: found
+                    .coupon_expires_at
+                    .ok_or_else(|| missing("coupon expiry"))?,
             }))
         }
     };
     let findings = PlaceFindings {
         user_exists: found.user_exists,
         coupon,
-        missing_products: found.missing_products.into_iter().map(ProductId::from_trusted).collect(),
-        short_products: found.short_products.into_iter().map(ProductId::from_trusted).collect(),
+        missing_products: found
+            .missing_products
+            .into_iter()
+            .map(ProductId::from_trusted)
+            .collect(),
+        short_products: found
+            .short_products
+            .into_iter()
+            .map(ProductId::from_trusted)
+            .collect(),
         now: found.now,
     };
     let fallback = match stopped {
@@ -779,9 +791,7 @@ impl OrderStore for PgOrderStore {
         match paid {
             Ok(payment) => Ok(payment),
             Err(PayAttempt(Ok(unknown))) => Err(PayError::Unknown(unknown)),
-            Err(PayAttempt(Err(Unpaid::InsufficientBalance))) => {
-                Err(PayError::InsufficientBalance)
-            }
+            Err(PayAttempt(Err(Unpaid::InsufficientBalance))) => Err(PayError::InsufficientBalance),
             Err(PayAttempt(Err(Unpaid::NotPayable))) => {
                 let findings = run(&pool, move |conn| {
                     diagnose_order(conn, pay.user_id, pay.order_id)

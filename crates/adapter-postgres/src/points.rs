@@ -4,17 +4,19 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use diesel::dsl::exists;
 use diesel::prelude::*;
-use domain::idempotency::Completion;
+use diesel::sql_types::{
+    BigInt, Bool, Bytea, Nullable, SmallInt, Text, Timestamptz, Uuid as SqlUuid,
+};
+use domain::idempotency::{Completion, LeaseLost};
 use domain::points::{
     Balance, BalanceLimitExceeded, Charged, Credit, PointHistoryEntry, PointKind,
 };
 use domain::ports::{CreditError, PointStore};
 use domain::user::ForUser;
 use domain::{OrderId, Page, PageRequest, UserId};
-use diesel::sql_types::{BigInt, Bool, Nullable, Text, Timestamptz};
 
 use crate::error::{TxError, db_error};
-use crate::idempotency::transact_idempotent;
+use crate::idempotency::{NumberSlot, transact_idempotent};
 use crate::pool::{PgPool, run};
 use crate::schema::point_wallets;
 
@@ -64,18 +66,95 @@ fn credit_now(
         .get_result::<BalanceRow>(conn)
         .optional()?;
     let Some(BalanceRow { balance }) = balance else {
-        // The failure path only: tell an unknown user from a full wallet.
-        let known: bool =
-            diesel::select(exists(point_wallets::table.find(user))).get_result(conn)?;
-        return Err(TxError::Domain(if known {
-            CreditError::LimitExceeded(BalanceLimitExceeded)
-        } else {
-            CreditError::UserNotFound
-        }));
+        return Err(TxError::Domain(refusal(conn, user)?));
     };
     Ok(Charged {
         user_id: credit.user_id,
         balance: Balance::from_trusted(balance),
+    })
+}
+
+/// [`CREDIT`] that also stores the idempotency key's response, in the same statement: only
+/// while the key is still held under the request's lease (its row locked first, so a
+/// take-over waits for this statement or wins before it), the credit, its history row and
+/// the response rendered around the balance after ([`NumberSlot`]) commit together.
+const CREDIT_AND_COMPLETE: &str = "\
+    WITH held AS ( \
+        SELECT 1 FROM idempotency_keys \
+        WHERE user_id = $6 AND method = $7 AND path = $8 AND key = $9 \
+          AND lease_token = $10 AND response_status IS NULL \
+        FOR UPDATE), \
+    credited AS ( \
+        UPDATE point_wallets SET balance = balance + $2, updated_at = $4 \
+        WHERE user_id = $1 AND balance <= $3 AND EXISTS (SELECT 1 FROM held) \
+        RETURNING balance), \
+    recorded AS ( \
+        INSERT INTO point_history (user_id, kind, amount, balance_after, created_at) \
+        SELECT $1, $5, $2, balance, $4 FROM credited), \
+    completed AS ( \
+        UPDATE idempotency_keys k \
+        SET response_status = $11, \
+            response_body = $12 || convert_to(c.balance::text, 'UTF8') || $13 \
+        FROM credited c \
+        WHERE k.user_id = $6 AND k.method = $7 AND k.path = $8 AND k.key = $9 \
+          AND k.lease_token = $10) \
+    SELECT EXISTS (SELECT 1 FROM held) AS held, (SELECT balance FROM credited) AS balance";
+
+#[derive(QueryableByName)]
+struct CompletedCredit {
+    #[diesel(sql_type = Bool)]
+    held: bool,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    balance: Option<i64>,
+}
+
+fn credit_and_complete(
+    conn: &mut PgConnection,
+    credit: Credit,
+    now: DateTime<Utc>,
+    completion: &Completion<Charged>,
+    slot: &NumberSlot,
+) -> Result<Charged, CreditError> {
+    let user = credit.user_id.get();
+    let scope = &completion.scope;
+    let row = diesel::sql_query(CREDIT_AND_COMPLETE)
+        .bind::<BigInt, _>(user)
+        .bind::<BigInt, _>(credit.amount.get())
+        .bind::<BigInt, _>(credit.ceiling.get())
+        .bind::<Timestamptz, _>(now)
+        .bind::<Text, _>(PointKind::Charge.as_str())
+        .bind::<BigInt, _>(scope.user_id.get())
+        .bind::<Text, _>(&scope.method)
+        .bind::<Text, _>(&scope.path)
+        .bind::<Text, _>(scope.key.as_str())
+        .bind::<SqlUuid, _>(uuid::Uuid::from_u128(completion.token.0))
+        .bind::<SmallInt, _>(slot.status)
+        .bind::<Bytea, _>(&slot.prefix)
+        .bind::<Bytea, _>(&slot.suffix)
+        .get_result::<CompletedCredit>(conn)
+        .map_err(db_error)?;
+    match row {
+        CompletedCredit { held: false, .. } => {
+            Err(CreditError::Unknown(anyhow::Error::new(LeaseLost)))
+        }
+        CompletedCredit {
+            balance: Some(balance),
+            ..
+        } => Ok(Charged {
+            user_id: credit.user_id,
+            balance: Balance::from_trusted(balance),
+        }),
+        CompletedCredit { balance: None, .. } => Err(refusal(conn, user).map_err(db_error)?),
+    }
+}
+
+/// The failure path only: tells an unknown user from a full wallet.
+fn refusal(conn: &mut PgConnection, user: i64) -> QueryResult<CreditError> {
+    let known: bool = diesel::select(exists(point_wallets::table.find(user))).get_result(conn)?;
+    Ok(if known {
+        CreditError::LimitExceeded(BalanceLimitExceeded)
+    } else {
+        CreditError::UserNotFound
     })
 }
 
@@ -193,17 +272,38 @@ impl PointStore for PgPointStore {
     ) -> Result<Charged, CreditError> {
         match completion {
             // One autocommit statement: the credit and its history row, or nothing.
-            None => run(&self.pool, move |conn| {
-                credit_now(conn, credit, now).map_err(TxError::into_domain)
-            })
-            .await,
-            // The key's response must commit with the credit, and it is rendered from
-            // the balance the credit computes: a transaction of the two.
-            Some(completion) => {
-                transact_idempotent(&self.pool, Some(completion), move |conn| {
-                    credit_now(conn, credit, now)
+            None => {
+                run(&self.pool, move |conn| {
+                    credit_now(conn, credit, now).map_err(TxError::into_domain)
                 })
                 .await
+            }
+            // The key's response commits with the credit. It shows the balance the
+            // credit computes, so the statement writes it in around that number.
+            Some(completion) => {
+                let user_id = credit.user_id;
+                let slot = NumberSlot::probe(|n| {
+                    (completion.render)(&Charged {
+                        user_id,
+                        balance: Balance::from_trusted(n),
+                    })
+                });
+                match slot {
+                    Some(slot) => {
+                        run(&self.pool, move |conn| {
+                            credit_and_complete(conn, credit, now, &completion, &slot)
+                        })
+                        .await
+                    }
+                    // A response of another shape: the credit, then the response, in
+                    // one transaction.
+                    None => {
+                        transact_idempotent(&self.pool, Some(completion), move |conn| {
+                            credit_now(conn, credit, now)
+                        })
+                        .await
+                    }
+                }
             }
         }
     }

@@ -12,12 +12,12 @@ use std::sync::Arc;
 use adapter_postgres::test_support::TestDatabase;
 use adapter_postgres::{PgIdempotencyStore, PgPointStore, PgUserRepository};
 use chrono::Utc;
-use domain::user::ForUser;
 use domain::idempotency::{
     Completion, Fingerprint, IdempotencyKey, IdempotencyScope, LeaseLost, StoredResponse,
 };
 use domain::points::{ChargeAmount, Charged, Credit, PointKind};
 use domain::ports::{Claim, CreditError, IdempotencyStore, PointStore, UserRepository};
+use domain::user::ForUser;
 use domain::{PageRequest, UserId};
 
 struct Fixture {

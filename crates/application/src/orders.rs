@@ -159,13 +159,10 @@ impl Orders {
     /// `UserNotFound`, `OrderNotFound`, `NotCancellable`.
     #[tracing::instrument(name = "cancel_order", skip_all, fields(order_id = %id))]
     pub async fn cancel(&self, user: UserId, id: OrderId) -> Result<Order, OrderError> {
-        self.orders
-            .cancel(user, id)
-            .await
-            .map_err(|err| match err {
-                CancelError::Refused(refusal) => refusal.into(),
-                CancelError::Unknown(e) => OrderError::Unknown(e),
-            })
+        self.orders.cancel(user, id).await.map_err(|err| match err {
+            CancelError::Refused(refusal) => refusal.into(),
+            CancelError::Unknown(e) => OrderError::Unknown(e),
+        })
     }
 
     /// Pays an order from the user's points.
@@ -307,7 +304,10 @@ mod tests {
                 .expect_place()
                 .times(1)
                 .returning(move |_, _| Err(PlaceError::Refused(refusal)));
-            let err = orders(store).place(cmd(&[2], None), None).await.unwrap_err();
+            let err = orders(store)
+                .place(cmd(&[2], None), None)
+                .await
+                .unwrap_err();
             assert_eq!(err.to_string(), expected);
         }
     }
@@ -359,9 +359,18 @@ mod tests {
         assert_eq!(paid.balance, Balance::from_trusted(7_000));
 
         for (err, expected) in [
-            (PayError::InsufficientBalance, "the balance is lower than the amount to pay"),
-            (PayError::Refused(PayRefusal::UserNotFound), "user not found"),
-            (PayError::Refused(PayRefusal::OrderNotFound), "order not found"),
+            (
+                PayError::InsufficientBalance,
+                "the balance is lower than the amount to pay",
+            ),
+            (
+                PayError::Refused(PayRefusal::UserNotFound),
+                "user not found",
+            ),
+            (
+                PayError::Refused(PayRefusal::OrderNotFound),
+                "order not found",
+            ),
             (
                 PayError::Refused(PayRefusal::Expired),
                 "the order's payment time has passed",
@@ -373,9 +382,10 @@ mod tests {
         ] {
             let mut store = MockOrderStore::new();
             let err = std::sync::Mutex::new(Some(err));
-            store.expect_pay().times(1).returning(move |_, _| {
-                Err(err.lock().unwrap().take().unwrap())
-            });
+            store
+                .expect_pay()
+                .times(1)
+                .returning(move |_, _| Err(err.lock().unwrap().take().unwrap()));
             let got = orders(store).pay(uid(1), oid(), None).await.unwrap_err();
             assert_eq!(got.to_string(), expected);
         }

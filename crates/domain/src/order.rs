@@ -255,7 +255,8 @@ impl PlaceFindings {
         if let Some(missing) = self.missing_products.first() {
             return PlaceRefusal::ProductNotFound(*missing);
         }
-        if coupon.is_some_and(|c| c.state != StoredCouponState::Available || self.now >= c.expires_at)
+        if coupon
+            .is_some_and(|c| c.state != StoredCouponState::Available || self.now >= c.expires_at)
         {
             return PlaceRefusal::CouponNotUsable;
         }
@@ -465,8 +466,7 @@ mod tests {
             (coupon(Discount::Rate(33)), 990),
         ] {
             let plan =
-                OrderPlan::price(UserId::new(1).unwrap(), &items, &[product(1, 1_000)], c)
-                    .unwrap();
+                OrderPlan::price(UserId::new(1).unwrap(), &items, &[product(1, 1_000)], c).unwrap();
             assert_eq!(
                 (plan.total_amount, plan.discount_amount, plan.pay_amount),
                 (3_000, discount, 3_000 - discount)

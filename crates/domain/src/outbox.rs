@@ -151,9 +151,12 @@ mod tests {
             expires_at: paid_at,
             paid_at: Some(paid_at),
         };
-        let json: serde_json::Value =
-            serde_json::from_str(&OrderPaid::new("e-1".into(), &order, paid_at).to_json().unwrap())
-                .unwrap();
+        let json: serde_json::Value = serde_json::from_str(
+            &OrderPaid::new("e-1".into(), &order, paid_at)
+                .to_json()
+                .unwrap(),
+        )
+        .unwrap();
         assert_eq!(
             json,
             serde_json::json!({

@@ -1,0 +1,413 @@
+//! Database round trips of the user, point and order use cases as the server wires them
+//! (application use cases on the PostgreSQL stores), counted on the pool: what one
+//! request costs the database, use case and store together. A round trip is one
+//! statement, `BEGIN` and `COMMIT` included; the pool's checkout sends nothing. Every
+//! statement is used once before counting, so the counts are those of a warm
+//! connection (a statement's first use on a connection also prepares it).
+//!
+//! The coupon use cases have their own suite (`coupon_round_trips.rs`), the catalogue its
+//! store tests.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::sync::Arc;
+
+use adapter_postgres::test_support::{RoundTrips, TestDatabase};
+use adapter_postgres::{
+    PgIdempotencyStore, PgOrderStore, PgPointStore, PgPool, PgProductRepository, PgUserRepository,
+};
+use application::idempotency::{Begin, Idempotency};
+use application::orders::{OrderError, Orders, PlaceOrderCommand};
+use application::points::{ChargeCommand, ChargePoints, GetBalance, GetPointHistory};
+use application::users::CreateUser;
+use chrono::{DateTime, Duration, Utc};
+use domain::idempotency::{
+    Completion, Fingerprint, IdempotencyKey, IdempotencyScope, StoredResponse,
+};
+use domain::order::{OrderItems, OrderQuantity, OrderStatus};
+use domain::points::{ChargeAmount, Charged};
+use domain::ports::{Clock, ProductRepository, SystemClock};
+use domain::product::{Description, NewProduct, Price, ProductName, Stock};
+use domain::{PageRequest, ProductId, UserId};
+
+/// A clock stopped at one instant: whatever the instance believes the time is, the
+/// database's clock decides deadlines.
+struct StoppedClock(DateTime<Utc>);
+
+impl Clock for StoppedClock {
+    fn now(&self) -> DateTime<Utc> {
+        self.0
+    }
+}
+
+struct Fixture {
+    db: TestDatabase,
+    pool: PgPool,
+    trips: RoundTrips,
+    clock: Arc<dyn Clock>,
+}
+
+impl Fixture {
+    /// One pooled connection, so every statement is prepared once and then reused.
+    fn new() -> Self {
+        Self::with_clock(Arc::new(SystemClock))
+    }
+
+    fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        let db = TestDatabase::create().unwrap();
+        let (pool, trips) = db.counting_pool(1);
+        Self {
+            db,
+            pool,
+            trips,
+            clock,
+        }
+    }
+
+    fn create_user(&self) -> CreateUser {
+        CreateUser::new(
+            Arc::new(PgUserRepository::new(self.pool.clone())),
+            self.clock.clone(),
+        )
+    }
+
+    fn charge(&self) -> ChargePoints {
+        ChargePoints::new(
+            Arc::new(PgPointStore::new(self.pool.clone())),
+            self.clock.clone(),
+        )
+    }
+
+    fn orders(&self, payment_timeout: Duration) -> Orders {
+        Orders::new(
+            Arc::new(PgOrderStore::new(self.pool.clone())),
+            payment_timeout,
+        )
+    }
+
+    fn idempotency(&self) -> Idempotency {
+        Idempotency::new(
+            Arc::new(PgIdempotencyStore::new(self.pool.clone())),
+            self.clock.clone(),
+        )
+    }
+
+    async fn user(&self) -> UserId {
+        self.create_user().execute().await.unwrap().id
+    }
+
+    async fn funded_user(&self, amount: i64) -> UserId {
+        let user = self.user().await;
+        self.charge()
+            .execute(charge(user, amount), None)
+            .await
+            .unwrap();
+        user
+    }
+
+    async fn product(&self, price: i64, stock: i64) -> ProductId {
+        PgProductRepository::new(self.pool.clone())
+            .create(
+                NewProduct {
+                    name: ProductName::new("Keyboard").unwrap(),
+                    description: Description::default(),
+                    price: Price::new(price).unwrap(),
+                    stock: Stock::new(stock).unwrap(),
+                },
+                Utc::now(),
+            )
+            .await
+            .unwrap()
+            .id
+    }
+}
+
+fn charge(user: UserId, amount: i64) -> ChargeCommand {
+    ChargeCommand {
+        user_id: user,
+        amount: ChargeAmount::new(amount).unwrap(),
+    }
+}
+
+fn order_of(user: UserId, products: &[ProductId]) -> PlaceOrderCommand {
+    PlaceOrderCommand {
+        user_id: user,
+        items: OrderItems::new(
+            products
+                .iter()
+                .map(|p| (*p, OrderQuantity::new(2).unwrap()))
+                .collect(),
+        )
+        .unwrap(),
+        user_coupon_id: None,
+    }
+}
+
+/// The charge response as the HTTP adapter renders it.
+fn render_charged(charged: &Charged) -> StoredResponse {
+    StoredResponse {
+        status: 200,
+        body: serde_json::to_vec(&serde_json::json!({
+            "userId": charged.user_id.get(),
+            "balance": charged.balance.get(),
+        }))
+        .unwrap(),
+    }
+}
+
+fn scope(user: UserId, key: &str) -> IdempotencyScope {
+    IdempotencyScope {
+        user_id: user,
+        method: "POST".into(),
+        path: "/api/v1/points/charge".into(),
+        key: IdempotencyKey::new(key).unwrap(),
+    }
+}
+
+#[tokio::test]
+async fn creating_a_user_with_their_wallet_is_one_round_trip() {
+    let f = Fixture::new();
+    f.user().await;
+    let (user, n) = f.trips.count(f.create_user().execute()).await;
+    user.unwrap();
+    assert_eq!(n, 1);
+}
+
+#[tokio::test]
+async fn reading_a_balance_is_one_round_trip_and_a_history_page_one() {
+    let f = Fixture::new();
+    let user = f.funded_user(500).await;
+    let balance = GetBalance::new(Arc::new(PgPointStore::new(f.pool.clone())));
+    let history = GetPointHistory::new(Arc::new(PgPointStore::new(f.pool.clone())));
+    balance.execute(user).await.unwrap();
+    history.execute(user, PageRequest::default()).await.unwrap();
+
+    let (got, n) = f.trips.count(balance.execute(user)).await;
+    assert_eq!((got.unwrap().get(), n), (500, 1));
+    let (page, n) = f
+        .trips
+        .count(history.execute(user, PageRequest::default()))
+        .await;
+    assert_eq!((page.unwrap().total_count, n), (1, 1));
+    // An unknown user is told apart in the same statement.
+    let ghost = UserId::new(987_654).unwrap();
+    let (page, n) = f
+        .trips
+        .count(history.execute(ghost, PageRequest::default()))
+        .await;
+    assert!(page.is_err());
+    assert_eq!(n, 1);
+}
+
+#[tokio::test]
+async fn a_charge_is_one_round_trip_and_a_keyed_charge_two() {
+    let f = Fixture::new();
+    let user = f.funded_user(100).await;
+    let (charged, n) = f
+        .trips
+        .count(f.charge().execute(charge(user, 100), None))
+        .await;
+    assert_eq!((charged.unwrap().balance.get(), n), (200, 1));
+
+    // With an Idempotency-Key: claim the key, then charge and store the response.
+    let idempotency = f.idempotency();
+    let keyed = |key: &'static str| {
+        let idempotency = idempotency.clone();
+        let charge = f.charge();
+        async move {
+            let scope = scope(user, key);
+            let Begin::Proceed(token) = idempotency
+                .begin(&scope, &Fingerprint(vec![1]))
+                .await
+                .unwrap()
+            else {
+                panic!("a fresh key proceeds");
+            };
+            let completion = Completion {
+                scope,
+                token,
+                render: Box::new(render_charged),
+            };
+            charge
+                .execute(self::charge(user, 100), Some(completion))
+                .await
+                .unwrap()
+        }
+    };
+    keyed("warm-up").await;
+    idempotency
+        .begin(&scope(user, "warm-up"), &Fingerprint(vec![1]))
+        .await
+        .unwrap();
+    let (charged, n) = f.trips.count(keyed("the-key")).await;
+    assert_eq!(n, 2);
+    assert_eq!(charged.balance.get(), 400);
+
+    // The response stored with the credit is, byte for byte, the one the request sent.
+    let (replay, n) = f
+        .trips
+        .count(idempotency.begin(&scope(user, "the-key"), &Fingerprint(vec![1])))
+        .await;
+    assert_eq!(n, 1, "a replay's claim returns the record it found");
+    assert_eq!(replay.unwrap(), Begin::Replay(render_charged(&charged)));
+}
+
+#[tokio::test]
+async fn placing_an_order_is_four_round_trips_and_paying_it_four() {
+    let f = Fixture::new();
+    let orders = f.orders(Duration::minutes(5));
+    let user = f.funded_user(1_000_000).await;
+    let (one, two) = (f.product(1_000, 100).await, f.product(2_500, 100).await);
+    // Warm every statement.
+    let warm = orders
+        .place(order_of(user, &[one, two]), None)
+        .await
+        .unwrap();
+    orders.pay(user, warm.id, None).await.unwrap();
+
+    let (placed, n) = f
+        .trips
+        .count(orders.place(order_of(user, &[two, one]), None))
+        .await;
+    let placed = placed.unwrap();
+    assert_eq!(n, 4, "BEGIN, take the stock, store the order, COMMIT");
+    assert_eq!(placed.lines.len(), 2);
+    assert_eq!(placed.total_amount, 2 * 1_000 + 2 * 2_500);
+
+    let (paid, n) = f.trips.count(orders.pay(user, placed.id, None)).await;
+    assert_eq!(
+        n, 4,
+        "BEGIN, mark paid, debit with history and event, COMMIT"
+    );
+    assert_eq!(paid.unwrap().paid_amount, placed.pay_amount);
+}
+
+#[tokio::test]
+async fn cancelling_reading_listing_and_an_expiry_scan_are_one_round_trip_each() {
+    let f = Fixture::new();
+    let orders = f.orders(Duration::minutes(5));
+    let user = f.funded_user(1_000).await;
+    let product = f.product(100, 10).await;
+    let warm = orders
+        .place(order_of(user, &[product]), None)
+        .await
+        .unwrap();
+    orders.cancel(user, warm.id).await.unwrap();
+    orders.get(user, warm.id).await.unwrap();
+    orders.of_user(user, PageRequest::default()).await.unwrap();
+    orders.expire_due().await.unwrap();
+    let placed = orders
+        .place(order_of(user, &[product]), None)
+        .await
+        .unwrap();
+
+    let (got, n) = f.trips.count(orders.get(user, placed.id)).await;
+    assert_eq!((got.unwrap().lines.len(), n), (1, 1));
+    let (page, n) = f
+        .trips
+        .count(orders.of_user(user, PageRequest::default()))
+        .await;
+    assert_eq!((page.unwrap().total_count, n), (2, 1));
+    let (cancelled, n) = f.trips.count(orders.cancel(user, placed.id)).await;
+    assert_eq!((cancelled.unwrap().status, n), (OrderStatus::Cancelled, 1));
+    let (expired, n) = f.trips.count(orders.expire_due()).await;
+    assert_eq!((expired.unwrap(), n), (0, 1));
+    assert_eq!(
+        f.db.query_scalar(&format!(
+            "SELECT stock FROM products WHERE id = {}",
+            product.get()
+        ))
+        .unwrap(),
+        "10"
+    );
+}
+
+#[tokio::test]
+async fn a_refusal_costs_one_diagnosing_read_more() {
+    let f = Fixture::new();
+    let orders = f.orders(Duration::minutes(5));
+    let user = f.user().await;
+    let product = f.product(100, 10).await;
+    let placed = orders
+        .place(order_of(user, &[product]), None)
+        .await
+        .unwrap();
+    orders.pay(user, placed.id, None).await.unwrap_err();
+
+    // Short of points: BEGIN, mark paid, debit (nothing), ROLLBACK.
+    let (err, n) = f.trips.count(orders.pay(user, placed.id, None)).await;
+    assert!(matches!(err.unwrap_err(), OrderError::InsufficientBalance));
+    assert_eq!(n, 4);
+    // Another user's order: BEGIN, mark paid (nothing), ROLLBACK, then the read.
+    let stranger = f.user().await;
+    let (err, n) = f.trips.count(orders.pay(stranger, placed.id, None)).await;
+    assert!(matches!(err.unwrap_err(), OrderError::OrderNotFound));
+    assert_eq!(n, 4);
+    // Out of stock: BEGIN, take the stock (short), ROLLBACK, then the read.
+    let mut greedy = order_of(user, &[product]);
+    greedy.items = OrderItems::new(vec![(product, OrderQuantity::new(11).unwrap())]).unwrap();
+    let (err, n) = f.trips.count(orders.place(greedy, None)).await;
+    assert!(matches!(err.unwrap_err(), OrderError::OutOfStock(p) if p == product));
+    assert_eq!(n, 4);
+}
+
+#[tokio::test]
+async fn an_instance_whose_clock_stopped_still_cannot_pay_past_the_deadline() {
+    // The instance believes it is still the moment the order was placed; the database
+    // knows the order's time is up.
+    let f = Fixture::with_clock(Arc::new(StoppedClock(Utc::now())));
+    let orders = f.orders(Duration::milliseconds(300));
+    let user = f.funded_user(10_000).await;
+    let product = f.product(100, 10).await;
+    let placed = orders
+        .place(order_of(user, &[product]), None)
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+
+    let err = orders.pay(user, placed.id, None).await.unwrap_err();
+    assert!(matches!(err, OrderError::OrderExpired), "{err:?}");
+    assert_eq!(
+        f.db.query_scalar(&format!(
+            "SELECT status FROM orders WHERE id = {}",
+            placed.id.get()
+        ))
+        .unwrap(),
+        "NOT_PAID",
+        "nothing changed"
+    );
+    assert_eq!(
+        f.db.query_scalar(&format!(
+            "SELECT balance FROM point_wallets WHERE user_id = {}",
+            user.get()
+        ))
+        .unwrap(),
+        "10000"
+    );
+    // And the expiry, by the same clock, takes it.
+    assert_eq!(orders.expire_due().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn an_order_keeps_the_price_taken_with_its_stock() {
+    let f = Fixture::new();
+    let orders = f.orders(Duration::minutes(5));
+    let user = f.user().await;
+    let product = f.product(1_000, 10).await;
+    f.db.execute(&format!(
+        "UPDATE products SET price = 1500 WHERE id = {}",
+        product.get()
+    ))
+    .unwrap();
+    let placed = orders
+        .place(order_of(user, &[product]), None)
+        .await
+        .unwrap();
+    assert_eq!(placed.lines[0].unit_price.get(), 1_500);
+    assert_eq!(placed.total_amount, 3_000);
+}
