@@ -18,6 +18,7 @@ pub(crate) use debug_opaque;
 pub mod catalog;
 pub mod coupons;
 pub mod demo;
+pub mod expiry;
 pub mod idempotency;
 pub mod ops;
 pub mod orders;
@@ -80,6 +81,7 @@ pub struct UseCases {
     pub coupons: coupons::Coupons,
     pub seed_demo_data: demo::SeedDemoData,
     pub orders: orders::Orders,
+    pub expiry_schedule: expiry::ExpirySchedule,
     pub best_sellers: sales::BestSellers,
     pub deliver_events: outbox::DeliverEvents,
 }
@@ -100,6 +102,11 @@ impl UseCases {
             catalog: catalog::Catalog::new(ports.products.clone(), ports.clock.clone()),
             coupons: coupons::Coupons::new(ports.coupons.clone(), ports.clock.clone()),
             orders: orders::Orders::new(ports.orders.clone(), settings.payment_timeout),
+            expiry_schedule: expiry::ExpirySchedule::new(
+                ports.orders.clone(),
+                ports.clock.clone(),
+                settings.payment_timeout,
+            ),
             best_sellers: sales::BestSellers::new(
                 ports.sales.clone(),
                 ports.clock.clone(),

@@ -21,7 +21,8 @@ pub struct Config {
     pub data_platform_url: Option<String>,
     /// How long an order waits for payment.
     pub order_payment_timeout_secs: u64,
-    /// How often the expiry scheduler looks for unpaid orders past their time.
+    /// The longest the expiry scheduler waits between scans; it scans sooner, at the
+    /// earliest deadline of an unpaid order.
     pub order_expiry_scan_secs: u64,
     /// How often the best-seller roll-up and cache refresh run.
     pub best_seller_refresh_secs: u64,
@@ -51,7 +52,7 @@ impl Default for Config {
             admin_token: None,
             data_platform_url: None,
             order_payment_timeout_secs: 300,
-            order_expiry_scan_secs: 5,
+            order_expiry_scan_secs: 30,
             best_seller_refresh_secs: 60,
             business_timezone: "Asia/Seoul".into(),
             db_pool_size: 16,

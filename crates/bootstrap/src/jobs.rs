@@ -1,10 +1,15 @@
 //! Schedulers. Each runs in every instance; correctness never depends on there being
 //! only one (each job's work is a conditional write in the database).
+//!
+//! An idle instance costs well under one database round trip per second: the outbox
+//! relay sleeps until a commit notifies it, a retry falls due, or its slow fallback poll;
+//! the expiry scan sleeps until the earliest unpaid order's deadline; the outbox gauge
+//! counts only when `/metrics` is scraped.
 
 use std::future::Future;
 use std::time::Duration;
 
-use adapter_postgres::PgPool;
+use adapter_postgres::{PgOutboxListener, PgPool};
 use application::UseCases;
 use prometheus::{IntGaugeVec, Opts, Registry};
 use tokio::sync::watch;
@@ -12,11 +17,16 @@ use tokio::task::JoinSet;
 
 use crate::Config;
 
+mod outbox_gauge;
+
+use outbox_gauge::OutboxGauge;
+
 const IDEMPOTENCY_PURGE_EVERY: Duration = Duration::from_secs(3600);
 const POOL_METRICS_EVERY: Duration = Duration::from_secs(5);
-/// How often the relay looks for undelivered events (paid orders reach the data
-/// platform within about this, plus the delivery itself).
-const OUTBOX_POLL_EVERY: Duration = Duration::from_millis(200);
+/// The relay's longest sleep. Commits wake it at once (`LISTEN/NOTIFY`) and a retry wakes
+/// it at its due time; this poll only catches what neither announced (a notification
+/// lost with a dropped connection), so it can be slow.
+const OUTBOX_FALLBACK_POLL: Duration = Duration::from_secs(10);
 
 /// Starts every scheduler; each stops when `stop` turns true.
 pub(crate) fn spawn_all(
@@ -47,18 +57,23 @@ pub(crate) fn spawn_all(
     );
 
     let orders = use_cases.orders.clone();
-    let scan = Duration::from_secs(config.order_expiry_scan_secs);
-    every(&mut jobs, "order-expiry", scan, stop.clone(), move || {
-        let orders = orders.clone();
-        async move {
+    let schedule = use_cases.expiry_schedule.clone();
+    let max_wait = Duration::from_secs(config.order_expiry_scan_secs);
+    let mut stopped = stop.clone();
+    jobs.spawn(async move {
+        loop {
             match orders.expire_due().await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(expired = n, "expired unpaid orders"),
                 Err(e) => tracing::warn!(error = format!("{e:#}"), "expiring orders"),
             }
+            let wait = async { tokio::time::sleep(schedule.next_scan_in(max_wait).await).await };
+            if until_stopped(&mut stopped, wait).await.is_none() {
+                break;
+            }
         }
+        tracing::debug!(job = "order-expiry", "scheduler stopped");
     });
-
     let best = use_cases.best_sellers.clone();
     let refresh = Duration::from_secs(config.best_seller_refresh_secs);
     every(
@@ -77,58 +92,24 @@ pub(crate) fn spawn_all(
     );
 
     let relay = use_cases.deliver_events.clone();
-    every(
-        &mut jobs,
-        "outbox-relay",
-        OUTBOX_POLL_EVERY,
-        stop.clone(),
-        move || {
-            let relay = relay.clone();
-            async move {
-                // A full batch means more are waiting: keep going until caught up.
-                loop {
-                    match relay.run_once().await {
-                        Ok(n)
-                            if n == usize::try_from(application::outbox::DeliverEvents::BATCH)
-                                .unwrap_or(0) => {}
-                        Ok(_) => break,
-                        Err(e) => {
-                            tracing::warn!(error = format!("{e:#}"), "outbox relay");
-                            break;
-                        }
-                    }
-                }
+    let wakeup = PgOutboxListener::start(&config.database_url)?;
+    let mut stopped = stop.clone();
+    jobs.spawn(async move {
+        loop {
+            if let Err(e) = relay.drain().await {
+                tracing::warn!(error = format!("{e:#}"), "outbox relay");
             }
-        },
-    );
+            let rest = relay.rest(&wakeup, OUTBOX_FALLBACK_POLL);
+            if until_stopped(&mut stopped, rest).await.is_none() {
+                break;
+            }
+        }
+        tracing::debug!(job = "outbox-relay", "scheduler stopped");
+    });
 
-    let outbox_gauge = IntGaugeVec::new(
-        Opts::new(
-            "shop_outbox_events",
-            "Data-platform outbox events by delivery state",
-        ),
-        &["state"],
-    )?;
-    registry.register(Box::new(outbox_gauge.clone()))?;
-    let relay = use_cases.deliver_events.clone();
-    every(
-        &mut jobs,
-        "outbox-metrics",
-        POOL_METRICS_EVERY,
-        stop.clone(),
-        move || {
-            let (relay, gauge) = (relay.clone(), outbox_gauge.clone());
-            async move {
-                if let Ok(counts) = relay.counts().await {
-                    gauge.with_label_values(&["pending"]).set(counts.pending);
-                    gauge
-                        .with_label_values(&["delivered"])
-                        .set(counts.delivered);
-                    gauge.with_label_values(&["failed"]).set(counts.failed);
-                }
-            }
-        },
-    );
+    registry.register(Box::new(OutboxGauge::new(
+        use_cases.deliver_events.clone(),
+    )?))?;
 
     let gauge = IntGaugeVec::new(
         Opts::new(
@@ -161,6 +142,19 @@ pub(crate) fn spawn_all(
     Ok(jobs)
 }
 
+/// Runs `work` unless `stop` turns true first; `None` when stopped (`work` is dropped,
+/// so only waits go in here, never a delivery or a write half done).
+async fn until_stopped<T>(
+    stop: &mut watch::Receiver<bool>,
+    work: impl Future<Output = T>,
+) -> Option<T> {
+    tokio::select! {
+        out = work => Some(out),
+        // The only change ever sent is "stop"; a dropped sender means stop too.
+        _ = stop.changed() => None,
+    }
+}
+
 /// Runs `tick` now and then every `period` until `stop` turns true. A tick in progress
 /// finishes before the job stops.
 fn every<F, Fut>(
@@ -176,12 +170,8 @@ fn every<F, Fut>(
     jobs.spawn(async move {
         let mut interval = tokio::time::interval(period);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = interval.tick() => tick().await,
-                // The only change ever sent is "stop"; a dropped sender means stop too.
-                _ = stop.changed() => break,
-            }
+        while until_stopped(&mut stop, interval.tick()).await.is_some() {
+            tick().await;
         }
         tracing::debug!(job = name, "scheduler stopped");
     });

@@ -84,6 +84,15 @@ impl Application {
             statement_timeout: Duration::from_millis(config.db_statement_timeout_ms),
             lock_timeout: Duration::from_millis(config.db_lock_timeout_ms),
         });
+        Self::build_with_pool(config, pool).await
+    }
+
+    /// [`Self::build`] on a migrated database, through `pool` (tests pass a pool that
+    /// counts its round trips).
+    ///
+    /// # Errors
+    /// When the business time zone is unknown or the address is taken.
+    pub async fn build_with_pool(config: Config, pool: PgPool) -> anyhow::Result<Self> {
         // Groups concurrent issues of one coupon; stopped after the HTTP server.
         let coupon_batcher = IssueBatcher::start(pool.clone());
         let ports = Ports {

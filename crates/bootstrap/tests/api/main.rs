@@ -14,6 +14,7 @@ mod coupons;
 mod dataplatform;
 mod helpers;
 mod idempotency;
+mod idle;
 mod instances;
 mod ops;
 mod orders;
