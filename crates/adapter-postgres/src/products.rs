@@ -208,20 +208,6 @@ impl ProductRepository for PgProductRepository {
         .await
     }
 
-    #[tracing::instrument(name = "pg.products.find_many", skip_all)]
-    async fn find_many(&self, ids: Vec<ProductId>) -> anyhow::Result<Vec<Product>> {
-        run(&self.pool, move |conn| {
-            let ids: Vec<i64> = ids.iter().map(|id| id.get()).collect();
-            products::table
-                .filter(products::id.eq_any(ids))
-                .select(ProductRow::as_select())
-                .load::<ProductRow>(conn)
-                .map(|rows| rows.into_iter().map(Product::from).collect())
-                .map_err(db_error)
-        })
-        .await
-    }
-
     #[tracing::instrument(name = "pg.products.list", skip_all, fields(page = page.page()))]
     async fn list(&self, page: PageRequest) -> anyhow::Result<Page<Product>> {
         let rows = run(&self.pool, move |conn| {

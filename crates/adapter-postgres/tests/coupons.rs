@@ -174,7 +174,7 @@ async fn an_unknown_stored_status_is_an_error_not_an_available_copy() {
     let store = PgCouponStore::new(pool.clone());
     let u = users(&PgUserRepository::new(pool), 1).await[0];
     let coupon = store.create(new_coupon(3), Utc::now()).await.unwrap();
-    let copy = store
+    store
         .issue(coupon.issue_to(u, Utc::now()), None)
         .await
         .unwrap();
@@ -185,7 +185,6 @@ async fn an_unknown_stored_status_is_an_error_not_an_available_copy() {
     .unwrap();
     let err = store.of_user(u).await.unwrap_err();
     assert!(format!("{err:#}").contains("GIFTED"), "{err:#}");
-    assert!(store.user_coupon(copy.id).await.is_err());
 }
 
 /// Holds every stripe of `coupon` in an open transaction on a connection of its own,

@@ -14,16 +14,14 @@ use crate::coupon::{Coupon, CouponIssue, NewCoupon, UserCoupon};
 use crate::idempotency::{
     Completion, Fingerprint, IdempotencyRecord, IdempotencyScope, LeaseToken, StoredResponse,
 };
-use crate::order::{
-    CancelRefusal, Order, PayOrder, PayRefusal, Payment, PlaceOrder, PlaceRefusal,
-};
+use crate::order::{CancelRefusal, Order, PayOrder, PayRefusal, Payment, PlaceOrder, PlaceRefusal};
 use crate::outbox::{OutboxCounts, OutboxEvent};
 use crate::page::{KeysetPage, KeysetRequest};
 use crate::points::{Balance, Charged, Credit, PointHistoryEntry};
 use crate::product::{NewProduct, Product, ProductPatch, Restock};
 use crate::sales::{BestSeller, SalesWindow};
 use crate::user::{ForUser, User};
-use crate::{CouponId, OrderId, Page, PageRequest, ProductId, UserCouponId, UserId};
+use crate::{CouponId, OrderId, Page, PageRequest, ProductId, UserId};
 
 /// The time now. A port so tests can fix it.
 #[cfg_attr(feature = "mock", mockall::automock)]
@@ -211,12 +209,6 @@ pub trait ProductRepository: Send + Sync {
     /// Only when the store fails.
     async fn find(&self, id: ProductId) -> anyhow::Result<Option<Product>>;
 
-    /// The products among `ids` that exist (in any order).
-    ///
-    /// # Errors
-    /// Only when the store fails.
-    async fn find_many(&self, ids: Vec<ProductId>) -> anyhow::Result<Vec<Product>>;
-
     /// One page of products ordered by id, with the total count (kept by the store,
     /// never counted per request).
     ///
@@ -315,12 +307,6 @@ pub trait CouponStore: Send + Sync {
     /// Only when the store fails.
     async fn holds(&self, user: UserId, coupon: CouponId) -> anyhow::Result<ForUser<bool>>;
 
-    /// The issued copy with `id`, or `None`.
-    ///
-    /// # Errors
-    /// Only when the store fails.
-    async fn user_coupon(&self, id: UserCouponId) -> anyhow::Result<Option<UserCoupon>>;
-
     /// Every copy `user` holds, oldest first, or [`ForUser::UnknownUser`] (told apart in
     /// the same read).
     ///
@@ -397,8 +383,11 @@ pub trait OrderStore: Send + Sync {
     ///
     /// # Errors
     /// Only when the store fails.
-    async fn of_user(&self, user: UserId, page: PageRequest)
-    -> anyhow::Result<ForUser<Page<Order>>>;
+    async fn of_user(
+        &self,
+        user: UserId,
+        page: PageRequest,
+    ) -> anyhow::Result<ForUser<Page<Order>>>;
 
     /// In one transaction, only while the order is `user`'s and NOT_PAID: CANCELLED,
     /// stock and coupon restored exactly once.

@@ -27,19 +27,17 @@ use domain::coupon::{Coupon, CouponIssue, NewCoupon, UserCoupon};
 use domain::idempotency::Completion;
 use domain::ports::{CouponStore, IssueError};
 use domain::user::ForUser;
-use domain::{CouponId, UserCouponId, UserId};
+use domain::{CouponId, UserId};
 use tokio::sync::oneshot;
 
 pub use batcher::IssueBatcher;
 
 use crate::error::db_error;
 use crate::pool::{PgPool, run};
-use crate::schema::{coupon_stock_stripes as stripes, coupons, user_coupons};
+use crate::schema::{coupon_stock_stripes as stripes, coupons};
 use batcher::Pending;
 use claim::stripe_sizes;
-use rows::{
-    COPIES_OF_USER, CopyOfUserRow, CouponRow, FIND_COUPON, HOLDING, HoldingRow, UserCouponRow,
-};
+use rows::{COPIES_OF_USER, CopyOfUserRow, CouponRow, FIND_COUPON, HOLDING, HoldingRow};
 use terms::TermsCache;
 
 /// Coupons in PostgreSQL.
@@ -198,22 +196,6 @@ impl CouponStore for PgCouponStore {
                 .get_result::<HoldingRow>(conn)
                 .map(|row| row.holds())
                 .map_err(db_error)
-        })
-        .await
-    }
-
-    #[tracing::instrument(name = "pg.coupons.user_coupon", skip_all, fields(user_coupon_id = %id))]
-    async fn user_coupon(&self, id: UserCouponId) -> anyhow::Result<Option<UserCoupon>> {
-        run(&self.pool, move |conn| {
-            user_coupons::table
-                .inner_join(coupons::table)
-                .filter(user_coupons::id.eq(id.get()))
-                .select(UserCouponRow::as_select())
-                .first::<UserCouponRow>(conn)
-                .optional()
-                .map_err(db_error)?
-                .map(UserCouponRow::into_user_coupon)
-                .transpose()
         })
         .await
     }

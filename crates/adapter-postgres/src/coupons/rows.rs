@@ -10,8 +10,6 @@ use domain::coupon::{Coupon, CouponName, Discount, StoredCouponState, UserCoupon
 use domain::user::ForUser;
 use domain::{CouponId, UserCouponId, UserId};
 
-use crate::schema::{coupons, user_coupons};
-
 fn discount_of(kind: &str, value: i64) -> anyhow::Result<Discount> {
     Discount::new(kind, value).map_err(|e| anyhow::anyhow!("stored coupon has {e}"))
 }
@@ -58,41 +56,6 @@ impl CouponRow {
             remaining_quantity: self.remaining_quantity,
             starts_at: self.starts_at,
             ends_at: self.ends_at,
-        })
-    }
-}
-
-/// A copy joined with its campaign.
-#[derive(Queryable, Selectable)]
-#[diesel(table_name = user_coupons)]
-pub(super) struct UserCouponRow {
-    id: i64,
-    user_id: i64,
-    coupon_id: i64,
-    status: String,
-    issued_at: DateTime<Utc>,
-    expires_at: DateTime<Utc>,
-    used_at: Option<DateTime<Utc>>,
-    #[diesel(select_expression = coupons::name, select_expression_type = coupons::name)]
-    name: String,
-    #[diesel(select_expression = coupons::discount_type, select_expression_type = coupons::discount_type)]
-    discount_type: String,
-    #[diesel(select_expression = coupons::discount_value, select_expression_type = coupons::discount_value)]
-    discount_value: i64,
-}
-
-impl UserCouponRow {
-    pub(super) fn into_user_coupon(self) -> anyhow::Result<UserCoupon> {
-        Ok(UserCoupon {
-            id: UserCouponId::from_trusted(self.id),
-            user_id: UserId::from_trusted(self.user_id),
-            coupon_id: CouponId::from_trusted(self.coupon_id),
-            name: CouponName::from_trusted(self.name),
-            discount: discount_of(&self.discount_type, self.discount_value)?,
-            state: state_of(&self.status)?,
-            issued_at: self.issued_at,
-            expires_at: self.expires_at,
-            used_at: self.used_at,
         })
     }
 }
