@@ -74,6 +74,7 @@ pub(crate) fn spawn_all(
         }
         tracing::debug!(job = "order-expiry", "scheduler stopped");
     });
+
     let best = use_cases.best_sellers.clone();
     let refresh = Duration::from_secs(config.best_seller_refresh_secs);
     every(

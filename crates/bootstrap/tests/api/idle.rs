@@ -1,5 +1,6 @@
-//! What an idle instance costs the database, and what wakes the outbox relay: a commit
-//! (NOTIFY) at once, also after the database dropped the listener's connection.
+//! What an idle instance costs the database, what wakes the outbox relay (a commit's
+//! NOTIFY at once, also after the database dropped the listener's connection), and that
+//! the expiry scheduler, sleeping until the next deadline, still expires orders on time.
 //!
 //! Bounds are generous (seconds where a wake-up takes milliseconds) so the tests cannot
 //! flake on a loaded machine, yet far below what polling would need to meet them.
@@ -184,4 +185,40 @@ async fn the_outbox_gauge_is_counted_when_metrics_are_scraped() {
         assert!(Instant::now() < deadline, "never counted: {text}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test]
+async fn the_expiry_scheduler_expires_an_unpaid_order_at_its_deadline_without_a_trigger() {
+    let app = crate::helpers::spawn_app_with(|c| c.order_payment_timeout_secs = 2).await;
+    let product = app.create_product(100, 3).await;
+    let user = app.create_user().await;
+    let res = app
+        .post(
+            "/api/v1/orders",
+            &serde_json::json!({"userId": user, "items": [{"productId": product, "quantity": 1}]}),
+        )
+        .await;
+    assert_eq!(res.status(), reqwest::StatusCode::CREATED);
+    let order = res.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let placed = Instant::now();
+    loop {
+        let got: serde_json::Value = app
+            .get(&format!("/api/v1/orders/{order}?userId={user}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        if got["status"] == "EXPIRED" {
+            break;
+        }
+        assert!(
+            placed.elapsed() < Duration::from_secs(15),
+            "still {} long after its deadline",
+            got["status"]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(app.product(product).await["stock"], 3, "stock restored");
 }
