@@ -85,13 +85,13 @@ impl OutboxStore for PgOutboxStore {
         .await
     }
 
-    async fn mark_delivered(&self, id: String, now: DateTime<Utc>) -> anyhow::Result<()> {
+    async fn mark_delivered(&self, ids: Vec<String>, now: DateTime<Utc>) -> anyhow::Result<()> {
         run(&self.pool, move |conn| {
             diesel::sql_query(
                 "UPDATE outbox_events SET delivered_at = $2, last_error = NULL \
-                 WHERE id = $1::uuid AND delivered_at IS NULL",
+                 WHERE id = ANY ($1::uuid[]) AND delivered_at IS NULL",
             )
-            .bind::<Text, _>(&id)
+            .bind::<diesel::sql_types::Array<Text>, _>(&ids)
             .bind::<Timestamptz, _>(now)
             .execute(conn)
             .map(drop)

@@ -56,7 +56,7 @@ async fn delivered_events_stop_and_failed_ones_wait_for_their_retry() {
     let now = Utc::now();
     let events = outbox.claim_due(now, 10).await.unwrap();
     outbox
-        .mark_delivered(events[0].id.clone(), now)
+        .mark_delivered(vec![events[0].id.clone()], now)
         .await
         .unwrap();
     outbox
@@ -84,7 +84,7 @@ async fn delivered_events_stop_and_failed_ones_wait_for_their_retry() {
     assert_eq!(retry[0].id, events[1].id);
     // Marking twice is harmless.
     outbox
-        .mark_delivered(events[0].id.clone(), now)
+        .mark_delivered(vec![events[0].id.clone()], now)
         .await
         .unwrap();
     assert_eq!(outbox.counts().await.unwrap().delivered, 1);
@@ -115,7 +115,7 @@ async fn next_due_is_the_earliest_undelivered_attempt_in_one_round_trip() {
         .unwrap();
     assert_eq!(outbox.next_due().await.unwrap(), Some(retry));
     for event in claimed {
-        outbox.mark_delivered(event.id, now).await.unwrap();
+        outbox.mark_delivered(vec![event.id], now).await.unwrap();
     }
     assert_eq!(outbox.next_due().await.unwrap(), None, "all delivered");
 }

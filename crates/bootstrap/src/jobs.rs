@@ -27,6 +27,10 @@ const POOL_METRICS_EVERY: Duration = Duration::from_secs(5);
 /// it at its due time; this poll only catches what neither announced (a notification
 /// lost with a dropped connection), so it can be slow.
 const OUTBOX_FALLBACK_POLL: Duration = Duration::from_secs(10);
+/// How long the relay lets events gather after it wakes, so payments committed close
+/// together are claimed and marked together (two statements for the lot, not two per
+/// payment) while a paid order still reaches the data platform well within a second.
+const OUTBOX_GATHER: Duration = Duration::from_millis(100);
 
 /// Starts every scheduler; each stops when `stop` turns true.
 pub(crate) fn spawn_all(
@@ -100,7 +104,10 @@ pub(crate) fn spawn_all(
             if let Err(e) = relay.drain().await {
                 tracing::warn!(error = format!("{e:#}"), "outbox relay");
             }
-            let rest = relay.rest(&wakeup, OUTBOX_FALLBACK_POLL);
+            let rest = async {
+                relay.rest(&wakeup, OUTBOX_FALLBACK_POLL).await;
+                tokio::time::sleep(OUTBOX_GATHER).await;
+            };
             if until_stopped(&mut stopped, rest).await.is_none() {
                 break;
             }

@@ -474,11 +474,11 @@ pub trait OutboxStore: Send + Sync {
     /// Only when the store fails.
     async fn claim_due(&self, now: DateTime<Utc>, limit: i64) -> anyhow::Result<Vec<OutboxEvent>>;
 
-    /// Records the delivery of `id` at `now`.
+    /// Records the delivery of the events `ids` at `now`, all at once.
     ///
     /// # Errors
     /// Only when the store fails.
-    async fn mark_delivered(&self, id: String, now: DateTime<Utc>) -> anyhow::Result<()>;
+    async fn mark_delivered(&self, ids: Vec<String>, now: DateTime<Utc>) -> anyhow::Result<()>;
 
     /// Records a failed attempt of `id` and when to try again.
     ///

@@ -9,8 +9,10 @@ use crate::helpers::{second_instance, spawn_app_with};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_share_one_coupon_and_one_stock_exactly() {
-    let app = spawn_app_with(|c| c.order_payment_timeout_secs = 1).await;
-    let (other, _handle) = second_instance(&app, |c| c.order_payment_timeout_secs = 1).await;
+    // Long enough that no order expires while the 100 orders below are placed (both
+    // instances' expiry schedulers wake at the earliest deadline), short for the test.
+    let app = spawn_app_with(|c| c.order_payment_timeout_secs = 4).await;
+    let (other, _handle) = second_instance(&app, |c| c.order_payment_timeout_secs = 4).await;
     let coupon = app.create_coupon(30, "FIXED", 100).await;
     let product = app.create_product(10, 25).await;
     let mut users = Vec::new();
@@ -58,7 +60,7 @@ async fn two_instances_share_one_coupon_and_one_stock_exactly() {
     assert_eq!(app.product(product).await["stock"], 0);
 
     // Both instances' expiry schedulers and both admin triggers race: stock comes back once.
-    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    tokio::time::sleep(Duration::from_millis(4_200)).await;
     let expire = |url: String| {
         let client = app.client.clone();
         async move {
