@@ -17,6 +17,7 @@ use uuid::Uuid;
 use crate::error::{TxError, db_error};
 use crate::pool::{PgPool, run};
 use crate::schema::idempotency_keys as keys;
+use crate::statement::statement;
 
 /// Idempotency keys in PostgreSQL.
 #[derive(Debug, Clone)]
@@ -240,7 +241,7 @@ impl IdempotencyStore for PgIdempotencyStore {
             // then the claim is simply tried again.
             for _ in 0..3 {
                 let token = new_token();
-                let row = diesel::sql_query(CLAIM)
+                let row = statement(CLAIM)
                     .bind::<BigInt, _>(scope.user_id.get())
                     .bind::<Text, _>(&scope.method)
                     .bind::<Text, _>(&scope.path)

@@ -18,6 +18,7 @@ pub mod pool;
 mod products;
 mod sales;
 mod schema;
+mod statement;
 #[cfg(feature = "test-support")]
 pub mod test_support;
 mod users;

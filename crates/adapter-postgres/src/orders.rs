@@ -35,6 +35,7 @@ use domain::{OrderId, Page, PageRequest, ProductId, UserCouponId, UserId};
 use crate::error::{TxError, db_error};
 use crate::idempotency::transact_idempotent;
 use crate::pool::{PgPool, run};
+use crate::statement::statement;
 
 /// Orders in PostgreSQL.
 #[derive(Debug, Clone)]
@@ -265,7 +266,7 @@ fn place_tx(conn: &mut PgConnection, order: &PlaceOrder) -> Result<Order, TxErro
         .map(|(p, q)| (p.get(), q.get()))
         .unzip();
     let coupon_id = order.user_coupon_id.map(UserCouponId::get);
-    let taken: Vec<Taken> = diesel::sql_query(TAKE_STOCK)
+    let taken: Vec<Taken> = statement(TAKE_STOCK)
         .bind::<Array<BigInt>, _>(&ids)
         .bind::<Array<BigInt>, _>(&quantities)
         .bind::<Nullable<BigInt>, _>(coupon_id)
@@ -309,7 +310,7 @@ fn place_tx(conn: &mut PgConnection, order: &PlaceOrder) -> Result<Order, TxErro
         .map_err(|missing| TxError::Domain(Stopped::Short(missing.0)))?;
     let timeout_micros = order.payment_timeout.num_microseconds().unwrap_or(i64::MAX);
     let lines = &plan.lines;
-    let stored = diesel::sql_query(STORE_ORDER)
+    let stored = statement(STORE_ORDER)
         .bind::<BigInt, _>(plan.user_id.get())
         .bind::<Nullable<BigInt>, _>(coupon_id)
         .bind::<BigInt, _>(plan.total_amount)
@@ -385,7 +386,7 @@ fn diagnose_place(
         .iter()
         .map(|(p, q)| (p.get(), q.get()))
         .unzip();
-    let found: PlaceDiagnosis = diesel::sql_query(DIAGNOSE_PLACE)
+    let found: PlaceDiagnosis = statement(DIAGNOSE_PLACE)
         .bind::<BigInt, _>(order.user_id.get())
         .bind::<Nullable<BigInt>, _>(order.user_coupon_id.map(UserCouponId::get))
         .bind::<Array<BigInt>, _>(&ids)
@@ -476,7 +477,7 @@ enum Unpaid {
 }
 
 fn pay_tx(conn: &mut PgConnection, pay: PayOrder) -> Result<Payment, TxError<Unpaid>> {
-    let paid = diesel::sql_query(MARK_PAID)
+    let paid = statement(MARK_PAID)
         .bind::<BigInt, _>(pay.order_id.get())
         .bind::<BigInt, _>(pay.user_id.get())
         .get_result::<OrderRecord>(conn)
@@ -494,7 +495,7 @@ fn pay_tx(conn: &mut PgConnection, pay: PayOrder) -> Result<Payment, TxError<Unp
     let event = OrderPaid::new(event_id.to_string(), &order, paid_at)
         .to_json()
         .map_err(|e| TxError::Db(DieselError::SerializationError(e.into())))?;
-    let balance = diesel::sql_query(DEBIT_FOR_ORDER)
+    let balance = statement(DEBIT_FOR_ORDER)
         .bind::<BigInt, _>(order.user_id.get())
         .bind::<BigInt, _>(order.pay_amount)
         .bind::<Timestamptz, _>(paid_at)
@@ -576,7 +577,7 @@ fn diagnose_order(
     user: UserId,
     id: OrderId,
 ) -> anyhow::Result<OrderFindings> {
-    let found: OrderDiagnosis = diesel::sql_query(DIAGNOSE_ORDER)
+    let found: OrderDiagnosis = statement(DIAGNOSE_ORDER)
         .bind::<BigInt, _>(user.get())
         .bind::<BigInt, _>(id.get())
         .get_result(conn)
@@ -682,7 +683,7 @@ impl OrderStore for PgOrderStore {
     #[tracing::instrument(name = "pg.orders.find", skip_all, fields(order_id = %id))]
     async fn find(&self, user: UserId, id: OrderId) -> anyhow::Result<ForUser<Option<Order>>> {
         run(&self.pool, move |conn| {
-            let row = diesel::sql_query(FIND)
+            let row = statement(FIND)
                 .bind::<BigInt, _>(user.get())
                 .bind::<BigInt, _>(id.get())
                 .get_result::<Existing>(conn)
@@ -702,7 +703,7 @@ impl OrderStore for PgOrderStore {
         page: PageRequest,
     ) -> anyhow::Result<ForUser<Page<Order>>> {
         run(&self.pool, move |conn| {
-            let rows = diesel::sql_query(PAGE_OF_USER)
+            let rows = statement(PAGE_OF_USER)
                 .bind::<BigInt, _>(user.get())
                 .bind::<BigInt, _>(page.offset())
                 .bind::<BigInt, _>(page.limit())
@@ -733,7 +734,7 @@ impl OrderStore for PgOrderStore {
     #[tracing::instrument(name = "pg.orders.cancel", skip_all, fields(order_id = %id))]
     async fn cancel(&self, user: UserId, id: OrderId) -> Result<Order, CancelError> {
         run(&self.pool, move |conn| {
-            let cancelled = diesel::sql_query(CANCEL)
+            let cancelled = statement(CANCEL)
                 .bind::<BigInt, _>(id.get())
                 .bind::<BigInt, _>(user.get())
                 .get_result::<OrderRecord>(conn)
@@ -752,7 +753,7 @@ impl OrderStore for PgOrderStore {
     #[tracing::instrument(name = "pg.orders.expire_due", skip_all)]
     async fn expire_due(&self, limit: i64) -> anyhow::Result<u64> {
         run(&self.pool, move |conn| {
-            let expired = diesel::sql_query(EXPIRE_DUE)
+            let expired = statement(EXPIRE_DUE)
                 .bind::<BigInt, _>(limit)
                 .get_result::<Expired>(conn)
                 .map_err(db_error)?;

@@ -11,6 +11,7 @@ use domain::ports::OutboxStore;
 
 use crate::error::db_error;
 use crate::pool::{PgPool, run};
+use crate::statement::statement;
 
 /// The outbox in PostgreSQL.
 #[derive(Debug, Clone)]
@@ -57,7 +58,7 @@ impl OutboxStore for PgOutboxStore {
     #[tracing::instrument(name = "pg.outbox.claim_due", skip_all)]
     async fn claim_due(&self, now: DateTime<Utc>, limit: i64) -> anyhow::Result<Vec<OutboxEvent>> {
         run(&self.pool, move |conn| {
-            diesel::sql_query(
+            statement(
                 "WITH due AS MATERIALIZED ( \
                      SELECT id FROM outbox_events \
                      WHERE delivered_at IS NULL AND next_attempt_at <= $1 \
@@ -87,7 +88,7 @@ impl OutboxStore for PgOutboxStore {
 
     async fn mark_delivered(&self, ids: Vec<String>, now: DateTime<Utc>) -> anyhow::Result<()> {
         run(&self.pool, move |conn| {
-            diesel::sql_query(
+            statement(
                 "UPDATE outbox_events SET delivered_at = $2, last_error = NULL \
                  WHERE id = ANY ($1::uuid[]) AND delivered_at IS NULL",
             )
@@ -102,7 +103,7 @@ impl OutboxStore for PgOutboxStore {
 
     async fn reschedule(&self, id: String, at: DateTime<Utc>, error: String) -> anyhow::Result<()> {
         run(&self.pool, move |conn| {
-            diesel::sql_query(
+            statement(
                 "UPDATE outbox_events SET next_attempt_at = $2, last_error = left($3, 1000) \
                  WHERE id = $1::uuid AND delivered_at IS NULL",
             )
@@ -118,7 +119,7 @@ impl OutboxStore for PgOutboxStore {
 
     async fn counts(&self) -> anyhow::Result<OutboxCounts> {
         run(&self.pool, move |conn| {
-            diesel::sql_query(
+            statement(
                 "SELECT count(*) FILTER (WHERE delivered_at IS NULL AND last_error IS NULL) AS pending, \
                         count(*) FILTER (WHERE delivered_at IS NOT NULL) AS delivered, \
                         count(*) FILTER (WHERE delivered_at IS NULL AND last_error IS NOT NULL) AS failed \
@@ -140,7 +141,7 @@ impl OutboxStore for PgOutboxStore {
     #[tracing::instrument(name = "pg.outbox.next_due", skip_all)]
     async fn next_due(&self) -> anyhow::Result<Option<DateTime<Utc>>> {
         run(&self.pool, move |conn| {
-            diesel::sql_query(
+            statement(
                 "SELECT min(next_attempt_at) AS at FROM outbox_events WHERE delivered_at IS NULL",
             )
             .get_result::<NextDue>(conn)

@@ -19,6 +19,7 @@ use crate::error::{TxError, db_error};
 use crate::idempotency::{NumberSlot, transact_idempotent};
 use crate::pool::{PgPool, run};
 use crate::schema::point_wallets;
+use crate::statement::statement;
 
 /// Point wallets and history in PostgreSQL.
 #[derive(Debug, Clone)]
@@ -57,7 +58,7 @@ fn credit_now(
     now: DateTime<Utc>,
 ) -> Result<Charged, TxError<CreditError>> {
     let user = credit.user_id.get();
-    let balance = diesel::sql_query(CREDIT)
+    let balance = statement(CREDIT)
         .bind::<BigInt, _>(user)
         .bind::<BigInt, _>(credit.amount.get())
         .bind::<BigInt, _>(credit.ceiling.get())
@@ -117,7 +118,7 @@ fn credit_and_complete(
 ) -> Result<Charged, CreditError> {
     let user = credit.user_id.get();
     let scope = &completion.scope;
-    let row = diesel::sql_query(CREDIT_AND_COMPLETE)
+    let row = statement(CREDIT_AND_COMPLETE)
         .bind::<BigInt, _>(user)
         .bind::<BigInt, _>(credit.amount.get())
         .bind::<BigInt, _>(credit.ceiling.get())
@@ -238,7 +239,7 @@ impl PointStore for PgPointStore {
         page: PageRequest,
     ) -> anyhow::Result<ForUser<Page<PointHistoryEntry>>> {
         run(&self.pool, move |conn| {
-            let rows = diesel::sql_query(HISTORY_PAGE)
+            let rows = statement(HISTORY_PAGE)
                 .bind::<BigInt, _>(user.get())
                 .bind::<BigInt, _>(page.offset())
                 .bind::<BigInt, _>(page.limit())

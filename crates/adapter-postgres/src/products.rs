@@ -20,6 +20,7 @@ use domain::{Page, PageRequest, ProductId};
 use crate::error::db_error;
 use crate::pool::{PgPool, run};
 use crate::schema::products;
+use crate::statement::statement;
 
 /// The catalogue in PostgreSQL.
 #[derive(Debug, Clone)]
@@ -181,7 +182,7 @@ impl ProductRepository for PgProductRepository {
     #[tracing::instrument(name = "pg.products.create", skip_all)]
     async fn create(&self, product: NewProduct, now: DateTime<Utc>) -> anyhow::Result<Product> {
         run(&self.pool, move |conn| {
-            diesel::sql_query(CREATE_PRODUCT)
+            statement(CREATE_PRODUCT)
                 .bind::<Text, _>(product.name.as_str())
                 .bind::<Text, _>(product.description.as_str())
                 .bind::<BigInt, _>(product.price.get())
@@ -211,7 +212,7 @@ impl ProductRepository for PgProductRepository {
     #[tracing::instrument(name = "pg.products.list", skip_all, fields(page = page.page()))]
     async fn list(&self, page: PageRequest) -> anyhow::Result<Page<Product>> {
         let rows = run(&self.pool, move |conn| {
-            diesel::sql_query(LIST_PAGE)
+            statement(LIST_PAGE)
                 .bind::<BigInt, _>(page.offset())
                 .bind::<BigInt, _>(page.limit())
                 .load::<PageRow>(conn)
@@ -229,7 +230,7 @@ impl ProductRepository for PgProductRepository {
     #[tracing::instrument(name = "pg.products.list_after", skip_all, fields(after = request.after()))]
     async fn list_after(&self, request: KeysetRequest) -> anyhow::Result<KeysetPage<Product>> {
         let rows = run(&self.pool, move |conn| {
-            diesel::sql_query(LIST_AFTER)
+            statement(LIST_AFTER)
                 .bind::<BigInt, _>(request.after())
                 .bind::<BigInt, _>(request.fetch_limit())
                 .load::<PageRow>(conn)

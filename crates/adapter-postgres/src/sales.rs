@@ -12,6 +12,7 @@ use domain::sales::{BestSeller, SalesWindow};
 
 use crate::error::db_error;
 use crate::pool::{PgPool, run};
+use crate::statement::statement;
 
 /// Sales statistics in PostgreSQL.
 #[derive(Debug, Clone)]
@@ -49,7 +50,7 @@ struct Ranked {
 impl SalesStore for PgSalesStore {
     async fn business_today(&self, timezone: String) -> anyhow::Result<NaiveDate> {
         run(&self.pool, move |conn| {
-            diesel::sql_query("SELECT (now() AT TIME ZONE $1)::date AS today")
+            statement("SELECT (now() AT TIME ZONE $1)::date AS today")
                 .bind::<Text, _>(&timezone)
                 .get_result::<Today>(conn)
                 .map(|t| t.today)
@@ -68,7 +69,7 @@ impl SalesStore for PgSalesStore {
         run(&self.pool, move |conn| {
             // Recomputed from the orders, so a rerun replaces rather than adds. Paid orders
             // never leave PAID, so a day's quantity only ever grows.
-            diesel::sql_query(
+            statement(
                 "INSERT INTO daily_product_sales (business_date, product_id, quantity, updated_at) \
                  SELECT (o.paid_at AT TIME ZONE $1)::date, l.product_id, SUM(l.quantity)::BIGINT, $3 \
                  FROM orders o JOIN order_lines l ON l.order_id = o.id \
@@ -90,7 +91,7 @@ impl SalesStore for PgSalesStore {
     #[tracing::instrument(name = "pg.sales.top", skip_all)]
     async fn top(&self, window: SalesWindow, limit: i64) -> anyhow::Result<Vec<BestSeller>> {
         run(&self.pool, move |conn| {
-            let rows: Vec<Ranked> = diesel::sql_query(
+            let rows: Vec<Ranked> = statement(
                 "SELECT p.id, p.name, p.price, p.stock, SUM(d.quantity)::BIGINT AS sold \
                  FROM daily_product_sales d JOIN products p ON p.id = d.product_id \
                  WHERE d.business_date BETWEEN $1 AND $2 \

@@ -11,6 +11,7 @@ use domain::user::User;
 use crate::error::db_error;
 use crate::pool::{PgPool, run};
 use crate::schema::users;
+use crate::statement::statement;
 
 #[derive(QueryableByName)]
 struct NewId {
@@ -36,7 +37,7 @@ impl UserRepository for PgUserRepository {
     async fn create(&self, now: DateTime<Utc>) -> anyhow::Result<User> {
         run(&self.pool, move |conn| {
             // The user and their wallet in one statement: both or neither.
-            diesel::sql_query(
+            statement(
                 "WITH u AS (INSERT INTO users (created_at) VALUES ($1) RETURNING id), \
                       w AS (INSERT INTO point_wallets (user_id, balance, updated_at) \
                             SELECT id, 0, $1 FROM u) \

@@ -345,12 +345,14 @@ async fn a_refusal_costs_one_diagnosing_read_more() {
     assert_eq!(n, 4);
     // Another user's order: BEGIN, mark paid (nothing), ROLLBACK, then the read.
     let stranger = f.user().await;
+    orders.pay(stranger, placed.id, None).await.unwrap_err();
     let (err, n) = f.trips.count(orders.pay(stranger, placed.id, None)).await;
     assert!(matches!(err.unwrap_err(), OrderError::OrderNotFound));
     assert_eq!(n, 4);
     // Out of stock: BEGIN, take the stock (short), ROLLBACK, then the read.
     let mut greedy = order_of(user, &[product]);
     greedy.items = OrderItems::new(vec![(product, OrderQuantity::new(11).unwrap())]).unwrap();
+    orders.place(greedy.clone(), None).await.unwrap_err();
     let (err, n) = f.trips.count(orders.place(greedy, None)).await;
     assert!(matches!(err.unwrap_err(), OrderError::OutOfStock(p) if p == product));
     assert_eq!(n, 4);

@@ -14,6 +14,7 @@ use diesel::prelude::*;
 use diesel::sql_types::BigInt;
 
 use crate::schema::coupon_stock_stripes as stripes;
+use crate::statement::statement;
 
 /// The most stripes a campaign's quantity is split over.
 pub(crate) const STRIPES: i64 = 32;
@@ -84,7 +85,7 @@ pub(super) fn claim_units(conn: &mut PgConnection, coupon: i64, wanted: i64) -> 
                     sold_out: false,
                 });
             }
-            let taken = diesel::sql_query(sql)
+            let taken = statement(sql)
                 .bind::<BigInt, _>(coupon)
                 .bind::<BigInt, _>(wanted - got)
                 .get_results::<Taken>(conn)?;

@@ -19,6 +19,7 @@ use crate::error::TxError;
 use crate::idempotency::complete_in_tx;
 use crate::pool::{PgPool, run};
 use crate::schema::user_coupons;
+use crate::statement::statement;
 
 /// One issue and, with an idempotency key, the completion saved with it.
 pub(super) type Request = (CouponIssue, Option<Completion<UserCoupon>>);
@@ -109,7 +110,7 @@ pub(super) async fn issue_alone(
 ) -> Result<UserCoupon, IssueError> {
     let (outcome, request) = run(pool, move |conn| {
         let outcome = conn.transaction(|conn| {
-            let row: Alone = diesel::sql_query(ISSUE_ALONE)
+            let row: Alone = statement(ISSUE_ALONE)
                 .bind::<BigInt, _>(issue.user_id.get())
                 .bind::<BigInt, _>(issue.coupon_id.get())
                 .bind::<Text, _>(StoredCouponState::Available.as_str())
@@ -190,7 +191,7 @@ pub(super) fn issue_group(
 
     // The copies; an unknown user or a second copy is skipped. Rows go in user order, so
     // two groups sharing users take their unique-index entries in the same order.
-    let inserted: Vec<Inserted> = diesel::sql_query(
+    let inserted: Vec<Inserted> = statement(
         "INSERT INTO user_coupons (user_id, coupon_id, status, issued_at, expires_at) \
          SELECT t.user_id, $3, $5, t.issued_at, $4 \
          FROM unnest($1::BIGINT[], $2::TIMESTAMPTZ[]) WITH ORDINALITY AS t(user_id, issued_at, ord) \
@@ -242,7 +243,7 @@ pub(super) fn issue_group(
     let known: Vec<i64> = if missing.is_empty() {
         Vec::new()
     } else {
-        diesel::sql_query("SELECT id FROM users WHERE id = ANY($1)")
+        statement("SELECT id FROM users WHERE id = ANY($1)")
             .bind::<Array<BigInt>, _>(&missing)
             .get_results::<Known>(conn)?
             .into_iter()

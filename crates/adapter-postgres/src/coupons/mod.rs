@@ -35,6 +35,7 @@ pub use batcher::IssueBatcher;
 use crate::error::db_error;
 use crate::pool::{PgPool, run};
 use crate::schema::{coupon_stock_stripes as stripes, coupons};
+use crate::statement::statement;
 use batcher::Pending;
 use claim::stripe_sizes;
 use rows::{COPIES_OF_USER, CopyOfUserRow, CouponRow, FIND_COUPON, HOLDING, HoldingRow};
@@ -149,7 +150,7 @@ impl CouponStore for PgCouponStore {
     #[tracing::instrument(name = "pg.coupons.find", skip_all, fields(coupon_id = %id))]
     async fn find(&self, id: CouponId) -> anyhow::Result<Option<Coupon>> {
         let found = run(&self.pool, move |conn| {
-            diesel::sql_query(FIND_COUPON)
+            statement(FIND_COUPON)
                 .bind::<BigInt, _>(id.get())
                 .get_result::<CouponRow>(conn)
                 .optional()
@@ -190,7 +191,7 @@ impl CouponStore for PgCouponStore {
     #[tracing::instrument(name = "pg.coupons.holds", skip_all)]
     async fn holds(&self, user: UserId, coupon: CouponId) -> anyhow::Result<ForUser<bool>> {
         run(&self.pool, move |conn| {
-            diesel::sql_query(HOLDING)
+            statement(HOLDING)
                 .bind::<BigInt, _>(user.get())
                 .bind::<BigInt, _>(coupon.get())
                 .get_result::<HoldingRow>(conn)
@@ -203,7 +204,7 @@ impl CouponStore for PgCouponStore {
     #[tracing::instrument(name = "pg.coupons.of_user", skip_all, fields(user_id = %user))]
     async fn of_user(&self, user: UserId) -> anyhow::Result<ForUser<Vec<UserCoupon>>> {
         run(&self.pool, move |conn| {
-            let rows: Vec<CopyOfUserRow> = diesel::sql_query(COPIES_OF_USER)
+            let rows: Vec<CopyOfUserRow> = statement(COPIES_OF_USER)
                 .bind::<BigInt, _>(user.get())
                 .load(conn)
                 .map_err(db_error)?;
