@@ -159,9 +159,9 @@ app() {
     "${R[$name.cpu]}" "${R[$name.dbcpu]}" "${R[$name.rss]}" "${R[$name.floor]:-}"
 }
 
-# ref NAME SCRIPT [MODE]: pgbench of the app's SQL. MODE as diesel sends it: `prepared`
-# (named statements, cached per connection: diesel's query builder) or `extended`
-# (unnamed statements, parsed and planned every time: diesel's `sql_query`).
+# ref NAME SCRIPT [MODE]: pgbench of the app's SQL. MODE as the app sends it: `prepared`
+# (named statements, prepared once per connection: diesel's query builder and the adapter's
+# `statement()`; every statement of the app is sent this way).
 ref() {
   local name=$1 script=$2 mode=${3:-prepared} out db
   db_cpu_start
@@ -187,10 +187,10 @@ echo "== ${secs}s per run, ${conns} connections, ${threads} threads (load averag
 app floor 1 get /health/live
 page_sql=page
 [ "$(psql_ -At "$bench_url" -c "SELECT to_regclass('catalogue_stats') IS NOT NULL")" = t ] || page_sql=page_counted
-ref page "$page_sql" extended; app page 1 page "/api/v1/products"
+ref page "$page_sql"; app page 1 page "/api/v1/products"
 ref detail detail;    app detail 1 detail "/api/v1/products/1"
 ref balance balance;  app balance 1 balance "/api/v1/points"
-ref charge charge extended; app charge 1 charge "/api/v1/points/charge"
+ref charge charge; app charge 1 charge "/api/v1/points/charge"
 
 # Hot coupon: one coupon with room for every first-timer; a second one for the warm-up,
 # so the measured run's (user, coupon) pairs are all new.
@@ -217,7 +217,7 @@ if [ $((issued + remaining)) -eq "$coupon_users" ]; then coupon_check+=": issued
 else coupon_check+=": issued + remaining != total (WRONG)"; R[coupon.non2xx]=$((R[coupon.non2xx] + 1)); fi
 echo "  hot coupon: $coupon_check"
 
-ref orderpay orderpay extended; app orderpay 2 orderpay "/api/v1/orders"
+ref orderpay orderpay; app orderpay 2 orderpay "/api/v1/orders"
 
 curl -sf -X POST "$base/api/v1/admin/jobs/refresh-best-sellers" -H "Authorization: Bearer $token" >/dev/null
 best_items=$(curl -sf "$base/api/v1/products/best" | grep -o '"rank"' | wc -l)

@@ -93,3 +93,29 @@ async fn the_listener_reconnects_after_the_database_drops_it_and_polls_meanwhile
         "notifications flow again"
     );
 }
+
+#[tokio::test]
+async fn a_commit_notifies_only_while_no_other_event_waits_to_be_claimed() {
+    let db = TestDatabase::create().unwrap();
+    let listener = listening(&db).await;
+    db.execute(INSERT).unwrap();
+    assert!(
+        timed_wait(&listener, LONG).await < PROMPT,
+        "the first event wakes the relay"
+    );
+
+    db.execute(INSERT).unwrap();
+    assert!(
+        timed_wait(&listener, Duration::from_millis(500)).await >= Duration::from_millis(450),
+        "while the first waits unclaimed, the relay has been told: no second NOTIFY"
+    );
+
+    // A relay claims both (the lease moves them out of what is due).
+    db.execute("UPDATE outbox_events SET next_attempt_at = now() + interval '30 seconds'")
+        .unwrap();
+    db.execute(INSERT).unwrap();
+    assert!(
+        timed_wait(&listener, LONG).await < PROMPT,
+        "with nothing left to claim, a commit notifies again"
+    );
+}

@@ -27,6 +27,10 @@ const POOL_METRICS_EVERY: Duration = Duration::from_secs(5);
 /// it at its due time; this poll only catches what neither announced (a notification
 /// lost with a dropped connection), so it can be slow.
 const OUTBOX_FALLBACK_POLL: Duration = Duration::from_secs(10);
+/// The relay's longest sleep after a round that delivered something. A commit notifies
+/// only when no other event waits unclaimed (see the `outbox_events_notify` trigger), so an
+/// event committed just as a round claims the others is found by this poll, within a second.
+const OUTBOX_BUSY_POLL: Duration = Duration::from_secs(1);
 /// How long the relay lets events gather after it wakes, so payments committed close
 /// together are claimed and marked together (two statements for the lot, not two per
 /// payment) while a paid order still reaches the data platform well within a second.
@@ -101,11 +105,18 @@ pub(crate) fn spawn_all(
     let mut stopped = stop.clone();
     jobs.spawn(async move {
         loop {
-            if let Err(e) = relay.drain().await {
-                tracing::warn!(error = format!("{e:#}"), "outbox relay");
-            }
+            let fallback = match relay.drain().await {
+                // Busy: a payment committing while this round was claimed may have left
+                // its NOTIFY to an event this round took, so look again soon.
+                Ok(claimed) if claimed > 0 => OUTBOX_BUSY_POLL,
+                Ok(_) => OUTBOX_FALLBACK_POLL,
+                Err(e) => {
+                    tracing::warn!(error = format!("{e:#}"), "outbox relay");
+                    OUTBOX_FALLBACK_POLL
+                }
+            };
             let rest = async {
-                relay.rest(&wakeup, OUTBOX_FALLBACK_POLL).await;
+                relay.rest(&wakeup, fallback).await;
                 tokio::time::sleep(OUTBOX_GATHER).await;
             };
             if until_stopped(&mut stopped, rest).await.is_none() {

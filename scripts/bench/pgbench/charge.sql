@@ -1,5 +1,5 @@
 -- POST /points/charge without Idempotency-Key: one autocommit statement (CREDIT in
--- crates/adapter-postgres/src/points.rs; diesel `sql_query`, so run with -M extended).
+-- crates/adapter-postgres/src/points.rs; prepared once per connection, so run with -M prepared).
 \set uid random(1, :users)
 \set amount random(1, 1000)
 \set ceiling 100000000 - :amount

@@ -1,7 +1,7 @@
 -- Order + pay: the two transactions the app runs for POST /orders and POST /points/use
 -- (one line, no coupon, no Idempotency-Key), statement for statement as
 -- crates/adapter-postgres/src/orders.rs sends them (TAKE_STOCK, STORE_ORDER, MARK_PAID,
--- DEBIT_FOR_ORDER; diesel `sql_query`, so run with -M extended). The app binds arrays and
+-- DEBIT_FOR_ORDER; prepared once per connection, so run with -M prepared). The app binds arrays and
 -- a NULL coupon id as parameters; here they are ARRAY[...] and NULL in the text, and
 -- the NULL columns a \gset reads are wrapped in coalesce().
 -- One pgbench "transaction" = one operation.
