@@ -114,16 +114,30 @@ where
     F: FnOnce(&mut PgConnection) -> Result<T, TxError<E>> + Send + 'static,
 {
     run(pool, move |conn| {
-        conn.transaction(|conn| {
-            let outcome = work(conn)?;
-            if let Some(completion) = &completion {
-                complete_in_tx(conn, completion, &outcome)?;
-            }
-            Ok(outcome)
-        })
-        .map_err(TxError::into_domain)
+        in_tx_completing(conn, completion.as_ref(), work).map_err(TxError::into_domain)
     })
     .await
+}
+
+/// On a connection already checked out: runs `work` in one transaction and, with a
+/// `completion`, stores the key's response in it. A refusal comes back with the
+/// transaction rolled back and the connection free for a diagnosing read.
+pub(crate) fn in_tx_completing<T, E, F>(
+    conn: &mut PgConnection,
+    completion: Option<&Completion<T>>,
+    work: F,
+) -> Result<T, TxError<E>>
+where
+    E: From<anyhow::Error>,
+    F: FnOnce(&mut PgConnection) -> Result<T, TxError<E>>,
+{
+    conn.transaction(|conn| {
+        let outcome = work(conn)?;
+        if let Some(completion) = completion {
+            complete_in_tx(conn, completion, &outcome)?;
+        }
+        Ok(outcome)
+    })
 }
 
 /// Saves `completion`'s rendering of `outcome` as the key's response, inside the

@@ -33,7 +33,7 @@ use domain::user::ForUser;
 use domain::{OrderId, Page, PageRequest, ProductId, UserCouponId, UserId};
 
 use crate::error::{TxError, db_error};
-use crate::idempotency::transact_idempotent;
+use crate::idempotency::in_tx_completing;
 use crate::pool::{PgPool, run};
 use crate::statement::statement;
 
@@ -256,6 +256,27 @@ enum Stopped {
     Coupon,
     /// The order's user does not exist (the order's foreign key).
     User,
+    /// The key's response could not be stored (its lease was lost): not a refusal.
+    Failed(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Stopped {
+    fn from(err: anyhow::Error) -> Self {
+        Self::Failed(err)
+    }
+}
+
+impl Stopped {
+    /// The refusal the attempt itself saw, to answer when the diagnosing read finds
+    /// nothing of higher precedence; a failure is no refusal.
+    fn into_refusal(self) -> anyhow::Result<PlaceRefusal> {
+        match self {
+            Self::Short(product) => Ok(PlaceRefusal::OutOfStock(product)),
+            Self::Coupon => Ok(PlaceRefusal::CouponNotUsable),
+            Self::User => Ok(PlaceRefusal::UserNotFound),
+            Self::Failed(err) => Err(err),
+        }
+    }
 }
 
 fn place_tx(conn: &mut PgConnection, order: &PlaceOrder) -> Result<Order, TxError<Stopped>> {
@@ -378,7 +399,7 @@ struct PlaceDiagnosis {
 fn diagnose_place(
     conn: &mut PgConnection,
     order: &PlaceOrder,
-    stopped: &Stopped,
+    fallback: PlaceRefusal,
 ) -> anyhow::Result<PlaceRefusal> {
     let (ids, quantities): (Vec<i64>, Vec<i64>) = order
         .items
@@ -421,11 +442,6 @@ fn diagnose_place(
             .map(ProductId::from_trusted)
             .collect(),
         now: found.now,
-    };
-    let fallback = match stopped {
-        Stopped::Short(product) => PlaceRefusal::OutOfStock(*product),
-        Stopped::Coupon => PlaceRefusal::CouponNotUsable,
-        Stopped::User => PlaceRefusal::UserNotFound,
     };
     Ok(findings.refusal(order.user_id, fallback))
 }
@@ -474,6 +490,14 @@ enum Unpaid {
     /// The guarded move to PAID touched nothing.
     NotPayable,
     InsufficientBalance,
+    /// The key's response could not be stored (its lease was lost): not a refusal.
+    Failed(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Unpaid {
+    fn from(err: anyhow::Error) -> Self {
+        Self::Failed(err)
+    }
 }
 
 fn pay_tx(conn: &mut PgConnection, pay: PayOrder) -> Result<Payment, TxError<Unpaid>> {
@@ -660,24 +684,18 @@ impl OrderStore for PgOrderStore {
         order: PlaceOrder,
         completion: Option<Completion<Order>>,
     ) -> Result<Order, PlaceError> {
-        let pool = self.pool.clone();
-        let attempt = order.clone();
-        let placed = transact_idempotent(&self.pool, completion, move |conn| {
-            place_tx(conn, &attempt).map_err(|err| match err {
-                TxError::Domain(stopped) => TxError::Domain(PlaceAttempt(Err(stopped))),
-                TxError::Db(db) => TxError::Db(db),
-            })
-        })
-        .await;
-        match placed {
-            Ok(order) => Ok(order),
-            Err(PlaceAttempt(Ok(unknown))) => Err(PlaceError::Unknown(unknown)),
-            Err(PlaceAttempt(Err(stopped))) => {
-                let refusal =
-                    run(&pool, move |conn| diagnose_place(conn, &order, &stopped)).await?;
-                Err(PlaceError::Refused(refusal))
+        // One checkout: the transaction, and on a refusal the read that names it.
+        run(&self.pool, move |conn| {
+            match in_tx_completing(conn, completion.as_ref(), |conn| place_tx(conn, &order)) {
+                Ok(order) => Ok(order),
+                Err(TxError::Db(err)) => Err(PlaceError::Unknown(db_error(err))),
+                Err(TxError::Domain(stopped)) => {
+                    let fallback = stopped.into_refusal()?;
+                    Err(PlaceError::Refused(diagnose_place(conn, &order, fallback)?))
+                }
             }
-        }
+        })
+        .await
     }
 
     #[tracing::instrument(name = "pg.orders.find", skip_all, fields(order_id = %id))]
@@ -781,44 +799,21 @@ impl OrderStore for PgOrderStore {
         pay: PayOrder,
         completion: Option<Completion<Payment>>,
     ) -> Result<Payment, PayError> {
-        let pool = self.pool.clone();
-        let paid = transact_idempotent(&self.pool, completion, move |conn| {
-            pay_tx(conn, pay).map_err(|err| match err {
-                TxError::Domain(unpaid) => TxError::Domain(PayAttempt(Err(unpaid))),
-                TxError::Db(db) => TxError::Db(db),
-            })
-        })
-        .await;
-        match paid {
-            Ok(payment) => Ok(payment),
-            Err(PayAttempt(Ok(unknown))) => Err(PayError::Unknown(unknown)),
-            Err(PayAttempt(Err(Unpaid::InsufficientBalance))) => Err(PayError::InsufficientBalance),
-            Err(PayAttempt(Err(Unpaid::NotPayable))) => {
-                let findings = run(&pool, move |conn| {
-                    diagnose_order(conn, pay.user_id, pay.order_id)
-                })
-                .await?;
-                Err(PayError::Refused(findings.pay_refusal(pay.user_id)))
+        // One checkout: the transaction, and on a refusal the read that names it.
+        run(&self.pool, move |conn| {
+            match in_tx_completing(conn, completion.as_ref(), |conn| pay_tx(conn, pay)) {
+                Ok(payment) => Ok(payment),
+                Err(TxError::Db(err)) => Err(PayError::Unknown(db_error(err))),
+                Err(TxError::Domain(Unpaid::Failed(err))) => Err(PayError::Unknown(err)),
+                Err(TxError::Domain(Unpaid::InsufficientBalance)) => {
+                    Err(PayError::InsufficientBalance)
+                }
+                Err(TxError::Domain(Unpaid::NotPayable)) => {
+                    let findings = diagnose_order(conn, pay.user_id, pay.order_id)?;
+                    Err(PayError::Refused(findings.pay_refusal(pay.user_id)))
+                }
             }
-        }
-    }
-}
-
-/// The outcome of a placing transaction that did not commit: why it stopped, or the
-/// store's failure.
-struct PlaceAttempt(Result<anyhow::Error, Stopped>);
-
-impl From<anyhow::Error> for PlaceAttempt {
-    fn from(err: anyhow::Error) -> Self {
-        Self(Ok(err))
-    }
-}
-
-/// The outcome of a paying transaction that did not commit.
-struct PayAttempt(Result<anyhow::Error, Unpaid>);
-
-impl From<anyhow::Error> for PayAttempt {
-    fn from(err: anyhow::Error) -> Self {
-        Self(Ok(err))
+        })
+        .await
     }
 }
