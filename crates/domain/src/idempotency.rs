@@ -110,10 +110,11 @@ impl IdempotencyRecord {
 
 /// The part of a use case's transaction that completes its idempotency claim.
 ///
-/// A store that performs an idempotent operation calls `render` with the outcome and
-/// saves the result as the key's response in the same transaction, on condition that
-/// the key is still held under `token`; if it is not (the lease lapsed and another
-/// request took over), the whole transaction is rolled back.
+/// A store that performs an idempotent operation saves `render`'s rendering of the
+/// outcome as the key's response in the same transaction (or the same statement) as the
+/// effect, on condition that the key is still held under `token`; if it is not (the
+/// lease lapsed and another request took over), nothing is written. `render` must be a
+/// pure function of the outcome: the bytes stored are the bytes the first request sends.
 pub struct Completion<T> {
     pub scope: IdempotencyScope,
     pub token: LeaseToken,
