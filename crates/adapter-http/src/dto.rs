@@ -23,24 +23,6 @@ impl UserQuery {
     }
 }
 
-/// `?page=&size=`.
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct PageQuery {
-    /// 1-based page number (default 1).
-    #[param(minimum = 1)]
-    pub page: Option<i64>,
-    /// Items per page, 1..=100 (default 20).
-    #[param(minimum = 1, maximum = 100)]
-    pub size: Option<i64>,
-}
-
-impl PageQuery {
-    pub fn request(&self) -> Result<PageRequest, ApiError> {
-        Ok(PageRequest::new(self.page, self.size)?)
-    }
-}
-
 /// `?userId=&page=&size=`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
