@@ -122,3 +122,29 @@ impl Query for Statement<'_> {
 }
 
 impl<Conn> RunQueryDsl<Conn> for Statement<'_> {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diesel::debug_query;
+    use diesel::sql_types::{BigInt, Text};
+
+    #[test]
+    fn placeholders_become_parameters_in_order_even_when_repeated() {
+        let query = statement("SELECT $2::text, $1 + $1, '$ stays', $10")
+            .bind::<BigInt, _>(7_i64)
+            .bind::<Text, _>("x");
+        // A placeholder with no value is an error, not a statement sent half-bound.
+        let mut builder = diesel::pg::PgQueryBuilder::default();
+        assert!(QueryFragment::<Pg>::to_sql(&query, &mut builder, &Pg).is_err());
+        let query = statement("SELECT $2::text, $1 + $1, '$ stays'")
+            .bind::<BigInt, _>(7_i64)
+            .bind::<Text, _>("x");
+        let shown = debug_query::<Pg, _>(&query).to_string();
+        assert!(
+            shown.starts_with("SELECT $1::text, $2 + $3, '$ stays'"),
+            "{shown}"
+        );
+        assert!(shown.contains(r#"["x", 7, 7]"#), "{shown}");
+    }
+}
