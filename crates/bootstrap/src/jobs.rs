@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use adapter_postgres::{PgOutboxListener, PgPool};
 use application::UseCases;
+use domain::ports::OutboxWakeup;
 use prometheus::{IntGaugeVec, Opts, Registry};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -105,18 +106,23 @@ pub(crate) fn spawn_all(
     let mut stopped = stop.clone();
     jobs.spawn(async move {
         loop {
-            let fallback = match relay.drain().await {
-                // Busy: a payment committing while this round was claimed may have left
-                // its NOTIFY to an event this round took, so look again soon.
-                Ok(claimed) if claimed > 0 => OUTBOX_BUSY_POLL,
-                Ok(_) => OUTBOX_FALLBACK_POLL,
+            let busy = match relay.drain().await {
+                Ok(claimed) => claimed > 0,
                 Err(e) => {
                     tracing::warn!(error = format!("{e:#}"), "outbox relay");
-                    OUTBOX_FALLBACK_POLL
+                    false
                 }
             };
             let rest = async {
-                relay.rest(&wakeup, fallback).await;
+                if busy {
+                    // Events are flowing: the next round comes with a commit's NOTIFY, or
+                    // within the busy poll, which also finds an event whose commit raced
+                    // this round's claim (its NOTIFY was left to an event this round
+                    // took). A retry due meanwhile waits for that round.
+                    wakeup.wait(OUTBOX_BUSY_POLL).await;
+                } else {
+                    relay.rest(&wakeup, OUTBOX_FALLBACK_POLL).await;
+                }
                 tokio::time::sleep(OUTBOX_GATHER).await;
             };
             if until_stopped(&mut stopped, rest).await.is_none() {
