@@ -64,6 +64,7 @@ pub struct RefreshedResponse {
 /// memory, at most one refresh interval stale.
 #[utoipa::path(
     get, path = "/api/v1/products/best", tag = "products",
+    operation_id = "getBestSellers",
     responses(
         (status = 200, body = BestSellersResponse),
         (status = 503, body = Problem, content_type = "application/problem+json"),
@@ -83,6 +84,7 @@ pub async fn best(
 /// Rolls sales up and refreshes the ranking now (admin).
 #[utoipa::path(
     post, path = "/api/v1/admin/jobs/refresh-best-sellers", tag = "admin",
+    operation_id = "adminRefreshBestSellers",
     security(("admin" = [])),
     responses(
         (status = 200, body = RefreshedResponse),

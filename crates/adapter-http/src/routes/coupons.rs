@@ -184,6 +184,7 @@ fn render_issued(issued: &UserCoupon) -> Rendered {
 /// Issues a coupon to a user, first come first served (seed).
 #[utoipa::path(
     post, path = "/api/v1/coupons/issue", tag = "coupons",
+    operation_id = "issueCoupon",
     request_body = IssueRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "1–255 visible ASCII characters")),
     responses(
@@ -214,6 +215,7 @@ pub async fn issue(
 /// A user's coupons, oldest first (seed).
 #[utoipa::path(
     get, path = "/api/v1/coupons", tag = "coupons",
+    operation_id = "listUserCoupons",
     params(UserQuery),
     responses(
         (status = 200, body = UserCouponList),
@@ -238,6 +240,7 @@ pub async fn of_user(
 /// One coupon campaign with its exact remaining quantity.
 #[utoipa::path(
     get, path = "/api/v1/coupons/{couponId}", tag = "coupons",
+    operation_id = "getCoupon",
     params(("couponId" = i64, Path, minimum = 1)),
     responses(
         (status = 200, body = CouponResponse),
@@ -256,6 +259,7 @@ pub async fn get(
 /// Creates a coupon campaign (admin).
 #[utoipa::path(
     post, path = "/api/v1/admin/coupons", tag = "admin",
+    operation_id = "adminCreateCoupon",
     request_body = CreateCouponRequest,
     security(("admin" = [])),
     responses(

@@ -16,6 +16,7 @@ pub struct ExpiredResponse {
 /// Expires unpaid orders past their payment time now, restoring stock and coupons (admin).
 #[utoipa::path(
     post, path = "/api/v1/admin/jobs/expire-orders", tag = "admin",
+    operation_id = "adminExpireOrders",
     security(("admin" = [])),
     responses(
         (status = 200, body = ExpiredResponse),
@@ -46,6 +47,7 @@ pub struct OutboxResponse {
 /// Data-platform delivery counts (admin).
 #[utoipa::path(
     get, path = "/api/v1/admin/outbox", tag = "admin",
+    operation_id = "adminOutboxCounts",
     security(("admin" = [])),
     responses(
         (status = 200, body = OutboxResponse),

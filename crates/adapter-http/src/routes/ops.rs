@@ -17,6 +17,7 @@ pub struct Health {
 
 /// The process is up.
 #[utoipa::path(get, path = "/health/live", tag = "operations",
+    operation_id = "getLiveness",
     responses((status = 200, body = Health)))]
 pub async fn live() -> web::Json<Health> {
     web::Json(Health { status: "UP" })
@@ -24,6 +25,7 @@ pub async fn live() -> web::Json<Health> {
 
 /// The database answers; 503 while it does not.
 #[utoipa::path(get, path = "/health/ready", tag = "operations",
+    operation_id = "getReadiness",
     responses(
         (status = 200, body = Health),
         (status = 503, description = "SERVICE_UNAVAILABLE", body = Problem, content_type = "application/problem+json"),
@@ -42,6 +44,7 @@ pub async fn ready(use_cases: web::Data<UseCases>) -> Result<web::Json<Health>, 
 
 /// Prometheus metrics in the text exposition format.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
+    operation_id = "getMetrics",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain; version=0.0.4")))]
 pub async fn metrics(registry: web::Data<Registry>) -> HttpResponse {
     let encoder = TextEncoder::new();

@@ -225,6 +225,7 @@ fn order_id(raw: i64) -> Result<OrderId, ApiError> {
 /// Places an order: stock deducted, coupon used, NOT_PAID until paid or expired (seed).
 #[utoipa::path(
     post, path = "/api/v1/orders", tag = "orders",
+    operation_id = "placeOrder",
     request_body = PlaceOrderRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "1–255 visible ASCII characters")),
     responses(
@@ -256,6 +257,7 @@ pub async fn place(
 /// One of the user's orders (404 for anyone else's).
 #[utoipa::path(
     get, path = "/api/v1/orders/{id}", tag = "orders",
+    operation_id = "getOrder",
     params(("id" = i64, Path, minimum = 1), UserQuery),
     responses(
         (status = 200, body = OrderResponse),
@@ -276,6 +278,7 @@ pub async fn get(
 /// The user's orders, newest first.
 #[utoipa::path(
     get, path = "/api/v1/orders", tag = "orders",
+    operation_id = "listOrders",
     params(UserPageQuery),
     responses(
         (status = 200, body = PageDto<OrderResponse>),
@@ -297,6 +300,7 @@ pub async fn list(
 /// Cancels an unpaid order: stock and coupon restored.
 #[utoipa::path(
     post, path = "/api/v1/orders/{id}/cancel", tag = "orders",
+    operation_id = "cancelOrder",
     params(("id" = i64, Path, minimum = 1)),
     request_body = CancelRequest,
     responses(
@@ -320,6 +324,7 @@ pub async fn cancel(
 /// Pays an order from the user's points (seed).
 #[utoipa::path(
     post, path = "/api/v1/points/use", tag = "points",
+    operation_id = "payOrder",
     request_body = PayRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "1–255 visible ASCII characters")),
     responses(

@@ -118,6 +118,7 @@ fn render_charged(charged: &Charged) -> Rendered {
 /// Charges points into a user's wallet (seed).
 #[utoipa::path(
     post, path = "/api/v1/points/charge", tag = "points",
+    operation_id = "chargePoints",
     request_body = ChargeRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "1–255 visible ASCII characters; a retry with the same key and body replays the first response")),
     responses(
@@ -150,6 +151,7 @@ pub async fn charge(
 /// A user's balance (seed).
 #[utoipa::path(
     get, path = "/api/v1/points", tag = "points",
+    operation_id = "getBalance",
     params(UserQuery),
     responses(
         (status = 200, body = BalanceResponse),
@@ -172,6 +174,7 @@ pub async fn balance(
 /// A user's point history, newest first.
 #[utoipa::path(
     get, path = "/api/v1/points/history", tag = "points",
+    operation_id = "listPointHistory",
     params(UserPageQuery),
     responses(
         (status = 200, body = PageDto<PointHistoryItem>),

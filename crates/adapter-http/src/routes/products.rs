@@ -169,6 +169,7 @@ fn product_id(raw: i64) -> Result<ProductId, ApiError> {
 /// (`after`, `size`, with `nextAfter`); `page` and `after` together are 400.
 #[utoipa::path(
     get, path = "/api/v1/products", tag = "products",
+    operation_id = "listProducts",
     params(ProductListQuery),
     responses(
         (status = 200, description = "`{items, page, size, totalCount}` without `after`; `{items, size, totalCount, nextAfter}` with it", body = ProductListResponse),
@@ -194,6 +195,7 @@ pub async fn list(
 /// One product.
 #[utoipa::path(
     get, path = "/api/v1/products/{id}", tag = "products",
+    operation_id = "getProduct",
     params(("id" = i64, Path, minimum = 1)),
     responses(
         (status = 200, body = ProductResponse),
@@ -212,6 +214,7 @@ pub async fn get(
 /// Creates a product (admin).
 #[utoipa::path(
     post, path = "/api/v1/admin/products", tag = "admin",
+    operation_id = "adminCreateProduct",
     request_body = CreateProductRequest,
     security(("admin" = [])),
     responses(
@@ -237,6 +240,7 @@ pub async fn create(
 /// Changes a product's name, description or price (admin).
 #[utoipa::path(
     patch, path = "/api/v1/admin/products/{id}", tag = "admin",
+    operation_id = "adminUpdateProduct",
     params(("id" = i64, Path, minimum = 1)),
     request_body = PatchProductRequest,
     security(("admin" = [])),
@@ -261,6 +265,7 @@ pub async fn patch(
 /// Adds stock atomically (admin).
 #[utoipa::path(
     post, path = "/api/v1/admin/products/{id}/restock", tag = "admin",
+    operation_id = "adminRestockProduct",
     params(("id" = i64, Path, minimum = 1)),
     request_body = RestockRequest,
     security(("admin" = [])),

@@ -49,6 +49,7 @@ impl From<GetUserError> for ApiError {
 /// Registers a user with an empty wallet. The body, if any, must be a JSON object.
 #[utoipa::path(
     post, path = "/api/v1/users", tag = "users",
+    operation_id = "createUser",
     request_body(content = Object, description = "`{}`", content_type = "application/json"),
     responses(
         (status = 201, description = "Created", body = UserResponse,
@@ -95,6 +96,7 @@ pub async fn create_user(
 /// One user.
 #[utoipa::path(
     get, path = "/api/v1/users/{id}", tag = "users",
+    operation_id = "getUser",
     params(("id" = i64, Path, minimum = 1, description = "User id")),
     responses(
         (status = 200, body = UserResponse),

@@ -125,6 +125,69 @@ async fn the_openapi_document_describes_every_route_and_the_docs_ui_is_served() 
 }
 
 #[tokio::test]
+async fn every_openapi_operation_has_a_distinct_stable_operation_id() {
+    let app = spawn_app().await;
+    let doc: Value = app.get("/openapi.json").await.json().await.unwrap();
+    let mut ids: Vec<(String, String)> = Vec::new();
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            let op_name = format!("{} {path}", method.to_uppercase());
+            let id = op["operationId"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{op_name} has no operationId"));
+            assert!(!id.is_empty(), "{op_name} has an empty operationId");
+            ids.push((id.to_owned(), op_name));
+        }
+    }
+    let mut seen = std::collections::BTreeMap::new();
+    for (id, op) in &ids {
+        if let Some(other) = seen.insert(id.clone(), op.clone()) {
+            panic!("operationId {id} is used by both {other} and {op}");
+        }
+    }
+    // The ids are part of the contract (generated clients name methods after
+    // them), so pin them.
+    let expected: BTreeSet<(String, String)> = [
+        ("createUser", "POST /api/v1/users"),
+        ("getUser", "GET /api/v1/users/{id}"),
+        ("chargePoints", "POST /api/v1/points/charge"),
+        ("getBalance", "GET /api/v1/points"),
+        ("listPointHistory", "GET /api/v1/points/history"),
+        ("payOrder", "POST /api/v1/points/use"),
+        ("listProducts", "GET /api/v1/products"),
+        ("getProduct", "GET /api/v1/products/{id}"),
+        ("getBestSellers", "GET /api/v1/products/best"),
+        ("issueCoupon", "POST /api/v1/coupons/issue"),
+        ("listUserCoupons", "GET /api/v1/coupons"),
+        ("getCoupon", "GET /api/v1/coupons/{couponId}"),
+        ("placeOrder", "POST /api/v1/orders"),
+        ("getOrder", "GET /api/v1/orders/{id}"),
+        ("listOrders", "GET /api/v1/orders"),
+        ("cancelOrder", "POST /api/v1/orders/{id}/cancel"),
+        ("adminCreateProduct", "POST /api/v1/admin/products"),
+        ("adminUpdateProduct", "PATCH /api/v1/admin/products/{id}"),
+        (
+            "adminRestockProduct",
+            "POST /api/v1/admin/products/{id}/restock",
+        ),
+        ("adminCreateCoupon", "POST /api/v1/admin/coupons"),
+        ("adminExpireOrders", "POST /api/v1/admin/jobs/expire-orders"),
+        (
+            "adminRefreshBestSellers",
+            "POST /api/v1/admin/jobs/refresh-best-sellers",
+        ),
+        ("adminOutboxCounts", "GET /api/v1/admin/outbox"),
+        ("getLiveness", "GET /health/live"),
+        ("getReadiness", "GET /health/ready"),
+        ("getMetrics", "GET /metrics"),
+    ]
+    .into_iter()
+    .map(|(id, op)| (id.to_owned(), op.to_owned()))
+    .collect();
+    assert_eq!(ids.into_iter().collect::<BTreeSet<_>>(), expected);
+}
+
+#[tokio::test]
 async fn a_graceful_stop_ends_the_server_and_its_schedulers() {
     let app = spawn_app().await;
     assert_eq!(app.get("/health/live").await.status(), StatusCode::OK);
