@@ -293,15 +293,14 @@ pub struct UserCoupon {
 }
 
 impl UserCoupon {
-    /// EXPIRED once `expires_at` has passed, whatever is stored; else the stored state.
+    /// USED while an unpaid or paid order holds it (SPEC invariant 4: that is what the
+    /// stored USED means, and it stays so after the campaign ends); an unused copy is
+    /// EXPIRED once `expires_at` has passed, else AVAILABLE.
     pub fn status_at(&self, now: DateTime<Utc>) -> UserCouponStatus {
-        if now >= self.expires_at {
-            UserCouponStatus::Expired
-        } else {
-            match self.state {
-                StoredCouponState::Available => UserCouponStatus::Available,
-                StoredCouponState::Used => UserCouponStatus::Used,
-            }
+        match self.state {
+            StoredCouponState::Used => UserCouponStatus::Used,
+            StoredCouponState::Available if now >= self.expires_at => UserCouponStatus::Expired,
+            StoredCouponState::Available => UserCouponStatus::Available,
         }
     }
 }
@@ -417,7 +416,7 @@ mod tests {
     }
 
     #[test]
-    fn a_copy_past_its_expiry_is_expired_whatever_is_stored() {
+    fn an_unused_copy_expires_and_a_used_one_stays_used() {
         let now = Utc::now();
         let copy = |state, expires_in| UserCoupon {
             id: UserCouponId::new(1).unwrap(),
@@ -444,7 +443,8 @@ mod tests {
         );
         assert_eq!(
             copy(StoredCouponState::Used, -5).status_at(now),
-            UserCouponStatus::Expired
+            UserCouponStatus::Used,
+            "an order still holds it"
         );
     }
 }

@@ -523,3 +523,40 @@ async fn payment_racing_cancel_wins_or_loses_completely() {
     );
     assert_eq!(live_units.parse::<i64>().unwrap(), paid * 2);
 }
+
+#[tokio::test]
+async fn a_paid_orders_coupon_stays_used_after_the_campaign_ends_and_an_unused_one_expires() {
+    let app = spawn_app().await;
+    let p = app.create_product(1_000, 5).await;
+    let user = app.create_user().await;
+    app.charge(user, 10_000).await;
+    let (used, unused) = (
+        app.create_coupon(5, "FIXED", 100).await,
+        app.create_coupon(5, "RATE", 10).await,
+    );
+    let uc = app.issue(user, used).await.json::<Value>().await.unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    app.issue(user, unused).await;
+    let id = placed(&app, user, &[(p, 1)], Some(uc)).await["id"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(pay(&app, user, id).await.status(), StatusCode::OK);
+
+    // Both campaigns end.
+    app.db
+        .execute(&format!(
+            "UPDATE user_coupons SET expires_at = now() - interval '1 second' WHERE user_id = {user}"
+        ))
+        .unwrap();
+    let copies = app.user_coupons(user).await;
+    let status_of = |coupon: i64| {
+        copies
+            .iter()
+            .find(|c| c["couponId"] == coupon)
+            .map(|c| c["status"].clone())
+            .unwrap()
+    };
+    assert_eq!(status_of(used), "USED", "a paid order still holds it");
+    assert_eq!(status_of(unused), "EXPIRED");
+}
