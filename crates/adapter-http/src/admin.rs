@@ -46,7 +46,7 @@ impl AdminToken {
             ));
         };
         let presented = authorization
-            .and_then(|value| value.strip_prefix(b"Bearer "))
+            .and_then(bearer_token)
             .map(|token| Sha256::digest(token.trim_ascii()));
         match presented {
             Some(digest) if bool::from(digest.as_slice().ct_eq(expected)) => Ok(()),
@@ -57,6 +57,13 @@ impl AdminToken {
             )),
         }
     }
+}
+
+/// The credentials of a `Bearer` authorization: the scheme name is case-insensitive
+/// (RFC 9110 §11.1), so `bearer` and `BEARER` work as `Bearer` does.
+fn bearer_token(authorization: &[u8]) -> Option<&[u8]> {
+    let (scheme, token) = authorization.split_at_checked(b"Bearer ".len())?;
+    scheme.eq_ignore_ascii_case(b"Bearer ").then_some(token)
 }
 
 /// Middleware for the admin scope.
@@ -83,13 +90,17 @@ mod tests {
     #[test]
     fn only_the_configured_bearer_token_passes() {
         let gate = AdminToken::new(Some("s3cret"));
-        assert!(gate.check(Some(b"Bearer s3cret")).is_ok());
+        for good in [&b"Bearer s3cret"[..], b"bearer s3cret", b"BEARER s3cret"] {
+            assert!(gate.check(Some(good)).is_ok());
+        }
         for bad in [
             &b"Bearer s3cre"[..],
             b"Bearer s3cret2",
             b"s3cret",
             b"Basic s3cret",
             b"Bearer ",
+            b"Bearers3cret",
+            b"Beare",
         ] {
             assert_eq!(gate.check(Some(bad)).unwrap_err().code(), "UNAUTHORIZED");
         }
