@@ -100,7 +100,7 @@ pub fn key_of(req: &HttpRequest) -> Result<Option<IdempotencyKey>, ApiError> {
     Ok(Some(IdempotencyKey::new(raw)?))
 }
 
-/// Runs `run` at most once per (user, method, path, key).
+/// Runs `run` at most once per (user, method, route pattern, key).
 ///
 /// `body` is the parsed request (its canonical JSON is the fingerprint), `render`
 /// turns the use case's output into the success response.
@@ -126,7 +126,9 @@ where
     let scope = IdempotencyScope {
         user_id,
         method: req.method().as_str().to_owned(),
-        path: req.path().to_owned(),
+        // The matched route's pattern, not the raw path: any spelling of one route
+        // (`/points/%63harge`) is the same key.
+        path: req.match_pattern().unwrap_or_else(|| req.path().to_owned()),
         key,
     };
     let fingerprint = Fingerprint(Sha256::digest(json_body(body)).to_vec());

@@ -27,6 +27,22 @@ async fn a_retry_with_the_same_key_and_body_replays_the_first_response() {
 }
 
 #[tokio::test]
+async fn another_spelling_of_the_same_route_replays_instead_of_charging_again() {
+    let app = spawn_app().await;
+    let user = app.create_user().await;
+    let body = json!({"userId": user, "amount": 700});
+    let first = app.post_with_key(CHARGE, &body, "key-1").await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let again = app
+        .post_with_key("/api/v1/points/%63harge", &body, "key-1")
+        .await;
+    assert_eq!(again.status(), StatusCode::OK);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(app.balance(user).await, 700, "charged once");
+    assert_eq!(app.history_count(user).await, 1);
+}
+
+#[tokio::test]
 async fn the_same_key_with_another_body_is_422_and_changes_nothing() {
     let app = spawn_app().await;
     let user = app.create_user().await;
