@@ -129,7 +129,53 @@ impl Config {
         if self.order_expiry_scan_secs == 0 || self.best_seller_refresh_secs == 0 {
             anyhow::bail!("scheduler intervals must be at least 1 second");
         }
+        for (name, value, most) in self.durations() {
+            if value > most {
+                anyhow::bail!("{name} may be at most {most} (got {value})");
+            }
+        }
         Ok(self)
+    }
+
+    /// Every duration setting with its upper bound: far beyond any sensible value, and
+    /// small enough that no time arithmetic on it can overflow.
+    fn durations(&self) -> [(&'static str, u64, u64); 8] {
+        const DAY_SECS: u64 = 24 * 3600;
+        const HOUR_MS: u64 = 3600 * 1000;
+        [
+            (
+                "ORDER_PAYMENT_TIMEOUT_SECS",
+                self.order_payment_timeout_secs,
+                30 * DAY_SECS,
+            ),
+            (
+                "ORDER_EXPIRY_SCAN_SECS",
+                self.order_expiry_scan_secs,
+                DAY_SECS,
+            ),
+            (
+                "BEST_SELLER_REFRESH_SECS",
+                self.best_seller_refresh_secs,
+                DAY_SECS,
+            ),
+            (
+                "DB_CHECKOUT_TIMEOUT_MS",
+                self.db_checkout_timeout_ms,
+                HOUR_MS,
+            ),
+            (
+                "DB_STATEMENT_TIMEOUT_MS",
+                self.db_statement_timeout_ms,
+                HOUR_MS,
+            ),
+            ("DB_LOCK_TIMEOUT_MS", self.db_lock_timeout_ms, HOUR_MS),
+            (
+                "SHUTDOWN_TIMEOUT_SECS",
+                self.shutdown_timeout_secs,
+                DAY_SECS,
+            ),
+            ("DB_POOL_SIZE", u64::from(self.db_pool_size), 10_000),
+        ]
     }
 
     pub fn checkout_timeout(&self) -> Duration {
@@ -172,6 +218,22 @@ mod tests {
             jail.set_env("DB_POOL_SIZE", "0");
             assert!(Config::from_env().is_err());
             jail.set_env("DB_POOL_SIZE", "many");
+            assert!(Config::from_env().is_err());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_huge_duration_is_a_start_up_error_not_a_panic() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("DATABASE_URL", "postgres://x/y");
+            jail.set_env("ORDER_PAYMENT_TIMEOUT_SECS", "18446744073709551615");
+            let err = Config::from_env().unwrap_err().to_string();
+            assert!(err.contains("ORDER_PAYMENT_TIMEOUT_SECS"), "{err}");
+            jail.set_env("ORDER_PAYMENT_TIMEOUT_SECS", "2592000");
+            assert!(Config::from_env().is_ok(), "30 days is allowed");
+            jail.set_env("DB_STATEMENT_TIMEOUT_MS", "99999999999");
             assert!(Config::from_env().is_err());
             Ok(())
         });
