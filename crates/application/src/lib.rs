@@ -57,8 +57,6 @@ pub struct Settings {
     pub payment_timeout: chrono::Duration,
     /// IANA zone of the business day.
     pub business_timezone: String,
-    /// How stale the best-seller ranking may be.
-    pub best_seller_refresh: chrono::Duration,
 }
 
 impl std::fmt::Debug for Ports {
@@ -111,7 +109,6 @@ impl UseCases {
                 ports.sales.clone(),
                 ports.clock.clone(),
                 settings.business_timezone.clone(),
-                settings.best_seller_refresh,
             ),
             deliver_events: outbox::DeliverEvents::new(
                 ports.outbox.clone(),

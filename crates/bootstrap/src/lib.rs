@@ -119,9 +119,6 @@ impl Application {
                 i64::try_from(config.order_payment_timeout_secs).unwrap_or(i64::MAX / 1_000),
             ),
             business_timezone: config.business_timezone.clone(),
-            best_seller_refresh: chrono::Duration::seconds(
-                i64::try_from(config.best_seller_refresh_secs).unwrap_or(i64::MAX / 1_000),
-            ),
         };
         let use_cases = UseCases::new(&ports, &settings);
         // Fails fast on a time zone PostgreSQL does not know.
