@@ -3,13 +3,19 @@
 //! configured. Retries are the relay's (with backoff, persisted in the outbox), not
 //! this adapter's: one call is one attempt.
 
+use std::path::Path;
 use std::time::Duration;
 
+use anyhow::Context;
 use async_trait::async_trait;
 use domain::outbox::OutboxEvent;
 use domain::ports::DataPlatform;
 
 /// Posts events as JSON with `Idempotency-Key: <eventId>`; any 2xx is delivered.
+///
+/// `http://` or `https://` (rustls, with the webpki roots plus any extra roots from
+/// `DATA_PLATFORM_CA_FILE`). Redirects are never followed: a 3xx would turn the POST
+/// into a body-less GET whose 2xx lost the event, so a 3xx is a failed attempt.
 #[derive(Debug, Clone)]
 pub struct HttpDataPlatform {
     client: reqwest::Client,
@@ -17,15 +23,58 @@ pub struct HttpDataPlatform {
 }
 
 impl HttpDataPlatform {
+    /// `ca_file` is a PEM file of one or more certificates trusted as extra roots
+    /// (a private CA), on top of the usual web roots.
+    ///
     /// # Errors
-    /// When the HTTP client cannot be built.
-    pub fn new(url: String, timeout: Duration) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
+    /// When the URL is not an `http://` or `https://` URL, when `ca_file` cannot be read
+    /// or holds no valid certificate, or when the HTTP client cannot be built.
+    pub fn new(url: String, timeout: Duration, ca_file: Option<&Path>) -> anyhow::Result<Self> {
+        let parsed = reqwest::Url::parse(&url)
+            .map_err(|e| anyhow::anyhow!("DATA_PLATFORM_URL is not a valid URL: {e}"))?;
+        match parsed.scheme() {
+            "http" | "https" => {}
+            other => anyhow::bail!(
+                "DATA_PLATFORM_URL must be an http:// or https:// URL (got scheme `{other}`)"
+            ),
+        }
+        let mut builder = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
-            .build()?;
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(path) = ca_file {
+            for certificate in extra_roots(path)? {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        let client = builder.build().with_context(|| match ca_file {
+            Some(path) => format!(
+                "building the data platform HTTP client (DATA_PLATFORM_CA_FILE {})",
+                path.display()
+            ),
+            None => "building the data platform HTTP client".to_owned(),
+        })?;
         Ok(Self { client, url })
     }
+}
+
+/// The certificates of a PEM file; none at all is an error (a wrong file, not a CA).
+fn extra_roots(path: &Path) -> anyhow::Result<Vec<reqwest::Certificate>> {
+    let pem = std::fs::read(path)
+        .with_context(|| format!("reading DATA_PLATFORM_CA_FILE {}", path.display()))?;
+    let certificates = reqwest::Certificate::from_pem_bundle(&pem).with_context(|| {
+        format!(
+            "DATA_PLATFORM_CA_FILE {} is not a valid PEM certificate file",
+            path.display()
+        )
+    })?;
+    if certificates.is_empty() {
+        anyhow::bail!(
+            "DATA_PLATFORM_CA_FILE {} holds no PEM certificate",
+            path.display()
+        );
+    }
+    Ok(certificates)
 }
 
 #[async_trait]
@@ -43,6 +92,15 @@ impl DataPlatform for HttpDataPlatform {
         let status = response.status();
         if status.is_success() {
             Ok(())
+        } else if status.is_redirection() {
+            let location = response
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .unwrap_or("none");
+            Err(anyhow::anyhow!(
+                "data platform answered {status} (a redirect, not followed; Location: {location})"
+            ))
         } else {
             Err(anyhow::anyhow!("data platform answered {status}"))
         }
@@ -86,7 +144,7 @@ mod tests {
             .expect(1)
             .mount(&server)
             .await;
-        let platform = HttpDataPlatform::new(server.uri(), Duration::from_secs(2)).unwrap();
+        let platform = HttpDataPlatform::new(server.uri(), Duration::from_secs(2), None).unwrap();
         platform.deliver(&event()).await.unwrap();
     }
 
@@ -102,7 +160,8 @@ mod tests {
             .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(3)))
             .mount(&server)
             .await;
-        let platform = HttpDataPlatform::new(server.uri(), Duration::from_millis(300)).unwrap();
+        let platform =
+            HttpDataPlatform::new(server.uri(), Duration::from_millis(300), None).unwrap();
         assert!(
             platform
                 .deliver(&event())
@@ -113,7 +172,56 @@ mod tests {
         );
         assert!(platform.deliver(&event()).await.is_err(), "a timeout");
         let refused =
-            HttpDataPlatform::new("http://127.0.0.1:9".into(), Duration::from_secs(1)).unwrap();
+            HttpDataPlatform::new("http://127.0.0.1:9".into(), Duration::from_secs(1), None)
+                .unwrap();
         assert!(refused.deliver(&event()).await.is_err());
+    }
+
+    #[test]
+    fn a_url_that_is_not_http_or_https_is_refused() {
+        for url in [
+            "ftp://platform.example/events",
+            "platform.example/events",
+            "file:///x",
+        ] {
+            let err = HttpDataPlatform::new(url.into(), Duration::from_secs(1), None)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("DATA_PLATFORM_URL"), "{url}: {err}");
+        }
+        assert!(
+            HttpDataPlatform::new("https://p.example/e".into(), Duration::from_secs(1), None)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_missing_or_invalid_ca_file_is_a_start_up_error() {
+        let url = || "https://p.example/events".to_owned();
+        let missing = Path::new("/nonexistent/dataplatform-ca.pem");
+        let err = format!(
+            "{:#}",
+            HttpDataPlatform::new(url(), Duration::from_secs(1), Some(missing)).unwrap_err()
+        );
+        assert!(err.contains("DATA_PLATFORM_CA_FILE"), "{err}");
+        let dir = std::env::temp_dir().join(format!("dataplatform-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, content) in [
+            ("empty.pem", ""),
+            ("text.pem", "not a certificate\n"),
+            (
+                "garbage.pem",
+                "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+            ),
+        ] {
+            let path = dir.join(name);
+            std::fs::write(&path, content).unwrap();
+            let err = format!(
+                "{:#}",
+                HttpDataPlatform::new(url(), Duration::from_secs(1), Some(&path)).unwrap_err()
+            );
+            assert!(err.contains("DATA_PLATFORM_CA_FILE"), "{name}: {err}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -19,6 +19,8 @@ pub struct Config {
     pub admin_token: Option<String>,
     /// Where paid orders are delivered; unset logs them instead.
     pub data_platform_url: Option<String>,
+    /// PEM file of extra trusted roots (a private CA) for an `https://` data platform.
+    pub data_platform_ca_file: Option<String>,
     /// How long an order waits for payment.
     pub order_payment_timeout_secs: u64,
     /// The longest the expiry scheduler waits between scans; it scans sooner, at the
@@ -51,6 +53,7 @@ impl Default for Config {
             bind_addr: "127.0.0.1:8080".into(),
             admin_token: None,
             data_platform_url: None,
+            data_platform_ca_file: None,
             order_payment_timeout_secs: 300,
             order_expiry_scan_secs: 30,
             best_seller_refresh_secs: 60,
@@ -107,6 +110,8 @@ impl Config {
         }
         config.admin_token = text("ADMIN_TOKEN").or(config.admin_token);
         config.data_platform_url = text("DATA_PLATFORM_URL").or(config.data_platform_url);
+        config.data_platform_ca_file =
+            text("DATA_PLATFORM_CA_FILE").or(config.data_platform_ca_file);
         config.validated()
     }
 
@@ -120,6 +125,7 @@ impl Config {
         }
         self.admin_token = self.admin_token.filter(|t| !t.trim().is_empty());
         self.data_platform_url = self.data_platform_url.filter(|u| !u.trim().is_empty());
+        self.data_platform_ca_file = self.data_platform_ca_file.filter(|f| !f.trim().is_empty());
         if self.db_pool_size == 0 {
             anyhow::bail!("DB_POOL_SIZE must be at least 1");
         }
@@ -247,6 +253,30 @@ mod tests {
             jail.set_env("ADMIN_TOKEN", "");
             assert_eq!(
                 Config::from_env().map_err(|e| e.to_string())?.admin_token,
+                None
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_data_platform_ca_file_is_taken_verbatim_and_empty_means_unset() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("DATABASE_URL", "postgres://x/y");
+            jail.set_env("DATA_PLATFORM_CA_FILE", "/etc/shop/0123.pem");
+            assert_eq!(
+                Config::from_env()
+                    .map_err(|e| e.to_string())?
+                    .data_platform_ca_file
+                    .as_deref(),
+                Some("/etc/shop/0123.pem")
+            );
+            jail.set_env("DATA_PLATFORM_CA_FILE", " ");
+            assert_eq!(
+                Config::from_env()
+                    .map_err(|e| e.to_string())?
+                    .data_platform_ca_file,
                 None
             );
             Ok(())

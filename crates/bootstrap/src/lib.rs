@@ -107,7 +107,14 @@ impl Application {
             sales: Arc::new(PgSalesStore::new(pool.clone())),
             outbox: Arc::new(PgOutboxStore::new(pool.clone())),
             data_platform: match &config.data_platform_url {
-                Some(url) => Arc::new(HttpDataPlatform::new(url.clone(), Duration::from_secs(5))?),
+                Some(url) => Arc::new(HttpDataPlatform::new(
+                    url.clone(),
+                    Duration::from_secs(5),
+                    config
+                        .data_platform_ca_file
+                        .as_deref()
+                        .map(std::path::Path::new),
+                )?),
                 None => {
                     tracing::info!("no DATA_PLATFORM_URL: paid orders are logged, not sent");
                     Arc::new(LoggingDataPlatform)

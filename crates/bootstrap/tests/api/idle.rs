@@ -68,7 +68,7 @@ impl Relay {
             .await;
         let relay = DeliverEvents::new(
             Arc::new(PgOutboxStore::new(db.pool(4))),
-            Arc::new(HttpDataPlatform::new(platform.uri(), Duration::from_secs(5)).unwrap()),
+            Arc::new(HttpDataPlatform::new(platform.uri(), Duration::from_secs(5), None).unwrap()),
             Arc::new(SystemClock),
         );
         let listener = Arc::new(PgOutboxListener::start(db.url()).unwrap());
