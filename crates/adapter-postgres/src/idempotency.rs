@@ -46,6 +46,16 @@ macro_rules! scoped {
     };
 }
 
+/// One batch of the purge of keys first used before `$1` (see [`crate::purge`]).
+const PURGE_KEYS: &str = "\
+    DELETE FROM idempotency_keys \
+    WHERE (SELECT pg_try_advisory_xact_lock($3)) \
+      AND ctid = ANY (ARRAY( \
+          SELECT ctid FROM idempotency_keys WHERE created_at < $1 LIMIT $2))";
+
+/// Arbitrary, fixed key of the advisory lock one purging batch holds.
+const PURGE_LOCK_KEY: i64 = 0x5350_4944_454d; // "SPIDEM"
+
 /// Claims a key in one statement: records it, or returns the record already there.
 const CLAIM: &str = "\
     WITH claimed AS ( \
@@ -340,10 +350,7 @@ impl IdempotencyStore for PgIdempotencyStore {
     #[tracing::instrument(name = "pg.idempotency.purge", skip_all)]
     async fn purge_older_than(&self, cutoff: DateTime<Utc>) -> anyhow::Result<u64> {
         run(&self.pool, move |conn| {
-            diesel::delete(keys::table.filter(keys::created_at.lt(cutoff)))
-                .execute(conn)
-                .map(|n| n as u64)
-                .map_err(db_error)
+            crate::purge::in_batches(conn, PURGE_KEYS, PURGE_LOCK_KEY, cutoff).map_err(db_error)
         })
         .await
     }

@@ -16,6 +16,7 @@ mod outbox;
 mod points;
 pub mod pool;
 mod products;
+mod purge;
 mod sales;
 mod schema;
 mod statement;

@@ -13,6 +13,18 @@ use crate::error::db_error;
 use crate::pool::{PgPool, run};
 use crate::statement::statement;
 
+/// One batch of the purge of events delivered before `$1` (see [`crate::purge`]).
+const PURGE_DELIVERED: &str = "\
+    DELETE FROM outbox_events \
+    WHERE (SELECT pg_try_advisory_xact_lock($3)) \
+      AND id = ANY (ARRAY( \
+          SELECT id FROM outbox_events \
+          WHERE delivered_at IS NOT NULL AND delivered_at < $1 \
+          ORDER BY delivered_at LIMIT $2))";
+
+/// Arbitrary, fixed key of the advisory lock one purging batch holds.
+const PURGE_LOCK_KEY: i64 = 0x5350_4f55_5442; // "SPOUTB"
+
 /// The outbox in PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct PgOutboxStore {
@@ -55,6 +67,15 @@ struct NextDue {
 
 #[async_trait]
 impl OutboxStore for PgOutboxStore {
+    #[tracing::instrument(name = "pg.outbox.purge", skip_all)]
+    async fn purge_delivered_before(&self, cutoff: DateTime<Utc>) -> anyhow::Result<u64> {
+        run(&self.pool, move |conn| {
+            crate::purge::in_batches(conn, PURGE_DELIVERED, PURGE_LOCK_KEY, cutoff)
+                .map_err(db_error)
+        })
+        .await
+    }
+
     #[tracing::instrument(name = "pg.outbox.claim_due", skip_all)]
     async fn claim_due(&self, now: DateTime<Utc>, limit: i64) -> anyhow::Result<Vec<OutboxEvent>> {
         run(&self.pool, move |conn| {

@@ -114,6 +114,17 @@ impl DeliverEvents {
         wakeup.wait(until_due.min(fallback)).await;
     }
 
+    /// Deletes events delivered more than `retention` ago; returns how many.
+    ///
+    /// # Errors
+    /// When the store fails.
+    #[tracing::instrument(name = "outbox_purge", skip_all)]
+    pub async fn purge_delivered(&self, retention: chrono::Duration) -> anyhow::Result<u64> {
+        self.outbox
+            .purge_delivered_before(self.clock.now() - retention)
+            .await
+    }
+
     /// Delivery counts.
     ///
     /// # Errors
@@ -276,6 +287,31 @@ mod tests {
         assert_eq!(
             rest_with(Err(anyhow::anyhow!("connection refused"))).await,
             Duration::from_secs(10)
+        );
+    }
+
+    #[tokio::test]
+    async fn the_purge_keeps_the_retention_period_of_delivered_events() {
+        let now = Utc::now();
+        let mut clock = MockClock::new();
+        clock.expect_now().return_const(now);
+        let mut outbox = MockOutboxStore::new();
+        outbox
+            .expect_purge_delivered_before()
+            .withf(move |cutoff| *cutoff == now - chrono::Duration::days(7))
+            .times(1)
+            .returning(|_| Ok(12));
+        let relay = DeliverEvents::new(
+            Arc::new(outbox),
+            Arc::new(MockDataPlatform::new()),
+            Arc::new(clock),
+        );
+        assert_eq!(
+            relay
+                .purge_delivered(chrono::Duration::days(7))
+                .await
+                .unwrap(),
+            12
         );
     }
 }

@@ -21,6 +21,8 @@ pub struct Config {
     pub data_platform_url: Option<String>,
     /// PEM file of extra trusted roots (a private CA) for an `https://` data platform.
     pub data_platform_ca_file: Option<String>,
+    /// How long delivered outbox events are kept before the hourly purge deletes them.
+    pub outbox_retention_days: u64,
     /// How long an order waits for payment.
     pub order_payment_timeout_secs: u64,
     /// The longest the expiry scheduler waits between scans; it scans sooner, at the
@@ -54,6 +56,7 @@ impl Default for Config {
             admin_token: None,
             data_platform_url: None,
             data_platform_ca_file: None,
+            outbox_retention_days: 7,
             order_payment_timeout_secs: 300,
             order_expiry_scan_secs: 30,
             best_seller_refresh_secs: 60,
@@ -71,7 +74,8 @@ impl Default for Config {
 }
 
 /// Typed variables, parsed by figment.
-const TYPED: [&str; 11] = [
+const TYPED: [&str; 12] = [
+    "OUTBOX_RETENTION_DAYS",
     "ORDER_PAYMENT_TIMEOUT_SECS",
     "ORDER_EXPIRY_SCAN_SECS",
     "BEST_SELLER_REFRESH_SECS",
@@ -145,7 +149,7 @@ impl Config {
 
     /// Every duration setting with its upper bound: far beyond any sensible value, and
     /// small enough that no time arithmetic on it can overflow.
-    fn durations(&self) -> [(&'static str, u64, u64); 8] {
+    fn durations(&self) -> [(&'static str, u64, u64); 9] {
         const DAY_SECS: u64 = 24 * 3600;
         const HOUR_MS: u64 = 3600 * 1000;
         [
@@ -181,6 +185,7 @@ impl Config {
                 DAY_SECS,
             ),
             ("DB_POOL_SIZE", u64::from(self.db_pool_size), 10_000),
+            ("OUTBOX_RETENTION_DAYS", self.outbox_retention_days, 3650),
         ]
     }
 

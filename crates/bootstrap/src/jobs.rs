@@ -23,6 +23,7 @@ mod outbox_gauge;
 use outbox_gauge::OutboxGauge;
 
 const IDEMPOTENCY_PURGE_EVERY: Duration = Duration::from_secs(3600);
+const OUTBOX_PURGE_EVERY: Duration = Duration::from_secs(3600);
 const POOL_METRICS_EVERY: Duration = Duration::from_secs(5);
 /// The relay's longest sleep. Commits wake it at once (`LISTEN/NOTIFY`) and a retry wakes
 /// it at its due time; this poll only catches what neither announced (a notification
@@ -60,6 +61,26 @@ pub(crate) fn spawn_all(
                     Ok(0) => {}
                     Ok(n) => tracing::info!(purged = n, "purged expired idempotency keys"),
                     Err(e) => tracing::warn!(error = format!("{e:#}"), "purging idempotency keys"),
+                }
+            }
+        },
+    );
+
+    let relay = use_cases.deliver_events.clone();
+    let retention =
+        chrono::Duration::days(i64::try_from(config.outbox_retention_days).unwrap_or(i64::MAX));
+    every(
+        &mut jobs,
+        "outbox-purge",
+        OUTBOX_PURGE_EVERY,
+        stop.clone(),
+        move || {
+            let relay = relay.clone();
+            async move {
+                match relay.purge_delivered(retention).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(purged = n, "purged delivered outbox events"),
+                    Err(e) => tracing::warn!(error = format!("{e:#}"), "purging the outbox"),
                 }
             }
         },

@@ -174,10 +174,11 @@ pub trait IdempotencyStore: Send + Sync {
     /// Only when the store fails.
     async fn release(&self, scope: &IdempotencyScope, token: LeaseToken) -> anyhow::Result<()>;
 
-    /// Deletes keys first used before `cutoff`; returns how many.
+    /// Deletes keys first used before `cutoff`, in bounded batches, one instance at a
+    /// time (an instance finding another one purging stops); returns how many it deleted.
     ///
     /// # Errors
-    /// Only when the store fails.
+    /// Only when the store fails; batches already deleted stay deleted.
     async fn purge_older_than(&self, cutoff: DateTime<Utc>) -> anyhow::Result<u64>;
 }
 
@@ -499,6 +500,14 @@ pub trait OutboxStore: Send + Sync {
     /// # Errors
     /// Only when the store fails.
     async fn next_due(&self) -> anyhow::Result<Option<DateTime<Utc>>>;
+
+    /// Deletes events delivered before `cutoff`, in bounded batches, one instance at a
+    /// time (an instance finding another one purging stops); returns how many it deleted.
+    /// Undelivered events are never deleted.
+    ///
+    /// # Errors
+    /// Only when the store fails; batches already deleted stay deleted.
+    async fn purge_delivered_before(&self, cutoff: DateTime<Utc>) -> anyhow::Result<u64>;
 }
 
 /// The data platform: receives paid orders.
