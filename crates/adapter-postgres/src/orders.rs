@@ -279,13 +279,18 @@ impl Stopped {
     }
 }
 
-fn place_tx(conn: &mut PgConnection, order: &PlaceOrder) -> Result<Order, TxError<Stopped>> {
-    let (ids, quantities): (Vec<i64>, Vec<i64>) = order
+/// The order's product ids and quantities, as the two arrays the statements bind.
+fn line_arrays(order: &PlaceOrder) -> (Vec<i64>, Vec<i64>) {
+    order
         .items
         .lines()
         .iter()
         .map(|(p, q)| (p.get(), q.get()))
-        .unzip();
+        .unzip()
+}
+
+fn place_tx(conn: &mut PgConnection, order: &PlaceOrder) -> Result<Order, TxError<Stopped>> {
+    let (ids, quantities) = line_arrays(order);
     let coupon_id = order.user_coupon_id.map(UserCouponId::get);
     let taken: Vec<Taken> = statement(TAKE_STOCK)
         .bind::<Array<BigInt>, _>(&ids)
@@ -401,12 +406,7 @@ fn diagnose_place(
     order: &PlaceOrder,
     fallback: PlaceRefusal,
 ) -> anyhow::Result<PlaceRefusal> {
-    let (ids, quantities): (Vec<i64>, Vec<i64>) = order
-        .items
-        .lines()
-        .iter()
-        .map(|(p, q)| (p.get(), q.get()))
-        .unzip();
+    let (ids, quantities) = line_arrays(order);
     let found: PlaceDiagnosis = statement(DIAGNOSE_PLACE)
         .bind::<BigInt, _>(order.user_id.get())
         .bind::<Nullable<BigInt>, _>(order.user_coupon_id.map(UserCouponId::get))

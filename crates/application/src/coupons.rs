@@ -138,7 +138,7 @@ mod tests {
     use super::*;
     use chrono::{DateTime, Duration, Utc};
     use domain::UserCouponId;
-    use domain::coupon::{CouponName, Discount, StoredCouponState};
+    use domain::coupon::{CouponName, Discount};
     use domain::ports::{MockClock, MockCouponStore};
 
     struct Setup {
@@ -198,20 +198,6 @@ mod tests {
         }
     }
 
-    fn copy(issue: &domain::coupon::CouponIssue) -> UserCoupon {
-        UserCoupon {
-            id: UserCouponId::new(9).unwrap(),
-            user_id: issue.user_id,
-            coupon_id: issue.coupon_id,
-            name: issue.name.clone(),
-            discount: issue.discount,
-            state: StoredCouponState::Available,
-            issued_at: issue.issued_at,
-            expires_at: issue.expires_at,
-            used_at: None,
-        }
-    }
-
     // A mock without an expectation for a method fails the test when it is called, so
     // these tests also prove that no other port call is made.
 
@@ -224,7 +210,7 @@ mod tests {
             .expect_issue()
             .withf(move |issue, _| issue.expires_at == ends && issue.user_id.get() == 1)
             .times(1)
-            .returning(|issue, _| Ok(copy(&issue)));
+            .returning(|issue, _| Ok(issue.copy(UserCouponId::new(9).unwrap())));
         setup.coupons.expect_holds().never();
         let got = setup.build().issue(cmd(), None).await.unwrap();
         assert_eq!(got.id.get(), 9);

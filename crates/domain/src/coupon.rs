@@ -225,6 +225,23 @@ pub struct CouponIssue {
     pub expires_at: DateTime<Utc>,
 }
 
+impl CouponIssue {
+    /// The user's copy once stored under `id`: a new copy is AVAILABLE and unused.
+    pub fn copy(&self, id: UserCouponId) -> UserCoupon {
+        UserCoupon {
+            id,
+            user_id: self.user_id,
+            coupon_id: self.coupon_id,
+            name: self.name.clone(),
+            discount: self.discount,
+            state: StoredCouponState::Available,
+            issued_at: self.issued_at,
+            expires_at: self.expires_at,
+            used_at: None,
+        }
+    }
+}
+
 /// The stored state of a user's copy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoredCouponState {
@@ -446,5 +463,24 @@ mod tests {
             UserCouponStatus::Used,
             "an order still holds it"
         );
+    }
+
+    #[test]
+    fn an_issued_copy_is_available_unused_and_carries_the_campaign_terms() {
+        let now = Utc::now();
+        let issue = CouponIssue {
+            coupon_id: CouponId::new(4).unwrap(),
+            user_id: UserId::new(2).unwrap(),
+            name: CouponName::new("c").unwrap(),
+            discount: Discount::Fixed(100),
+            issued_at: now,
+            expires_at: now + Duration::days(1),
+        };
+        let copy = issue.copy(UserCouponId::new(9).unwrap());
+        assert_eq!(
+            (copy.id.get(), copy.state, copy.used_at, copy.discount),
+            (9, StoredCouponState::Available, None, Discount::Fixed(100))
+        );
+        assert_eq!(copy.status_at(now), UserCouponStatus::Available);
     }
 }

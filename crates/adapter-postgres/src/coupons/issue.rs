@@ -31,21 +31,6 @@ pub(super) enum Outcome {
     Retry,
 }
 
-/// The copy a successful issue wrote.
-fn issued(issue: &CouponIssue, id: i64) -> UserCoupon {
-    UserCoupon {
-        id: UserCouponId::from_trusted(id),
-        user_id: issue.user_id,
-        coupon_id: issue.coupon_id,
-        name: issue.name.clone(),
-        discount: issue.discount,
-        state: StoredCouponState::Available,
-        issued_at: issue.issued_at,
-        expires_at: issue.expires_at,
-        used_at: None,
-    }
-}
-
 /// A lone issue in one statement: the copy is inserted only for a known user without
 /// one, a unit is claimed only for an inserted copy, and only from a stripe nobody else
 /// holds (it never waits). The statement also reads what a refusal needs, so no
@@ -119,7 +104,7 @@ pub(super) async fn issue_alone(
                 .get_result(conn)?;
             match row.copy_id {
                 Some(id) if row.claimed => {
-                    let copy = issued(&issue, id);
+                    let copy = issue.copy(UserCouponId::from_trusted(id));
                     if let Some(completion) = &completion {
                         complete_in_tx(conn, completion, &copy)?;
                     }
@@ -259,7 +244,7 @@ pub(super) fn issue_group(
     {
         let outcome = match copy {
             Some(id) if *got => {
-                let copy = issued(issue, *id);
+                let copy = issue.copy(UserCouponId::from_trusted(*id));
                 if let Some(completion) = completion {
                     complete_in_tx(conn, completion, &copy)?;
                 }
