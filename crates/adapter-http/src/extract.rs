@@ -5,6 +5,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, web};
 
 use crate::problem::ApiError;
+use crate::strict_json::{self, StrictValue};
 
 /// Request bodies over this size are refused with 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -57,11 +58,10 @@ fn path_error(err: &PathError, _req: &HttpRequest) -> ApiError {
     ApiError::malformed(format!("invalid path parameter: {err}"))
 }
 
-/// A JSON request body that must be an *object* fitting `T`.
-///
-/// serde happily reads a struct from a JSON array (`[1, 2]` as `{userId: 1, amount: 2}`);
-/// an API must not, so the body is read as a JSON value first (size and content-type
-/// checks come from [`json_config`]) and only an object is converted.
+/// A JSON request body read strictly into `T` (see [`crate::strict_json`]): an object
+/// where the schema has one at every depth, no duplicate keys, no control characters in
+/// text. Size and content-type checks come from [`json_config`]; every refusal is a 400
+/// problem naming the path of the offending part, before any use case runs.
 #[derive(Debug)]
 pub struct JsonBody<T>(pub T);
 
@@ -78,13 +78,13 @@ impl<T: serde::de::DeserializeOwned + 'static> actix_web::FromRequest for JsonBo
     type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self, Self::Error>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
-        let value = web::Json::<serde_json::Value>::from_request(req, payload);
+        let value = web::Json::<StrictValue>::from_request(req, payload);
         Box::pin(async move {
-            let web::Json(value) = value.await?;
+            let web::Json(StrictValue(value)) = value.await?;
             if !value.is_object() {
                 return Err(ApiError::malformed("the request body must be a JSON object").into());
             }
-            serde_json::from_value(value).map(JsonBody).map_err(|e| {
+            strict_json::from_value(&value).map(JsonBody).map_err(|e| {
                 ApiError::malformed(format!("the request body does not fit the schema: {e}")).into()
             })
         })

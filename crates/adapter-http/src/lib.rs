@@ -11,6 +11,7 @@ pub mod idempotency;
 pub mod openapi;
 pub mod problem;
 pub mod routes;
+pub mod strict_json;
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};

@@ -3,7 +3,7 @@
 //! A coupon campaign has a total quantity and an issuable window `[starts_at, ends_at)`.
 //! Each user may hold at most one copy; a copy is usable until the campaign's `ends_at`.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 
 use crate::{CouponId, UserCouponId, UserId, ValidationError};
 
@@ -72,14 +72,16 @@ impl Discount {
     }
 }
 
-/// A coupon name: 1–200 characters, not blank.
+/// A coupon name: 1–200 characters, not blank, no control characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CouponName(String);
 
 impl CouponName {
     /// # Errors
-    /// [`ValidationError`] on `name` when blank or longer than 200 characters.
+    /// [`ValidationError`] on `name` when blank, longer than 200 characters or holding a
+    /// control character.
     pub fn new(raw: &str) -> Result<Self, ValidationError> {
+        ValidationError::refuse_control_characters("name", raw)?;
         let trimmed = raw.trim();
         if trimmed.is_empty() || trimmed.chars().count() > 200 {
             return Err(ValidationError::new(
@@ -135,10 +137,21 @@ pub struct NewCoupon {
 }
 
 impl NewCoupon {
-    /// `starts_at` defaults to `now`.
+    /// The earliest instant a window may name: 1970-01-01T00:00:00Z.
+    pub const EARLIEST: DateTime<Utc> = DateTime::UNIX_EPOCH;
+
+    /// The first instant after the latest a window may name: 10000-01-01T00:00:00Z.
+    pub fn end_of_time() -> DateTime<Utc> {
+        DateTime::<Utc>::from_timestamp(253_402_300_800, 0).unwrap_or(DateTime::<Utc>::MAX_UTC)
+    }
+
+    /// `starts_at` defaults to `now`. Instants are kept to the microsecond (finer digits
+    /// are dropped, as a store of microseconds would), and the window is checked after
+    /// that, so a window that is ordered here is ordered as stored.
     ///
     /// # Errors
-    /// [`ValidationError`] on `endsAt` unless it is after `startsAt`.
+    /// [`ValidationError`] on `startsAt` or `endsAt` outside the years 1970–9999, and on
+    /// `endsAt` unless it is at least a microsecond after `startsAt`.
     pub fn new(
         name: CouponName,
         discount: Discount,
@@ -147,9 +160,23 @@ impl NewCoupon {
         ends_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Self, ValidationError> {
-        let starts_at = starts_at.unwrap_or(now);
+        let in_range = |field, at: DateTime<Utc>| {
+            if (Self::EARLIEST..Self::end_of_time()).contains(&at) {
+                Ok(at.trunc_subsecs(6))
+            } else {
+                Err(ValidationError::new(
+                    field,
+                    "must be between 1970-01-01 and 9999-12-31",
+                ))
+            }
+        };
+        let starts_at = in_range("startsAt", starts_at.unwrap_or(now))?;
+        let ends_at = in_range("endsAt", ends_at)?;
         if ends_at <= starts_at {
-            return Err(ValidationError::new("endsAt", "must be after startsAt"));
+            return Err(ValidationError::new(
+                "endsAt",
+                "must be after startsAt (to the microsecond)",
+            ));
         }
         Ok(Self {
             name,
@@ -386,9 +413,57 @@ mod tests {
                 now,
             )
         };
-        assert_eq!(make(None, now + Duration::hours(1)).unwrap().starts_at, now);
+        assert_eq!(
+            make(None, now + Duration::hours(1)).unwrap().starts_at,
+            now.trunc_subsecs(6)
+        );
         assert_eq!(make(None, now).unwrap_err().field, "endsAt");
         assert!(make(Some(now), now - Duration::hours(1)).is_err());
+    }
+
+    #[test]
+    fn a_window_is_ordered_at_the_stored_precision_and_within_storable_years() {
+        let now = Utc::now();
+        let make = |starts: DateTime<Utc>, ends: DateTime<Utc>| {
+            NewCoupon::new(
+                CouponName::new("x").unwrap(),
+                Discount::Fixed(1),
+                CouponQuantity::new(1).unwrap(),
+                Some(starts),
+                ends,
+                now,
+            )
+        };
+        let start = DateTime::<Utc>::from_timestamp(1_900_000_000, 100).unwrap();
+        // 0.5 µs apart: ordered in nanoseconds, one and the same microsecond when stored.
+        assert_eq!(
+            make(start, start + Duration::nanoseconds(500))
+                .unwrap_err()
+                .field,
+            "endsAt"
+        );
+        let ok = make(start, start + Duration::microseconds(1)).unwrap();
+        assert_eq!(ok.starts_at.timestamp_subsec_nanos(), 0);
+        assert_eq!(ok.ends_at - ok.starts_at, Duration::microseconds(1));
+        let ancient = DateTime::<Utc>::MIN_UTC;
+        assert_eq!(make(ancient, now).unwrap_err().field, "startsAt");
+        assert_eq!(
+            make(now, DateTime::<Utc>::MAX_UTC).unwrap_err().field,
+            "endsAt"
+        );
+        assert_eq!(
+            make(now, NewCoupon::end_of_time()).unwrap_err().field,
+            "endsAt"
+        );
+        assert!(make(now, NewCoupon::end_of_time() - Duration::microseconds(1)).is_ok());
+    }
+
+    #[test]
+    fn names_refuse_control_characters() {
+        for bad in ["a\u{0}b", "tab\there", "esc\u{1b}", "del\u{7f}", "line\n"] {
+            assert_eq!(CouponName::new(bad).unwrap_err().field, "name", "{bad:?}");
+        }
+        assert!(CouponName::new("Café 10% off — 가을").is_ok());
     }
 
     #[test]

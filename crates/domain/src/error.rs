@@ -20,6 +20,24 @@ impl ValidationError {
             message: message.into(),
         }
     }
+
+    /// Refuses text holding a control character (NUL, a line break, ESC, DEL, …): names
+    /// and descriptions are one printable run, and PostgreSQL cannot store NUL at all.
+    ///
+    /// # Errors
+    /// A [`ValidationError`] on `field` naming the first control character.
+    pub fn refuse_control_characters(field: &'static str, text: &str) -> Result<(), Self> {
+        match text.chars().find(|c| c.is_control()) {
+            Some(c) => Err(Self::new(
+                field,
+                format!(
+                    "must not contain control characters (found U+{:04X})",
+                    u32::from(c)
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Marker error: the backing store cannot be reached right now (pool exhausted,

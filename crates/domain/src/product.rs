@@ -2,7 +2,7 @@
 
 use crate::{ProductId, ValidationError};
 
-/// 1–200 characters, not blank.
+/// 1–200 characters, not blank, no control characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProductName(String);
 
@@ -10,8 +10,10 @@ impl ProductName {
     pub const MAX_CHARS: usize = 200;
 
     /// # Errors
-    /// [`ValidationError`] on `name` when blank or longer than 200 characters.
+    /// [`ValidationError`] on `name` when blank, longer than 200 characters or holding
+    /// a control character.
     pub fn new(raw: &str) -> Result<Self, ValidationError> {
+        ValidationError::refuse_control_characters("name", raw)?;
         let trimmed = raw.trim();
         if trimmed.is_empty() {
             return Err(ValidationError::new("name", "must not be blank"));
@@ -35,7 +37,7 @@ impl ProductName {
     }
 }
 
-/// Free text, at most 5,000 characters.
+/// Free text, at most 5,000 characters, no control characters.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Description(String);
 
@@ -43,8 +45,10 @@ impl Description {
     pub const MAX_CHARS: usize = 5_000;
 
     /// # Errors
-    /// [`ValidationError`] on `description` when longer than 5,000 characters.
+    /// [`ValidationError`] on `description` when longer than 5,000 characters or holding
+    /// a control character.
     pub fn new(raw: &str) -> Result<Self, ValidationError> {
+        ValidationError::refuse_control_characters("description", raw)?;
         if raw.chars().count() > Self::MAX_CHARS {
             return Err(ValidationError::new(
                 "description",
@@ -206,6 +210,25 @@ mod tests {
         assert!(ProductName::new("   ").is_err());
         assert!(ProductName::new(&"가".repeat(200)).is_ok());
         assert!(ProductName::new(&"가".repeat(201)).is_err());
+    }
+
+    #[test]
+    fn text_refuses_control_characters() {
+        for bad in [
+            "a\u{0}b",
+            "tab\there",
+            "esc\u{1b}[31m",
+            "del\u{7f}",
+            "Mug\n",
+        ] {
+            assert_eq!(ProductName::new(bad).unwrap_err().field, "name", "{bad:?}");
+            assert_eq!(
+                Description::new(bad).unwrap_err().field,
+                "description",
+                "{bad:?}"
+            );
+        }
+        assert!(Description::new("Stoneware — 350 ml, 가을").is_ok());
     }
 
     #[test]

@@ -11,6 +11,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::problem::{ApiError, Problem};
+use crate::strict_json::StrictValue;
 use chrono::{DateTime, Utc};
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -79,8 +80,8 @@ pub async fn create_user(
                 "request bodies must be application/json",
             ));
         }
-        let parsed: serde_json::Value = serde_json::from_slice(&body)
-            .map_err(|e| ApiError::malformed(format!("the request body is not valid JSON: {e}")))?;
+        let StrictValue(parsed) = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::malformed(format!("the request body could not be read: {e}")))?;
         if !parsed.is_object() {
             return Err(ApiError::malformed(
                 "the request body must be a JSON object",
