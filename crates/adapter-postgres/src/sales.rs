@@ -68,13 +68,15 @@ impl SalesStore for PgSalesStore {
     ) -> anyhow::Result<()> {
         run(&self.pool, move |conn| {
             // Recomputed from the orders, so a rerun replaces rather than adds. Paid orders
-            // never leave PAID, so a day's quantity only ever grows.
+            // never leave PAID, so a day's quantity only ever grows. Rows are upserted (and
+            // so locked) in key order whatever plan groups them: instances rolling up at the
+            // same time wait for each other instead of deadlocking.
             statement(
                 "INSERT INTO daily_product_sales (business_date, product_id, quantity, updated_at) \
                  SELECT (o.paid_at AT TIME ZONE $1)::date, l.product_id, SUM(l.quantity)::BIGINT, $3 \
                  FROM orders o JOIN order_lines l ON l.order_id = o.id \
                  WHERE o.status = 'PAID' AND o.paid_at >= ($2::timestamp AT TIME ZONE $1) \
-                 GROUP BY 1, 2 \
+                 GROUP BY 1, 2 ORDER BY 1, 2 \
                  ON CONFLICT (business_date, product_id) \
                  DO UPDATE SET quantity = EXCLUDED.quantity, updated_at = EXCLUDED.updated_at",
             )
