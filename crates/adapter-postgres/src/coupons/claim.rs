@@ -125,4 +125,16 @@ mod tests {
         assert_eq!(big.iter().sum::<i64>(), 100);
         assert!(big.iter().all(|n| *n == 3 || *n == 4));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn stripes_always_sum_to_the_total_and_none_is_empty(total in 1..=10_000_000_i64) {
+            let sizes = stripe_sizes(total);
+            proptest::prop_assert_eq!(sizes.len() as i64, total.min(STRIPES));
+            proptest::prop_assert_eq!(sizes.iter().sum::<i64>(), total);
+            let (min, max) = (sizes.iter().min().copied(), sizes.iter().max().copied());
+            proptest::prop_assert!(min >= Some(1));
+            proptest::prop_assert!(max.zip(min).is_some_and(|(max, min)| max - min <= 1));
+        }
+    }
 }
