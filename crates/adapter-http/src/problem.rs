@@ -48,6 +48,8 @@ pub struct ApiError {
     detail: String,
     errors: Option<Vec<FieldError>>,
     allow: Option<&'static str>,
+    /// Seconds for the `Retry-After` header.
+    retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -58,6 +60,7 @@ impl ApiError {
             detail: detail.into(),
             errors: None,
             allow: None,
+            retry_after: None,
         }
     }
 
@@ -98,6 +101,19 @@ impl ApiError {
                 StatusCode::METHOD_NOT_ALLOWED,
                 "METHOD_NOT_ALLOWED",
                 format!("this resource supports {allow}"),
+            )
+        }
+    }
+
+    /// 503 `SERVICE_UNAVAILABLE` with `Retry-After: retry_after_secs`: the server is
+    /// shedding load and did nothing; the same request may succeed after that wait.
+    pub fn overloaded(detail: impl Into<String>, retry_after_secs: u32) -> Self {
+        Self {
+            retry_after: Some(retry_after_secs),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "SERVICE_UNAVAILABLE",
+                detail,
             )
         }
     }
@@ -176,6 +192,9 @@ impl ResponseError for ApiError {
         if let Some(allow) = self.allow {
             response.insert_header((header::ALLOW, HeaderValue::from_static(allow)));
         }
+        if let Some(secs) = self.retry_after {
+            response.insert_header((header::RETRY_AFTER, HeaderValue::from(secs)));
+        }
         response.body(self.body())
     }
 }
@@ -212,6 +231,18 @@ mod tests {
         let p = ApiError::validation("amount", "must be positive").problem();
         let errors = p.errors.unwrap();
         assert_eq!((errors[0].field.as_str(), p.status), ("amount", 400));
+    }
+
+    #[test]
+    fn an_overload_is_503_with_retry_after() {
+        let err = ApiError::overloaded("busy", 2);
+        let response = err.error_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(err.code(), "SERVICE_UNAVAILABLE");
+        assert_eq!(
+            response.headers().get(header::RETRY_AFTER),
+            Some(&HeaderValue::from_static("2"))
+        );
     }
 
     #[test]

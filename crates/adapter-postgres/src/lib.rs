@@ -24,7 +24,7 @@ mod statement;
 pub mod test_support;
 mod users;
 
-pub use coupons::{IssueBatcher, PgCouponStore};
+pub use coupons::{IssueBatcher, IssueBatcherLimits, PgCouponStore};
 pub use idempotency::PgIdempotencyStore;
 pub use listen::PgOutboxListener;
 pub use migrate::run_migrations;

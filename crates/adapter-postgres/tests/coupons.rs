@@ -1,5 +1,5 @@
 //! Coupon store round trips, the issue paths that fall back or refuse, stored states,
-//! and the batcher's stop, on a real PostgreSQL.
+//! and the batcher's stop, queue bound and failed-group deadline, on a real PostgreSQL.
 //!
 //! A round trip is one statement (`BEGIN` and `COMMIT` included). Each count is taken
 //! after the statements were used once, so the connection's statement cache is warm.
@@ -12,10 +12,10 @@
 )]
 
 use std::sync::Arc;
-use std::time::Duration as StdDuration;
+use std::time::{Duration as StdDuration, Instant};
 
 use adapter_postgres::test_support::TestDatabase;
-use adapter_postgres::{IssueBatcher, PgCouponStore, PgUserRepository};
+use adapter_postgres::{IssueBatcher, IssueBatcherLimits, PgCouponStore, PgUserRepository};
 use chrono::{Duration, Utc};
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection};
@@ -274,4 +274,154 @@ async fn stopping_the_batcher_answers_every_queued_issue_and_later_ones_are_writ
     let other = store.create(new_coupon(1), Utc::now()).await.unwrap();
     let late = store.issue(other.issue_to(u[40], Utc::now()), None).await;
     assert_eq!(late.unwrap().user_id, u[40], "written alone once stopped");
+}
+
+/// The batcher's state a test wants to see: a store grouping through a batcher with
+/// `limits`, `n` users and a campaign of `quantity`.
+async fn grouped(
+    db: &TestDatabase,
+    limits: IssueBatcherLimits,
+    n: usize,
+    quantity: i64,
+) -> (Arc<PgCouponStore>, Vec<UserId>, Coupon) {
+    let pool = db.pool(4);
+    let batcher = IssueBatcher::start_with(pool.clone(), limits);
+    let store = Arc::new(PgCouponStore::grouped(pool.clone(), batcher));
+    let u = users(&PgUserRepository::new(pool), n).await;
+    let coupon = store
+        .create(new_coupon(quantity), Utc::now())
+        .await
+        .unwrap();
+    (store, u, coupon)
+}
+
+// One thread: the spawned issues all run (and reach the batcher) before the batcher
+// task does, so its queue holds exactly what was accepted.
+#[tokio::test]
+async fn a_full_queue_refuses_an_issue_at_once_and_writes_nothing() {
+    let db = TestDatabase::create().unwrap();
+    let limits = IssueBatcherLimits {
+        queue: 2,
+        ..IssueBatcherLimits::default()
+    };
+    let (store, u, coupon) = grouped(&db, limits, 10, 5).await;
+
+    let tasks: Vec<_> = u
+        .iter()
+        .map(|user| {
+            let (store, issue) = (store.clone(), coupon.issue_to(*user, Utc::now()));
+            tokio::spawn(async move { store.issue(issue, None).await })
+        })
+        .collect();
+    let (mut issued, mut refused) = (Vec::new(), Vec::new());
+    for (task, user) in tasks.into_iter().zip(&u) {
+        match task.await.unwrap() {
+            Ok(copy) => issued.push(copy.user_id),
+            Err(IssueError::Overloaded) => refused.push(*user),
+            Err(err) => panic!("unexpected {err:?}"),
+        }
+    }
+    assert_eq!(issued, u[..2], "the two queued issues are written");
+    assert_eq!(
+        refused,
+        u[2..],
+        "every issue past the queue's bound is refused"
+    );
+    assert_eq!(remaining(&store, &coupon).await, 3, "only two units went");
+    for user in &refused {
+        assert_eq!(
+            store.holds(*user, coupon.id).await.unwrap(),
+            ForUser::Found(false),
+            "a refused issue leaves no copy"
+        );
+    }
+
+    // Once the queue has room, the same issue goes through.
+    let again = store
+        .issue(coupon.issue_to(refused[0], Utc::now()), None)
+        .await;
+    assert_eq!(again.unwrap().user_id, refused[0]);
+    assert_eq!(remaining(&store, &coupon).await, 2);
+}
+
+// One thread: every issue is queued before the batcher runs, so they form one group.
+#[tokio::test]
+async fn a_failed_group_is_retried_one_by_one_only_until_its_deadline() {
+    let db = TestDatabase::create().unwrap();
+    let limits = IssueBatcherLimits {
+        retry_deadline: StdDuration::from_millis(500),
+        ..IssueBatcherLimits::default()
+    };
+    let (store, u, coupon) = grouped(&db, limits, 30, 100).await;
+    // Every copy takes 200 ms to write; the first user's copy then fails. The group
+    // inserts in user order, so it fails on its first row; alone, only that user fails.
+    db.execute(&format!(
+        "CREATE FUNCTION slow_copy() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+             PERFORM pg_sleep(0.2); \
+             IF NEW.user_id = {bad} THEN RAISE EXCEPTION 'copy refused by the test'; END IF; \
+             RETURN NEW; END $$; \
+         CREATE TRIGGER slow_copy BEFORE INSERT ON user_coupons \
+             FOR EACH ROW EXECUTE FUNCTION slow_copy();",
+        bad = u[0]
+    ))
+    .unwrap();
+
+    let started = Instant::now();
+    let tasks: Vec<_> = u
+        .iter()
+        .map(|user| {
+            let (store, issue) = (store.clone(), coupon.issue_to(*user, Utc::now()));
+            tokio::spawn(async move { store.issue(issue, None).await })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.push(task.await.unwrap());
+    }
+    let elapsed = started.elapsed();
+    // One by one without a deadline: 200 ms for the group, then 200 ms per member (6.2 s).
+    assert!(
+        elapsed < StdDuration::from_secs(3),
+        "every member answered within the deadline's bound, not one by one: {elapsed:?}"
+    );
+
+    assert!(
+        matches!(&outcomes[0], Err(IssueError::Unknown(e)) if format!("{e:#}").contains("refused by the test")),
+        "the failing member gets its own error: {:?}",
+        outcomes[0]
+    );
+    let issued: Vec<UserId> = outcomes
+        .iter()
+        .filter_map(|o| o.as_ref().ok().map(|c| c.user_id))
+        .collect();
+    let late = outcomes
+        .iter()
+        .filter(|o| matches!(o, Err(IssueError::Overloaded)))
+        .count();
+    assert!(
+        !issued.is_empty(),
+        "members tried alone before the deadline are issued"
+    );
+    assert!(
+        late > 0,
+        "members not tried by the deadline are answered overloaded"
+    );
+    assert_eq!(1 + issued.len() + late, u.len(), "{outcomes:?}");
+    // Members are tried in arrival order: the issued ones come right after the first.
+    assert_eq!(issued, u[1..=issued.len()]);
+
+    db.execute("DROP TRIGGER slow_copy ON user_coupons")
+        .unwrap();
+    assert_eq!(
+        remaining(&store, &coupon).await,
+        100 - i64::try_from(issued.len()).unwrap(),
+        "only the issued members took a unit"
+    );
+    for (user, outcome) in u.iter().zip(&outcomes) {
+        assert_eq!(
+            store.holds(*user, coupon.id).await.unwrap(),
+            ForUser::Found(outcome.is_ok()),
+            "user {user}: {outcome:?}"
+        );
+    }
 }

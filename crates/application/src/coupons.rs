@@ -20,6 +20,9 @@ pub enum CouponError {
     SoldOut,
     #[error("the user already holds this coupon")]
     AlreadyIssued,
+    /// Too many issues are waiting; nothing changed, retry shortly.
+    #[error("too many coupon issues are in progress; retry shortly")]
+    Overloaded,
     #[error(transparent)]
     Unknown(#[from] anyhow::Error),
 }
@@ -80,7 +83,8 @@ impl Coupons {
     /// # Errors
     /// In this order: [`CouponError::UserNotFound`], [`CouponError::CouponNotFound`],
     /// [`CouponError::NotIssuable`], [`CouponError::AlreadyIssued`] /
-    /// [`CouponError::SoldOut`].
+    /// [`CouponError::SoldOut`]; [`CouponError::Overloaded`] when the store has too many
+    /// issues waiting (nothing changed).
     #[tracing::instrument(name = "issue_coupon", skip_all, fields(user_id = %cmd.user_id, coupon_id = %cmd.coupon_id))]
     pub async fn issue(
         &self,
@@ -100,6 +104,7 @@ impl Coupons {
                             IssueError::UserNotFound => CouponError::UserNotFound,
                             IssueError::AlreadyIssued => CouponError::AlreadyIssued,
                             IssueError::SoldOut => CouponError::SoldOut,
+                            IssueError::Overloaded => CouponError::Overloaded,
                             IssueError::Unknown(e) => CouponError::Unknown(e),
                         });
                 }
@@ -306,6 +311,19 @@ mod tests {
                 assert!(matches!(err, CouponError::AlreadyIssued));
             }
         }
+    }
+
+    #[tokio::test]
+    async fn an_overloaded_store_is_overloaded_not_an_unknown_failure() {
+        let mut setup = Setup::new().with_coupon(1, -60, 60);
+        setup
+            .coupons
+            .expect_issue()
+            .times(1)
+            .returning(|_, _| Err(IssueError::Overloaded));
+        setup.coupons.expect_holds().never();
+        let err = setup.build().issue(cmd(), None).await.unwrap_err();
+        assert!(matches!(err, CouponError::Overloaded), "{err:?}");
     }
 
     #[tokio::test]

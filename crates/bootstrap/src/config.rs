@@ -42,6 +42,9 @@ pub struct Config {
     pub http_workers: usize,
     /// How long in-flight requests get to finish on SIGTERM/SIGINT.
     pub shutdown_timeout_secs: u64,
+    /// Coupon issues that may wait in this instance for a write; one more is refused
+    /// with 503 `SERVICE_UNAVAILABLE` and `Retry-After`.
+    pub coupon_issue_queue_limit: usize,
     /// `text` or `json` log lines.
     pub log_format: String,
     /// Seed a demo catalogue into an empty database at start-up.
@@ -67,6 +70,7 @@ impl Default for Config {
             db_lock_timeout_ms: 3_000,
             http_workers: 0,
             shutdown_timeout_secs: 30,
+            coupon_issue_queue_limit: 1_024,
             log_format: "text".into(),
             seed_demo_data: false,
         }
@@ -74,7 +78,7 @@ impl Default for Config {
 }
 
 /// Typed variables, parsed by figment.
-const TYPED: [&str; 12] = [
+const TYPED: [&str; 13] = [
     "OUTBOX_RETENTION_DAYS",
     "ORDER_PAYMENT_TIMEOUT_SECS",
     "ORDER_EXPIRY_SCAN_SECS",
@@ -85,9 +89,13 @@ const TYPED: [&str; 12] = [
     "DB_LOCK_TIMEOUT_MS",
     "HTTP_WORKERS",
     "SHUTDOWN_TIMEOUT_SECS",
+    "COUPON_ISSUE_QUEUE_LIMIT",
     "SEED_DEMO_DATA",
     "LOG_FORMAT",
 ];
+
+/// The largest `COUPON_ISSUE_QUEUE_LIMIT`: far beyond any sensible value.
+const COUPON_ISSUE_QUEUE_MAX: usize = 1_000_000;
 
 impl Config {
     /// Reads the environment over the defaults.
@@ -138,6 +146,12 @@ impl Config {
         }
         if self.order_expiry_scan_secs == 0 || self.best_seller_refresh_secs == 0 {
             anyhow::bail!("scheduler intervals must be at least 1 second");
+        }
+        if !(1..=COUPON_ISSUE_QUEUE_MAX).contains(&self.coupon_issue_queue_limit) {
+            anyhow::bail!(
+                "COUPON_ISSUE_QUEUE_LIMIT must be 1..={COUPON_ISSUE_QUEUE_MAX} (got {})",
+                self.coupon_issue_queue_limit
+            );
         }
         for (name, value, most) in self.durations() {
             if value > most {
@@ -246,6 +260,24 @@ mod tests {
             assert!(Config::from_env().is_ok(), "30 days is allowed");
             jail.set_env("DB_STATEMENT_TIMEOUT_MS", "99999999999");
             assert!(Config::from_env().is_err());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_coupon_issue_queue_limit_is_read_and_bounded() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("DATABASE_URL", "postgres://x/y");
+            let config = Config::from_env().map_err(|e| e.to_string())?;
+            assert_eq!(config.coupon_issue_queue_limit, 1_024);
+            jail.set_env("COUPON_ISSUE_QUEUE_LIMIT", "8");
+            let config = Config::from_env().map_err(|e| e.to_string())?;
+            assert_eq!(config.coupon_issue_queue_limit, 8);
+            for refused in ["0", "1000001", "-1"] {
+                jail.set_env("COUPON_ISSUE_QUEUE_LIMIT", refused);
+                assert!(Config::from_env().is_err(), "{refused}");
+            }
             Ok(())
         });
     }

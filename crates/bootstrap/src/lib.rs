@@ -16,8 +16,9 @@ use actix_web::dev::{Server, ServerHandle};
 use adapter_dataplatform::{HttpDataPlatform, LoggingDataPlatform};
 use adapter_http::HttpState;
 use adapter_postgres::{
-    IssueBatcher, PgCouponStore, PgHealthCheck, PgIdempotencyStore, PgOrderStore, PgOutboxStore,
-    PgPointStore, PgPool, PgProductRepository, PgSalesStore, PgUserRepository, PoolConfig,
+    IssueBatcher, IssueBatcherLimits, PgCouponStore, PgHealthCheck, PgIdempotencyStore,
+    PgOrderStore, PgOutboxStore, PgPointStore, PgPool, PgProductRepository, PgSalesStore,
+    PgUserRepository, PoolConfig,
 };
 use anyhow::Context;
 use application::{Ports, Settings, UseCases};
@@ -94,7 +95,13 @@ impl Application {
     /// When the business time zone is unknown or the address is taken.
     pub async fn build_with_pool(config: Config, pool: PgPool) -> anyhow::Result<Self> {
         // Groups concurrent issues of one coupon; stopped after the HTTP server.
-        let coupon_batcher = IssueBatcher::start(pool.clone());
+        let coupon_batcher = IssueBatcher::start_with(
+            pool.clone(),
+            IssueBatcherLimits {
+                queue: config.coupon_issue_queue_limit,
+                ..IssueBatcherLimits::default()
+            },
+        );
         let ports = Ports {
             clock: Arc::new(SystemClock),
             users: Arc::new(PgUserRepository::new(pool.clone())),

@@ -254,6 +254,10 @@ pub enum IssueError {
     AlreadyIssued,
     #[error("the coupon is sold out")]
     SoldOut,
+    /// Too many issues are already waiting to be written; this one was not attempted
+    /// and nothing changed. Worth retrying shortly.
+    #[error("too many coupon issues are waiting; retry shortly")]
+    Overloaded,
     #[error(transparent)]
     Unknown(#[from] anyhow::Error),
 }
@@ -295,6 +299,8 @@ pub trait CouponStore: Send + Sync {
     /// - [`IssueError::UserNotFound`] when there is no such user; nothing changes.
     /// - [`IssueError::AlreadyIssued`] when the user already holds a copy; nothing changes.
     /// - [`IssueError::SoldOut`] when no unit remains; nothing changes.
+    /// - [`IssueError::Overloaded`] when too many issues are waiting to be written, or
+    ///   could not be reached in time after their group failed; nothing changes.
     async fn issue(
         &self,
         issue: CouponIssue,

@@ -150,6 +150,10 @@ pub struct CreateCouponRequest {
     pub ends_at: DateTime<FixedOffset>,
 }
 
+/// `Retry-After` of an issue refused because too many are waiting: the queue of one
+/// instance drains in well under a second.
+const RETRY_AFTER_SECS: u32 = 1;
+
 impl From<CouponError> for ApiError {
     fn from(err: CouponError) -> Self {
         match err {
@@ -167,6 +171,10 @@ impl From<CouponError> for ApiError {
             CouponError::AlreadyIssued => Self::conflict(
                 "COUPON_ALREADY_ISSUED",
                 "the user already holds this coupon",
+            ),
+            CouponError::Overloaded => Self::overloaded(
+                "too many coupon issues are waiting in this instance; retry after Retry-After seconds",
+                RETRY_AFTER_SECS,
             ),
             CouponError::Unknown(e) => Self::unknown(&e),
         }
@@ -193,6 +201,8 @@ fn render_issued(issued: &UserCoupon) -> Rendered {
         (status = 404, description = "USER_NOT_FOUND, COUPON_NOT_FOUND", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "COUPON_SOLD_OUT, COUPON_ALREADY_ISSUED, COUPON_NOT_ISSUABLE, IDEMPOTENCY_KEY_IN_USE", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "IDEMPOTENCY_KEY_REUSED", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "SERVICE_UNAVAILABLE: too many issues are waiting in this instance, or the database is unavailable; nothing changed (an Idempotency-Key is released)", body = Problem, content_type = "application/problem+json",
+         headers(("Retry-After" = u32, description = "seconds to wait before retrying (on an overload)"))),
     )
 )]
 pub async fn issue(

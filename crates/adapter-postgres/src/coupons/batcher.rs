@@ -6,15 +6,22 @@
 //! number of instances may run, each with its own batcher. A group of one is written as
 //! a lone issue ([`issue_alone`]). A group that fails as a whole (say one issue's
 //! idempotency lease was taken over) is retried one issue at a time, so each gets its
-//! own outcome.
+//! own outcome, but only until a deadline: the issues not yet tried by then are answered
+//! [`IssueError::Overloaded`] without being written.
+//!
+//! The queue of issues waiting for a group is bounded ([`IssueBatcherLimits::queue`]):
+//! once it is full, an issue is refused at once with [`IssueError::Overloaded`] and
+//! nothing is written, instead of the queue growing without limit under overload.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use diesel::Connection;
 use domain::coupon::UserCoupon;
 use domain::ports::IssueError;
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::issue::{Outcome, Request, issue_alone, issue_group};
@@ -25,6 +32,36 @@ const MAX_GROUP: usize = 128;
 
 /// Groups written at once; while all are busy, new issues queue and form larger groups.
 const GROUPS_IN_FLIGHT: u32 = 8;
+
+/// How much an [`IssueBatcher`] takes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IssueBatcherLimits {
+    /// The most issues waiting for a group (while every group slot is busy); one more
+    /// is refused with [`IssueError::Overloaded`]. At least 1.
+    pub queue: usize,
+    /// How long the members of a group that failed as a whole are retried one per
+    /// transaction; a member not started by then is answered
+    /// [`IssueError::Overloaded`] (one already started finishes, within the session's
+    /// statement and lock timeouts).
+    pub retry_deadline: Duration,
+}
+
+impl Default for IssueBatcherLimits {
+    fn default() -> Self {
+        Self {
+            queue: 1_024,
+            retry_deadline: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Why an issue was not taken by the batcher.
+pub(super) enum Refused {
+    /// The batcher has stopped: the issue is handed back to be written alone.
+    Stopped(Box<Pending>),
+    /// The queue is full.
+    Full,
+}
 
 /// One issue waiting for its group.
 pub(super) struct Pending {
@@ -50,20 +87,29 @@ pub struct IssueBatcher {
 
 #[derive(Debug)]
 struct Inner {
-    queue: mpsc::UnboundedSender<Pending>,
+    queue: mpsc::Sender<Pending>,
     stop: watch::Sender<bool>,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl IssueBatcher {
-    /// Starts the grouping task on the current Tokio runtime; it writes through `pool`.
+    /// Starts the grouping task on the current Tokio runtime, with the default
+    /// [`IssueBatcherLimits`]; it writes through `pool`.
     ///
     /// # Panics
     /// When called outside a Tokio runtime.
     pub fn start(pool: PgPool) -> Self {
-        let (queue, queued) = mpsc::unbounded_channel();
+        Self::start_with(pool, IssueBatcherLimits::default())
+    }
+
+    /// [`Self::start`] with `limits` (a queue of 0 is taken as 1).
+    ///
+    /// # Panics
+    /// When called outside a Tokio runtime.
+    pub fn start_with(pool: PgPool, limits: IssueBatcherLimits) -> Self {
+        let (queue, queued) = mpsc::channel(limits.queue.max(1));
         let (stop, stopping) = watch::channel(false);
-        let task = tokio::spawn(group_issues(pool, queued, stopping));
+        let task = tokio::spawn(group_issues(pool, queued, stopping, limits.retry_deadline));
         Self {
             inner: Arc::new(Inner {
                 queue,
@@ -87,25 +133,34 @@ impl IssueBatcher {
         }
     }
 
-    /// Hands `pending` to the grouping task, or gives it back once the batcher stopped.
-    pub(super) fn submit(&self, pending: Pending) -> Result<(), Box<Pending>> {
-        self.inner
-            .queue
-            .send(pending)
-            .map_err(|mpsc::error::SendError(pending)| Box::new(pending))
+    /// Hands `pending` to the grouping task without waiting: refused when the queue is
+    /// full (`pending` is dropped, nothing was written), given back once the batcher
+    /// stopped.
+    pub(super) fn submit(&self, pending: Pending) -> Result<(), Refused> {
+        self.inner.queue.try_send(pending).map_err(|err| match err {
+            mpsc::error::TrySendError::Full(_) => Refused::Full,
+            mpsc::error::TrySendError::Closed(pending) => Refused::Stopped(Box::new(pending)),
+        })
     }
 }
 
-/// Takes queued issues, as many as are waiting (up to [`MAX_GROUP`]) once a slot is
-/// free, and writes them per coupon. On stop, it closes the queue, writes what was
-/// queued and waits for the groups in flight.
+/// Once a slot is free, takes queued issues, as many as are waiting (up to
+/// [`MAX_GROUP`]), and writes them per coupon; while every slot is busy, issues wait in
+/// the bounded queue. On stop, it closes the queue, writes what was queued and waits
+/// for the groups in flight.
 async fn group_issues(
     pool: PgPool,
-    mut queue: mpsc::UnboundedReceiver<Pending>,
+    mut queue: mpsc::Receiver<Pending>,
     mut stopping: watch::Receiver<bool>,
+    retry_deadline: Duration,
 ) {
     let slots = Arc::new(Semaphore::new(GROUPS_IN_FLIGHT as usize));
     loop {
+        // The slot first: nothing is taken off the queue to wait aside, so the queue's
+        // bound is the number of issues waiting.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
         let next = tokio::select! {
             biased;
             () = until_stopped(&mut stopping) => {
@@ -115,9 +170,6 @@ async fn group_issues(
             next = queue.recv() => next,
         };
         let Some(first) = next else {
-            break;
-        };
-        let Ok(slot) = slots.clone().acquire_owned().await else {
             break;
         };
         let mut taken = vec![first];
@@ -140,7 +192,7 @@ async fn group_issues(
                 }
             }
             for group in by_coupon {
-                write_group(&pool, group).await;
+                write_group(&pool, group, retry_deadline).await;
             }
             drop(slot);
         });
@@ -155,8 +207,8 @@ async fn until_stopped(stopping: &mut watch::Receiver<bool>) {
 }
 
 /// Writes one coupon's group and answers each issue; falls back to one issue per
-/// transaction when the group fails as a whole.
-pub(super) async fn write_group(pool: &PgPool, group: Vec<Pending>) {
+/// transaction when the group fails as a whole, for at most `retry_deadline`.
+pub(super) async fn write_group(pool: &PgPool, group: Vec<Pending>, retry_deadline: Duration) {
     if group.len() == 1 {
         for Pending {
             request: (issue, completion),
@@ -201,20 +253,41 @@ pub(super) async fn write_group(pool: &PgPool, group: Vec<Pending>) {
                     Outcome::Retry => again.push((request, reply)),
                 }
             }
-            write_one_by_one(pool, again).await;
+            write_one_by_one(pool, again, Instant::now() + retry_deadline).await;
         }
-        Ok((Err(_), requests)) => {
-            write_one_by_one(pool, requests.into_iter().zip(replies).collect()).await;
+        Ok((Err(err), requests)) => {
+            tracing::warn!(
+                error = format!("{:#}", err.into_domain()),
+                size = requests.len(),
+                "a coupon issue group failed; retrying its issues one by one"
+            );
+            let issues = requests.into_iter().zip(replies).collect();
+            write_one_by_one(pool, issues, Instant::now() + retry_deadline).await;
         }
     }
 }
 
-/// Writes each issue in a transaction of its own.
+/// Writes each issue in a transaction of its own, in order, starting none at or after
+/// `deadline`: those are answered [`IssueError::Overloaded`], unwritten.
 async fn write_one_by_one(
     pool: &PgPool,
     issues: Vec<(Request, oneshot::Sender<Result<UserCoupon, IssueError>>)>,
+    deadline: Instant,
 ) {
+    let mut late = 0_usize;
     for ((issue, completion), reply) in issues {
-        let _ = reply.send(issue_alone(pool, issue, completion).await);
+        let outcome = if Instant::now() < deadline {
+            issue_alone(pool, issue, completion).await
+        } else {
+            late += 1;
+            Err(IssueError::Overloaded)
+        };
+        let _ = reply.send(outcome);
+    }
+    if late > 0 {
+        tracing::warn!(
+            issues = late,
+            "coupon issues not retried before the deadline were refused as overloaded"
+        );
     }
 }

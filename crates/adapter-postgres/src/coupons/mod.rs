@@ -30,13 +30,13 @@ use domain::user::ForUser;
 use domain::{CouponId, UserId};
 use tokio::sync::oneshot;
 
-pub use batcher::IssueBatcher;
+pub use batcher::{IssueBatcher, IssueBatcherLimits};
 
 use crate::error::db_error;
 use crate::pool::{PgPool, run};
 use crate::schema::{coupon_stock_stripes as stripes, coupons};
 use crate::statement::statement;
-use batcher::Pending;
+use batcher::{Pending, Refused};
 use claim::stripe_sizes;
 use rows::{COPIES_OF_USER, CopyOfUserRow, CouponRow, FIND_COUPON, HOLDING, HoldingRow};
 use terms::TermsCache;
@@ -82,10 +82,15 @@ impl PgCouponStore {
             request: (issue, completion),
             reply,
         };
-        if let Err(returned) = batcher.submit(pending) {
-            // The batcher has stopped: write this one alone.
-            let (issue, completion) = returned.request;
-            return issue::issue_alone(&self.pool, issue, completion).await;
+        match batcher.submit(pending) {
+            Ok(()) => {}
+            // Too many waiting: refuse at once, nothing written.
+            Err(Refused::Full) => return Err(IssueError::Overloaded),
+            Err(Refused::Stopped(returned)) => {
+                // The batcher has stopped: write this one alone.
+                let (issue, completion) = returned.request;
+                return issue::issue_alone(&self.pool, issue, completion).await;
+            }
         }
         outcome.await.unwrap_or_else(|_| {
             Err(IssueError::Unknown(anyhow::anyhow!(

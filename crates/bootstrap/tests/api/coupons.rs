@@ -2,7 +2,7 @@ use chrono::{Duration, Utc};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{assert_problem, spawn_app};
+use crate::helpers::{assert_problem, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn a_coupon_is_issued_once_per_user_and_listed() {
@@ -233,4 +233,88 @@ async fn one_user_firing_thirty_requests_at_once_gets_one_copy() {
     assert_eq!(created, 1);
     assert_eq!(app.user_coupons(user).await.len(), 1);
     assert_eq!(app.coupon(coupon).await["remainingQuantity"], 49);
+}
+
+/// With every write of copies slow (1.5 s a statement, whatever its size), issues sent
+/// 25 ms apart fill the batcher's group slots and then its queue of one; the rest are refused at once with 503 and
+/// `Retry-After`, having changed nothing, and their Idempotency-Keys are free again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_queue_limit_an_issue_is_503_with_retry_after_and_changes_nothing() {
+    let app = spawn_app_with(|c| c.coupon_issue_queue_limit = 1).await;
+    let coupon = app.create_coupon(50, "FIXED", 100).await;
+    let mut users = Vec::new();
+    for _ in 0..20 {
+        users.push(app.create_user().await);
+    }
+    app.db
+        .execute(
+            "CREATE FUNCTION slow_copy() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN PERFORM pg_sleep(1.5); RETURN NULL; END $$; \
+             CREATE TRIGGER slow_copy BEFORE INSERT ON user_coupons \
+             FOR EACH STATEMENT EXECUTE FUNCTION slow_copy();",
+        )
+        .unwrap();
+
+    let mut sent = Vec::new();
+    for (i, user) in users.iter().enumerate() {
+        let request = app
+            .client
+            .post(app.url("/api/v1/coupons/issue"))
+            .header("Idempotency-Key", format!("overload-{i}"))
+            .json(&json!({"userId": user, "couponId": coupon}));
+        sent.push(tokio::spawn(async move { request.send().await.unwrap() }));
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let (mut created, mut refused) = (Vec::new(), Vec::new());
+    for ((i, task), user) in sent.into_iter().enumerate().zip(&users) {
+        let res = task.await.unwrap();
+        if res.status() == StatusCode::CREATED {
+            created.push(*user);
+            continue;
+        }
+        let retry_after = res
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        assert!(
+            retry_after.is_some_and(|secs| secs >= 1),
+            "Retry-After in seconds: {retry_after:?}"
+        );
+        assert_problem(res, 503, "SERVICE_UNAVAILABLE").await;
+        refused.push((i, *user));
+    }
+    assert!(
+        created.len() >= 2,
+        "the issues in flight and the one queued are written: {created:?}"
+    );
+    assert!(
+        !refused.is_empty(),
+        "some issues are refused under overload"
+    );
+
+    app.db
+        .execute("DROP TRIGGER slow_copy ON user_coupons")
+        .unwrap();
+    let taken = i64::try_from(created.len()).unwrap();
+    assert_eq!(app.coupon(coupon).await["remainingQuantity"], 50 - taken);
+    for user in &created {
+        assert_eq!(app.user_coupons(*user).await.len(), 1);
+    }
+    for (_, user) in &refused {
+        assert!(app.user_coupons(*user).await.is_empty(), "user {user}");
+    }
+
+    // The refusal released its key: the same request now runs and is issued.
+    let (i, user) = refused[0];
+    let retried = app
+        .post_with_key(
+            "/api/v1/coupons/issue",
+            &json!({"userId": user, "couponId": coupon}),
+            &format!("overload-{i}"),
+        )
+        .await;
+    assert_eq!(retried.status(), StatusCode::CREATED);
+    assert!(retried.headers().get("idempotent-replayed").is_none());
+    assert_eq!(app.coupon(coupon).await["remainingQuantity"], 49 - taken);
 }
