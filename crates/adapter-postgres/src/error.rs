@@ -3,6 +3,8 @@
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use domain::StoreUnavailable;
 
+use crate::retry::Conflicted;
+
 /// An error inside a transaction: either the domain refused, or the database failed.
 /// Diesel rolls the transaction back on either.
 #[derive(Debug)]
@@ -27,17 +29,19 @@ impl<E: From<anyhow::Error>> TxError<E> {
 }
 
 /// Wraps a diesel error, marking the ones that mean "the database is not reachable
-/// or is shedding load" as [`StoreUnavailable`] so callers answer 503, not 500.
+/// or is shedding load" as [`StoreUnavailable`] so callers answer 503, not 500. So is a
+/// deadlock or serialization failure that outlasted its retries ([`crate::retry`]).
 pub(crate) fn db_error(err: DieselError) -> anyhow::Error {
-    let unavailable = match &err {
-        DieselError::DatabaseError(kind, info) => {
-            matches!(
-                kind,
-                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand
-            ) || is_overload_message(info.message())
-        }
-        _ => false,
-    };
+    let unavailable = err.conflict().is_some()
+        || match &err {
+            DieselError::DatabaseError(kind, info) => {
+                matches!(
+                    kind,
+                    DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand
+                ) || is_overload_message(info.message())
+            }
+            _ => false,
+        };
     let err = anyhow::Error::new(err);
     if unavailable {
         err.context(StoreUnavailable)

@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use crate::error::{TxError, db_error};
 use crate::pool::{PgPool, run};
+use crate::retry::{self, retrying};
 use crate::schema::idempotency_keys as keys;
 use crate::statement::statement;
 
@@ -121,7 +122,7 @@ pub(crate) async fn transact_idempotent<T, E, F>(
 where
     T: Send + 'static,
     E: From<anyhow::Error> + Send + 'static,
-    F: FnOnce(&mut PgConnection) -> Result<T, TxError<E>> + Send + 'static,
+    F: FnMut(&mut PgConnection) -> Result<T, TxError<E>> + Send + 'static,
 {
     run(pool, move |conn| {
         in_tx_completing(conn, completion.as_ref(), work).map_err(TxError::into_domain)
@@ -131,17 +132,18 @@ where
 
 /// On a connection already checked out: runs `work` in one transaction and, with a
 /// `completion`, stores the key's response in it. A refusal comes back with the
-/// transaction rolled back and the connection free for a diagnosing read.
+/// transaction rolled back and the connection free for a diagnosing read. A transaction
+/// rolled back by a deadlock or a serialization failure runs again ([`crate::retry`]).
 pub(crate) fn in_tx_completing<T, E, F>(
     conn: &mut PgConnection,
     completion: Option<&Completion<T>>,
-    work: F,
+    mut work: F,
 ) -> Result<T, TxError<E>>
 where
     E: From<anyhow::Error>,
-    F: FnOnce(&mut PgConnection) -> Result<T, TxError<E>>,
+    F: FnMut(&mut PgConnection) -> Result<T, TxError<E>>,
 {
-    conn.transaction(|conn| {
+    retry::transaction(conn, |conn| {
         let outcome = work(conn)?;
         if let Some(completion) = completion {
             complete_in_tx(conn, completion, &outcome)?;
@@ -265,18 +267,20 @@ impl IdempotencyStore for PgIdempotencyStore {
             // then the claim is simply tried again.
             for _ in 0..3 {
                 let token = new_token();
-                let row = statement(CLAIM)
-                    .bind::<BigInt, _>(scope.user_id.get())
-                    .bind::<Text, _>(&scope.method)
-                    .bind::<Text, _>(&scope.path)
-                    .bind::<Text, _>(scope.key.as_str())
-                    .bind::<Bytea, _>(&fingerprint)
-                    .bind::<SqlUuid, _>(Uuid::from_u128(token.0))
-                    .bind::<Timestamptz, _>(locked_until)
-                    .bind::<Timestamptz, _>(now)
-                    .get_result::<ClaimRow>(conn)
-                    .optional()
-                    .map_err(db_error)?;
+                let row = retrying(|| {
+                    statement(CLAIM)
+                        .bind::<BigInt, _>(scope.user_id.get())
+                        .bind::<Text, _>(&scope.method)
+                        .bind::<Text, _>(&scope.path)
+                        .bind::<Text, _>(scope.key.as_str())
+                        .bind::<Bytea, _>(&fingerprint)
+                        .bind::<SqlUuid, _>(Uuid::from_u128(token.0))
+                        .bind::<Timestamptz, _>(locked_until)
+                        .bind::<Timestamptz, _>(now)
+                        .get_result::<ClaimRow>(conn)
+                        .optional()
+                })
+                .map_err(db_error)?;
                 match row {
                     Some(row) if row.acquired => return Ok(Claim::Acquired(token)),
                     Some(row) => return Ok(Claim::Existing(row.record.into())),
@@ -300,16 +304,18 @@ impl IdempotencyStore for PgIdempotencyStore {
         let scope = scope.clone();
         run(&self.pool, move |conn| {
             let token = new_token();
-            let updated = diesel::update(
-                scoped!(scope)
-                    .filter(keys::lease_token.eq(Uuid::from_u128(stale.0)))
-                    .filter(keys::response_status.is_null()),
-            )
-            .set((
-                keys::lease_token.eq(Uuid::from_u128(token.0)),
-                keys::locked_until.eq(locked_until),
-            ))
-            .execute(conn)
+            let updated = retrying(|| {
+                diesel::update(
+                    scoped!(scope)
+                        .filter(keys::lease_token.eq(Uuid::from_u128(stale.0)))
+                        .filter(keys::response_status.is_null()),
+                )
+                .set((
+                    keys::lease_token.eq(Uuid::from_u128(token.0)),
+                    keys::locked_until.eq(locked_until),
+                ))
+                .execute(conn)
+            })
             .map_err(db_error)?;
             Ok((updated == 1).then_some(token))
         })
@@ -326,7 +332,7 @@ impl IdempotencyStore for PgIdempotencyStore {
         let scope = scope.clone();
         let response = response.clone();
         run(&self.pool, move |conn| {
-            store_response(conn, &scope, token, &response).map_err(db_error)
+            retrying(|| store_response(conn, &scope, token, &response)).map_err(db_error)
         })
         .await
     }
@@ -335,12 +341,14 @@ impl IdempotencyStore for PgIdempotencyStore {
     async fn release(&self, scope: &IdempotencyScope, token: LeaseToken) -> anyhow::Result<()> {
         let scope = scope.clone();
         run(&self.pool, move |conn| {
-            diesel::delete(
-                scoped!(scope)
-                    .filter(keys::lease_token.eq(Uuid::from_u128(token.0)))
-                    .filter(keys::response_status.is_null()),
-            )
-            .execute(conn)
+            retrying(|| {
+                diesel::delete(
+                    scoped!(scope)
+                        .filter(keys::lease_token.eq(Uuid::from_u128(token.0)))
+                        .filter(keys::response_status.is_null()),
+                )
+                .execute(conn)
+            })
             .map(drop)
             .map_err(db_error)
         })

@@ -35,6 +35,7 @@ use domain::{OrderId, Page, PageRequest, ProductId, UserCouponId, UserId};
 use crate::error::{TxError, db_error};
 use crate::idempotency::in_tx_completing;
 use crate::pool::{PgPool, run};
+use crate::retry::retrying;
 use crate::statement::statement;
 
 /// Orders in PostgreSQL.
@@ -752,12 +753,14 @@ impl OrderStore for PgOrderStore {
     #[tracing::instrument(name = "pg.orders.cancel", skip_all, fields(order_id = %id))]
     async fn cancel(&self, user: UserId, id: OrderId) -> Result<Order, CancelError> {
         run(&self.pool, move |conn| {
-            let cancelled = statement(CANCEL)
-                .bind::<BigInt, _>(id.get())
-                .bind::<BigInt, _>(user.get())
-                .get_result::<OrderRecord>(conn)
-                .optional()
-                .map_err(db_error)?;
+            let cancelled = retrying(|| {
+                statement(CANCEL)
+                    .bind::<BigInt, _>(id.get())
+                    .bind::<BigInt, _>(user.get())
+                    .get_result::<OrderRecord>(conn)
+                    .optional()
+            })
+            .map_err(db_error)?;
             match cancelled {
                 Some(order) => Ok(order.into_stored()?),
                 None => Err(CancelError::Refused(
@@ -771,10 +774,12 @@ impl OrderStore for PgOrderStore {
     #[tracing::instrument(name = "pg.orders.expire_due", skip_all)]
     async fn expire_due(&self, limit: i64) -> anyhow::Result<u64> {
         run(&self.pool, move |conn| {
-            let expired = statement(EXPIRE_DUE)
-                .bind::<BigInt, _>(limit)
-                .get_result::<Expired>(conn)
-                .map_err(db_error)?;
+            let expired = retrying(|| {
+                statement(EXPIRE_DUE)
+                    .bind::<BigInt, _>(limit)
+                    .get_result::<Expired>(conn)
+            })
+            .map_err(db_error)?;
             Ok(expired.expired.unsigned_abs())
         })
         .await

@@ -11,6 +11,7 @@ use domain::ports::OutboxStore;
 
 use crate::error::db_error;
 use crate::pool::{PgPool, run};
+use crate::retry::retrying;
 use crate::statement::statement;
 
 /// One batch of the purge of events delivered before `$1` (see [`crate::purge`]).
@@ -21,6 +22,27 @@ const PURGE_DELIVERED: &str = "\
           SELECT id FROM outbox_events \
           WHERE delivered_at IS NOT NULL AND delivered_at < $1 \
           ORDER BY delivered_at LIMIT $2))";
+
+/// Claims up to `$2` events due at `$1`, oldest first, until `$3` (see
+/// [`OutboxStore::claim_due`]).
+const CLAIM_DUE: &str = "\
+    WITH due AS MATERIALIZED ( \
+        SELECT id FROM outbox_events \
+        WHERE delivered_at IS NULL AND next_attempt_at <= $1 \
+        ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED) \
+    UPDATE outbox_events e SET attempts = e.attempts + 1, next_attempt_at = $3 \
+    FROM due WHERE e.id = due.id \
+    RETURNING e.id::text AS id, e.event_type, e.payload::text AS payload, e.attempts";
+
+/// Marks the events `$1` delivered at `$2`.
+const MARK_DELIVERED: &str = "\
+    UPDATE outbox_events SET delivered_at = $2, last_error = NULL \
+    WHERE id = ANY ($1::uuid[]) AND delivered_at IS NULL";
+
+/// Records a failed attempt of `$1` and its next due time `$2`.
+const RESCHEDULE: &str = "\
+    UPDATE outbox_events SET next_attempt_at = $2, last_error = left($3, 1000) \
+    WHERE id = $1::uuid AND delivered_at IS NULL";
 
 /// Arbitrary, fixed key of the advisory lock one purging batch holds.
 const PURGE_LOCK_KEY: i64 = 0x5350_4f55_5442; // "SPOUTB"
@@ -79,19 +101,13 @@ impl OutboxStore for PgOutboxStore {
     #[tracing::instrument(name = "pg.outbox.claim_due", skip_all)]
     async fn claim_due(&self, now: DateTime<Utc>, limit: i64) -> anyhow::Result<Vec<OutboxEvent>> {
         run(&self.pool, move |conn| {
-            statement(
-                "WITH due AS MATERIALIZED ( \
-                     SELECT id FROM outbox_events \
-                     WHERE delivered_at IS NULL AND next_attempt_at <= $1 \
-                     ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED) \
-                 UPDATE outbox_events e SET attempts = e.attempts + 1, next_attempt_at = $3 \
-                 FROM due WHERE e.id = due.id \
-                 RETURNING e.id::text AS id, e.event_type, e.payload::text AS payload, e.attempts",
-            )
-            .bind::<Timestamptz, _>(now)
-            .bind::<BigInt, _>(limit)
-            .bind::<Timestamptz, _>(now + CLAIM_LEASE)
-            .load::<Claimed>(conn)
+            retrying(|| {
+                statement(CLAIM_DUE)
+                    .bind::<Timestamptz, _>(now)
+                    .bind::<BigInt, _>(limit)
+                    .bind::<Timestamptz, _>(now + CLAIM_LEASE)
+                    .load::<Claimed>(conn)
+            })
             .map(|rows| {
                 rows.into_iter()
                     .map(|r| OutboxEvent {
@@ -109,13 +125,12 @@ impl OutboxStore for PgOutboxStore {
 
     async fn mark_delivered(&self, ids: Vec<String>, now: DateTime<Utc>) -> anyhow::Result<()> {
         run(&self.pool, move |conn| {
-            statement(
-                "UPDATE outbox_events SET delivered_at = $2, last_error = NULL \
-                 WHERE id = ANY ($1::uuid[]) AND delivered_at IS NULL",
-            )
-            .bind::<diesel::sql_types::Array<Text>, _>(&ids)
-            .bind::<Timestamptz, _>(now)
-            .execute(conn)
+            retrying(|| {
+                statement(MARK_DELIVERED)
+                    .bind::<diesel::sql_types::Array<Text>, _>(&ids)
+                    .bind::<Timestamptz, _>(now)
+                    .execute(conn)
+            })
             .map(drop)
             .map_err(db_error)
         })
@@ -124,14 +139,13 @@ impl OutboxStore for PgOutboxStore {
 
     async fn reschedule(&self, id: String, at: DateTime<Utc>, error: String) -> anyhow::Result<()> {
         run(&self.pool, move |conn| {
-            statement(
-                "UPDATE outbox_events SET next_attempt_at = $2, last_error = left($3, 1000) \
-                 WHERE id = $1::uuid AND delivered_at IS NULL",
-            )
-            .bind::<Text, _>(&id)
-            .bind::<Timestamptz, _>(at)
-            .bind::<Text, _>(&error)
-            .execute(conn)
+            retrying(|| {
+                statement(RESCHEDULE)
+                    .bind::<Text, _>(&id)
+                    .bind::<Timestamptz, _>(at)
+                    .bind::<Text, _>(&error)
+                    .execute(conn)
+            })
             .map(drop)
             .map_err(db_error)
         })

@@ -18,6 +18,7 @@ use domain::{OrderId, Page, PageRequest, UserId};
 use crate::error::{TxError, db_error};
 use crate::idempotency::{NumberSlot, transact_idempotent};
 use crate::pool::{PgPool, run};
+use crate::retry::retrying;
 use crate::schema::point_wallets;
 use crate::statement::statement;
 
@@ -58,14 +59,16 @@ fn credit_now(
     now: DateTime<Utc>,
 ) -> Result<Charged, TxError<CreditError>> {
     let user = credit.user_id.get();
-    let balance = statement(CREDIT)
-        .bind::<BigInt, _>(user)
-        .bind::<BigInt, _>(credit.amount.get())
-        .bind::<BigInt, _>(credit.ceiling.get())
-        .bind::<Timestamptz, _>(now)
-        .bind::<Text, _>(PointKind::Charge.as_str())
-        .get_result::<BalanceRow>(conn)
-        .optional()?;
+    let balance = retrying(|| {
+        statement(CREDIT)
+            .bind::<BigInt, _>(user)
+            .bind::<BigInt, _>(credit.amount.get())
+            .bind::<BigInt, _>(credit.ceiling.get())
+            .bind::<Timestamptz, _>(now)
+            .bind::<Text, _>(PointKind::Charge.as_str())
+            .get_result::<BalanceRow>(conn)
+            .optional()
+    })?;
     let Some(BalanceRow { balance }) = balance else {
         return Err(TxError::Domain(refusal(conn, user)?));
     };
@@ -118,22 +121,24 @@ fn credit_and_complete(
 ) -> Result<Charged, CreditError> {
     let user = credit.user_id.get();
     let scope = &completion.scope;
-    let row = statement(CREDIT_AND_COMPLETE)
-        .bind::<BigInt, _>(user)
-        .bind::<BigInt, _>(credit.amount.get())
-        .bind::<BigInt, _>(credit.ceiling.get())
-        .bind::<Timestamptz, _>(now)
-        .bind::<Text, _>(PointKind::Charge.as_str())
-        .bind::<BigInt, _>(scope.user_id.get())
-        .bind::<Text, _>(&scope.method)
-        .bind::<Text, _>(&scope.path)
-        .bind::<Text, _>(scope.key.as_str())
-        .bind::<SqlUuid, _>(uuid::Uuid::from_u128(completion.token.0))
-        .bind::<SmallInt, _>(slot.status)
-        .bind::<Bytea, _>(&slot.prefix)
-        .bind::<Bytea, _>(&slot.suffix)
-        .get_result::<CompletedCredit>(conn)
-        .map_err(db_error)?;
+    let row = retrying(|| {
+        statement(CREDIT_AND_COMPLETE)
+            .bind::<BigInt, _>(user)
+            .bind::<BigInt, _>(credit.amount.get())
+            .bind::<BigInt, _>(credit.ceiling.get())
+            .bind::<Timestamptz, _>(now)
+            .bind::<Text, _>(PointKind::Charge.as_str())
+            .bind::<BigInt, _>(scope.user_id.get())
+            .bind::<Text, _>(&scope.method)
+            .bind::<Text, _>(&scope.path)
+            .bind::<Text, _>(scope.key.as_str())
+            .bind::<SqlUuid, _>(uuid::Uuid::from_u128(completion.token.0))
+            .bind::<SmallInt, _>(slot.status)
+            .bind::<Bytea, _>(&slot.prefix)
+            .bind::<Bytea, _>(&slot.suffix)
+            .get_result::<CompletedCredit>(conn)
+    })
+    .map_err(db_error)?;
     match row {
         CompletedCredit { held: false, .. } => {
             Err(CreditError::Unknown(anyhow::Error::new(LeaseLost)))

@@ -19,6 +19,7 @@ use domain::{Page, PageRequest, ProductId};
 
 use crate::error::db_error;
 use crate::pool::{PgPool, run};
+use crate::retry::retrying;
 use crate::schema::products;
 use crate::statement::statement;
 
@@ -182,15 +183,17 @@ impl ProductRepository for PgProductRepository {
     #[tracing::instrument(name = "pg.products.create", skip_all)]
     async fn create(&self, product: NewProduct, now: DateTime<Utc>) -> anyhow::Result<Product> {
         run(&self.pool, move |conn| {
-            statement(CREATE_PRODUCT)
-                .bind::<Text, _>(product.name.as_str())
-                .bind::<Text, _>(product.description.as_str())
-                .bind::<BigInt, _>(product.price.get())
-                .bind::<BigInt, _>(product.stock.get())
-                .bind::<Timestamptz, _>(now)
-                .get_result::<CreatedRow>(conn)
-                .map(Product::from)
-                .map_err(db_error)
+            retrying(|| {
+                statement(CREATE_PRODUCT)
+                    .bind::<Text, _>(product.name.as_str())
+                    .bind::<Text, _>(product.description.as_str())
+                    .bind::<BigInt, _>(product.price.get())
+                    .bind::<BigInt, _>(product.stock.get())
+                    .bind::<Timestamptz, _>(now)
+                    .get_result::<CreatedRow>(conn)
+            })
+            .map(Product::from)
+            .map_err(db_error)
         })
         .await
     }
@@ -260,13 +263,15 @@ impl ProductRepository for PgProductRepository {
                 price: patch.price.map(Price::get),
                 updated_at: now,
             };
-            diesel::update(products::table.find(id.get()))
-                .set(&changes)
-                .returning(ProductRow::as_returning())
-                .get_result::<ProductRow>(conn)
-                .optional()
-                .map(|row| row.map(Product::from))
-                .map_err(db_error)
+            retrying(|| {
+                diesel::update(products::table.find(id.get()))
+                    .set(&changes)
+                    .returning(ProductRow::as_returning())
+                    .get_result::<ProductRow>(conn)
+                    .optional()
+            })
+            .map(|row| row.map(Product::from))
+            .map_err(db_error)
         })
         .await
     }
@@ -275,18 +280,20 @@ impl ProductRepository for PgProductRepository {
     async fn restock(&self, restock: Restock, now: DateTime<Utc>) -> Result<Product, RestockError> {
         run(&self.pool, move |conn| {
             let id = restock.product_id.get();
-            let updated = diesel::update(
-                products::table
-                    .find(id)
-                    .filter(products::stock.le(restock.ceiling.get())),
-            )
-            .set((
-                products::stock.eq(products::stock + restock.quantity.get()),
-                products::updated_at.eq(now),
-            ))
-            .returning(ProductRow::as_returning())
-            .get_result::<ProductRow>(conn)
-            .optional()
+            let updated = retrying(|| {
+                diesel::update(
+                    products::table
+                        .find(id)
+                        .filter(products::stock.le(restock.ceiling.get())),
+                )
+                .set((
+                    products::stock.eq(products::stock + restock.quantity.get()),
+                    products::updated_at.eq(now),
+                ))
+                .returning(ProductRow::as_returning())
+                .get_result::<ProductRow>(conn)
+                .optional()
+            })
             .map_err(db_error)?;
             if let Some(row) = updated {
                 return Ok(row.into());

@@ -11,6 +11,7 @@ use diesel::PgConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Timestamptz};
 
+use crate::retry::retrying;
 use crate::statement::statement;
 
 /// Rows deleted per statement.
@@ -27,11 +28,13 @@ pub(crate) fn in_batches(
 ) -> QueryResult<u64> {
     let mut deleted = 0;
     loop {
-        let batch = statement(delete_batch)
-            .bind::<Timestamptz, _>(cutoff)
-            .bind::<BigInt, _>(BATCH)
-            .bind::<BigInt, _>(lock_key)
-            .execute(conn)?;
+        let batch = retrying(|| {
+            statement(delete_batch)
+                .bind::<Timestamptz, _>(cutoff)
+                .bind::<BigInt, _>(BATCH)
+                .bind::<BigInt, _>(lock_key)
+                .execute(conn)
+        })?;
         deleted += batch as u64;
         if i64::try_from(batch).unwrap_or(i64::MAX) < BATCH {
             return Ok(deleted);

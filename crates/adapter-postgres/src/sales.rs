@@ -12,6 +12,7 @@ use domain::sales::{BestSeller, SalesWindow};
 
 use crate::error::db_error;
 use crate::pool::{PgPool, run};
+use crate::retry::retrying;
 use crate::statement::statement;
 
 /// Sales statistics in PostgreSQL.
@@ -25,6 +26,20 @@ impl PgSalesStore {
         Self { pool }
     }
 }
+
+/// Rolls paid orders up into `daily_product_sales` from business day `$2` in zone `$1`,
+/// stamped `$3`. Recomputed from the orders, so a rerun replaces rather than adds. Paid
+/// orders never leave PAID, so a day's quantity only ever grows. Rows are upserted (and so
+/// locked) in key order whatever plan groups them: instances rolling up at the same time
+/// wait for each other instead of deadlocking.
+const ROLL_UP: &str = "\
+    INSERT INTO daily_product_sales (business_date, product_id, quantity, updated_at) \
+    SELECT (o.paid_at AT TIME ZONE $1)::date, l.product_id, SUM(l.quantity)::BIGINT, $3 \
+    FROM orders o JOIN order_lines l ON l.order_id = o.id \
+    WHERE o.status = 'PAID' AND o.paid_at >= ($2::timestamp AT TIME ZONE $1) \
+    GROUP BY 1, 2 ORDER BY 1, 2 \
+    ON CONFLICT (business_date, product_id) \
+    DO UPDATE SET quantity = EXCLUDED.quantity, updated_at = EXCLUDED.updated_at";
 
 #[derive(QueryableByName)]
 struct Today {
@@ -67,23 +82,13 @@ impl SalesStore for PgSalesStore {
         now: DateTime<Utc>,
     ) -> anyhow::Result<()> {
         run(&self.pool, move |conn| {
-            // Recomputed from the orders, so a rerun replaces rather than adds. Paid orders
-            // never leave PAID, so a day's quantity only ever grows. Rows are upserted (and
-            // so locked) in key order whatever plan groups them: instances rolling up at the
-            // same time wait for each other instead of deadlocking.
-            statement(
-                "INSERT INTO daily_product_sales (business_date, product_id, quantity, updated_at) \
-                 SELECT (o.paid_at AT TIME ZONE $1)::date, l.product_id, SUM(l.quantity)::BIGINT, $3 \
-                 FROM orders o JOIN order_lines l ON l.order_id = o.id \
-                 WHERE o.status = 'PAID' AND o.paid_at >= ($2::timestamp AT TIME ZONE $1) \
-                 GROUP BY 1, 2 ORDER BY 1, 2 \
-                 ON CONFLICT (business_date, product_id) \
-                 DO UPDATE SET quantity = EXCLUDED.quantity, updated_at = EXCLUDED.updated_at",
-            )
-            .bind::<Text, _>(&timezone)
-            .bind::<Date, _>(from)
-            .bind::<Timestamptz, _>(now)
-            .execute(conn)
+            retrying(|| {
+                statement(ROLL_UP)
+                    .bind::<Text, _>(&timezone)
+                    .bind::<Date, _>(from)
+                    .bind::<Timestamptz, _>(now)
+                    .execute(conn)
+            })
             .map(drop)
             .map_err(db_error)
         })

@@ -10,6 +10,7 @@ use domain::user::User;
 
 use crate::error::db_error;
 use crate::pool::{PgPool, run};
+use crate::retry::retrying;
 use crate::schema::users;
 use crate::statement::statement;
 
@@ -37,14 +38,16 @@ impl UserRepository for PgUserRepository {
     async fn create(&self, now: DateTime<Utc>) -> anyhow::Result<User> {
         run(&self.pool, move |conn| {
             // The user and their wallet in one statement: both or neither.
-            statement(
-                "WITH u AS (INSERT INTO users (created_at) VALUES ($1) RETURNING id), \
-                      w AS (INSERT INTO point_wallets (user_id, balance, updated_at) \
-                            SELECT id, 0, $1 FROM u) \
-                 SELECT id FROM u",
-            )
-            .bind::<Timestamptz, _>(now)
-            .get_result::<NewId>(conn)
+            retrying(|| {
+                statement(
+                    "WITH u AS (INSERT INTO users (created_at) VALUES ($1) RETURNING id), \
+                          w AS (INSERT INTO point_wallets (user_id, balance, updated_at) \
+                                SELECT id, 0, $1 FROM u) \
+                     SELECT id FROM u",
+                )
+                .bind::<Timestamptz, _>(now)
+                .get_result::<NewId>(conn)
+            })
             .map(|row| User {
                 id: UserId::from_trusted(row.id),
                 created_at: now,

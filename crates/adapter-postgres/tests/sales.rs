@@ -62,6 +62,7 @@ async fn concurrent_roll_ups_with_different_plans_never_deadlock() {
         .unwrap()
         .checked_sub_days(chrono::Days::new(2))
         .unwrap();
+    let retries_before = adapter_postgres::transaction_retries();
     for round in 0..20 {
         let (a, b) = tokio::join!(
             hashing.roll_up(TIMEZONE.into(), from, Utc::now()),
@@ -69,6 +70,11 @@ async fn concurrent_roll_ups_with_different_plans_never_deadlock() {
         );
         assert!(a.is_ok() && b.is_ok(), "round {round}: {a:?} / {b:?}");
     }
+    assert_eq!(
+        adapter_postgres::transaction_retries().deadlock,
+        retries_before.deadlock,
+        "no roll-up was a deadlock's victim"
+    );
     assert_eq!(
         db.query_scalar("SELECT sum(quantity) FROM daily_product_sales")
             .unwrap(),

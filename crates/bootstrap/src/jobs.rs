@@ -165,6 +165,7 @@ pub(crate) fn spawn_all(
         &["state"],
     )?;
     registry.register(Box::new(gauge.clone()))?;
+    adapter_postgres::register_metrics(registry)?;
     let pool = pool.clone();
     every(
         &mut jobs,

@@ -16,7 +16,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use diesel::Connection;
 use domain::coupon::UserCoupon;
 use domain::ports::IssueError;
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
@@ -222,7 +221,7 @@ pub(super) async fn write_group(pool: &PgPool, group: Vec<Pending>, retry_deadli
     let (requests, replies): (Vec<_>, Vec<_>) =
         group.into_iter().map(|p| (p.request, p.reply)).unzip();
     let result = run(pool, move |conn| {
-        let outcome = conn.transaction(|conn| issue_group(conn, &requests));
+        let outcome = crate::retry::transaction(conn, |conn| issue_group(conn, &requests));
         Ok::<_, anyhow::Error>((outcome, requests))
     })
     .instrument(tracing::info_span!(

@@ -94,7 +94,7 @@ pub(super) async fn issue_alone(
     completion: Option<Completion<UserCoupon>>,
 ) -> Result<UserCoupon, IssueError> {
     let (outcome, request) = run(pool, move |conn| {
-        let outcome = conn.transaction(|conn| {
+        let outcome = crate::retry::transaction(conn, |conn| {
             let row: Alone = statement(ISSUE_ALONE)
                 .bind::<BigInt, _>(issue.user_id.get())
                 .bind::<BigInt, _>(issue.coupon_id.get())
@@ -132,8 +132,10 @@ pub(super) async fn issue_alone(
 /// Writes one issue through [`issue_group`], whose claim waits for held stripes.
 async fn issue_waiting(pool: &PgPool, request: Request) -> Result<UserCoupon, IssueError> {
     let outcomes = run(pool, move |conn| {
-        conn.transaction(|conn| issue_group(conn, std::slice::from_ref(&request)))
-            .map_err(TxError::into_domain)
+        crate::retry::transaction(conn, |conn| {
+            issue_group(conn, std::slice::from_ref(&request))
+        })
+        .map_err(TxError::into_domain)
     })
     .await?;
     match outcomes.into_iter().next() {

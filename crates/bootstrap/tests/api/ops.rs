@@ -43,6 +43,14 @@ async fn metrics_are_prometheus_text_with_requests_and_the_pool() {
     );
     assert!(text.contains(r#"endpoint="/health/live""#), "{text}");
     assert!(text.contains("shop_db_pool_connections"), "{text}");
+    for reason in ["deadlock", "serialization"] {
+        assert!(
+            text.contains(&format!(
+                r#"shop_db_transaction_retries_total{{reason="{reason}"}} "#
+            )),
+            "{text}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -194,4 +202,63 @@ async fn a_graceful_stop_ends_the_server_and_its_schedulers() {
     app.handle.stop(true).await;
     let finished = tokio::time::timeout(Duration::from_secs(10), app.stopped).await;
     assert!(matches!(finished, Ok(Ok(Ok(())))), "{finished:?}");
+}
+
+#[tokio::test]
+async fn the_openapi_document_states_the_bounds_and_refusals_the_server_enforces() {
+    let app = spawn_app().await;
+    let doc: Value = app.get("/openapi.json").await.json().await.unwrap();
+    let mut keyed = Vec::new();
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            let name = format!("{} {path}", method.to_uppercase());
+            let responses = op["responses"].as_object().unwrap();
+            if op.get("requestBody").is_some() {
+                for status in ["400", "413", "415"] {
+                    assert!(responses.contains_key(status), "{name} lacks {status}");
+                }
+            }
+            let params = op["parameters"].as_array().cloned().unwrap_or_default();
+            for param in &params {
+                let schema = &param["schema"];
+                match param["name"].as_str().unwrap() {
+                    "Idempotency-Key" => {
+                        keyed.push(name.clone());
+                        assert_eq!(
+                            (
+                                &schema["minLength"],
+                                &schema["maxLength"],
+                                &schema["pattern"]
+                            ),
+                            (&json!(1), &json!(255), &json!("^[!-~]+$")),
+                            "{name}"
+                        );
+                        assert!(responses.contains_key("422"), "{name} lacks 422");
+                    }
+                    "page" => assert_eq!(schema["maximum"], 1_000_000, "{name}"),
+                    "size" => assert_eq!(
+                        (&schema["minimum"], &schema["maximum"]),
+                        (&json!(1), &json!(100)),
+                        "{name}"
+                    ),
+                    _ => {}
+                }
+            }
+        }
+    }
+    keyed.sort();
+    assert_eq!(
+        keyed,
+        [
+            "POST /api/v1/coupons/issue",
+            "POST /api/v1/orders",
+            "POST /api/v1/points/charge",
+            "POST /api/v1/points/use",
+        ]
+    );
+    // A user needs no body.
+    assert_eq!(
+        doc["paths"]["/api/v1/users"]["post"]["requestBody"]["required"],
+        false
+    );
 }
