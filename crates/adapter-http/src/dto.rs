@@ -3,9 +3,9 @@
 
 use domain::{PageRequest, UserId};
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::{IntoParams, IntoResponses, ToSchema};
 
-use crate::problem::ApiError;
+use crate::problem::{ApiError, Problem};
 
 /// `?userId=` of the user-scoped reads.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -28,11 +28,14 @@ impl UserQuery {
 #[serde(rename_all = "camelCase")]
 #[into_params(parameter_in = Query)]
 pub struct UserPageQuery {
+    /// The user whose data to read.
     #[param(minimum = 1)]
     pub user_id: i64,
-    #[param(minimum = 1)]
+    /// 1-based page number (default 1).
+    #[param(nullable = false, minimum = 1, maximum = 1_000_000)]
     pub page: Option<i64>,
-    #[param(minimum = 1, maximum = 100)]
+    /// Items per page (default 20).
+    #[param(nullable = false, minimum = 1, maximum = 100)]
     pub size: Option<i64>,
 }
 
@@ -64,4 +67,32 @@ impl<T> PageDto<T> {
             items: page.items.into_iter().map(f).collect(),
         }
     }
+}
+
+/// The `Idempotency-Key` header of the four money- and stock-moving POSTs.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct IdempotencyKeyHeader {
+    /// 1–255 visible ASCII characters (`!` to `~`). A retry with the same key and body
+    /// replays the first response (`Idempotent-Replayed: true`); the same key with another
+    /// body is 422 `IDEMPOTENCY_KEY_REUSED`.
+    #[param(
+        rename = "Idempotency-Key",
+        nullable = false,
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[!-~]+$"
+    )]
+    pub idempotency_key: Option<String>,
+}
+
+/// The refusals of every route that reads a JSON body, before the body is looked at.
+#[derive(Debug, IntoResponses)]
+pub enum BodyRefusals {
+    /// `PAYLOAD_TOO_LARGE`: the body is over 64 KiB.
+    #[response(status = 413, content_type = "application/problem+json")]
+    TooLarge(Problem),
+    /// `UNSUPPORTED_MEDIA_TYPE`: the body is not `application/json`.
+    #[response(status = 415, content_type = "application/problem+json")]
+    NotJson(Problem),
 }

@@ -1,6 +1,7 @@
 //! The OpenAPI document, generated from the handlers' annotations.
 
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{RefOr, Required, Schema};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes;
@@ -10,7 +11,7 @@ use crate::routes;
     info(
         title = "Shop server",
         version = "1.0.0",
-        description = "Order-and-payment backend: points, catalogue, first-come-first-served coupons, orders, payment, best sellers.\n\nErrors are RFC 9457 `application/problem+json` with a stable `code`."
+        description = "Order-and-payment backend: points, catalogue, first-come-first-served coupons, orders, payment, best sellers.\n\nErrors are RFC 9457 `application/problem+json` with a stable `code`.\n\nRequest bodies are read strictly, with rules JSON Schema does not state: integers are written without a fraction (`2`, not `2.0`); an object may not repeat a key; no key or string anywhere in a body, unknown fields included, may hold a control character (U+0000–U+001F, U+007F–U+009F). Unknown fields are otherwise ignored. Each refusal is 400 `VALIDATION_FAILED`."
     ),
     paths(
         routes::users::create_user,
@@ -46,7 +47,7 @@ use crate::routes;
         (name = "admin", description = "Requires `Authorization: Bearer <ADMIN_TOKEN>`"),
         (name = "operations"),
     ),
-    modifiers(&AdminSecurity)
+    modifiers(&AdminSecurity, &Refinements)
 )]
 pub struct ApiDoc;
 
@@ -61,5 +62,44 @@ impl Modify for AdminSecurity {
             "admin",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+    }
+}
+
+/// What the annotations cannot say.
+#[derive(Debug)]
+struct Refinements;
+
+impl Modify for Refinements {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        // `POST /api/v1/users` takes no body or a JSON object.
+        if let Some(body) = openapi
+            .paths
+            .paths
+            .get_mut("/api/v1/users")
+            .and_then(|item| item.post.as_mut())
+            .and_then(|op| op.request_body.as_mut())
+        {
+            body.required = Some(Required::False);
+        }
+        // A RATE discount is a percentage: 1–100 (JSON Schema's if/then, which utoipa
+        // has no attribute for; its extensions are written into the schema object as is).
+        if let Some(RefOr::T(Schema::Object(coupon))) = openapi
+            .components
+            .as_mut()
+            .and_then(|c| c.schemas.get_mut("CreateCouponRequest"))
+        {
+            let extensions = coupon.extensions.get_or_insert_with(Default::default);
+            extensions.insert(
+                "if".into(),
+                serde_json::json!({
+                    "properties": {"discountType": {"const": "RATE"}},
+                    "required": ["discountType"]
+                }),
+            );
+            extensions.insert(
+                "then".into(),
+                serde_json::json!({"properties": {"discountValue": {"maximum": 100}}}),
+            );
+        }
     }
 }

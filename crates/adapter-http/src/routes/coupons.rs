@@ -11,7 +11,7 @@ use domain::{CouponId, UserId};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::dto::UserQuery;
+use crate::dto::{BodyRefusals, IdempotencyKeyHeader, UserQuery};
 use crate::extract::JsonBody;
 use crate::idempotency::{Rendered, idempotent};
 use crate::problem::{ApiError, Problem};
@@ -132,21 +132,40 @@ impl TryFrom<&IssueRequest> for IssueCommand {
     }
 }
 
+/// `discountType` of a new campaign: read as text, so another value is a 400 on the field.
+fn discount_type_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .enum_values(Some(["FIXED", "RATE"]))
+        .description(Some("FIXED (KRW off) or RATE (percent off)."))
+        .examples(["FIXED"])
+        .build()
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateCouponRequest {
+    /// 1–200 characters after trimming white space; no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\u0000-\u001F\u007F-\u009F]*$",
+        example = "Welcome 3,000 KRW off"
+    )]
     pub name: String,
-    /// FIXED or RATE.
-    #[schema(example = "FIXED")]
+    #[schema(schema_with = discount_type_schema)]
     pub discount_type: String,
-    /// FIXED: KRW > 0; RATE: percent 1..=100.
-    #[schema(example = 3000)]
+    /// FIXED: KRW off, 1–1,000,000,000; RATE: percent off, 1–100.
+    #[schema(minimum = 1, maximum = 1_000_000_000, example = 3000)]
     pub discount_value: i64,
-    #[schema(minimum = 1, example = 100)]
+    #[schema(minimum = 1, maximum = 10_000_000, example = 100)]
     pub total_quantity: i64,
-    /// Defaults to now.
+    /// Defaults to now. Years 1970–9999; kept to the microsecond.
+    #[schema(example = "2026-12-01T00:00:00+09:00")]
     pub starts_at: Option<DateTime<FixedOffset>>,
-    /// Must be after startsAt.
+    /// At least a microsecond after startsAt (after now when startsAt is absent). Years
+    /// 1970–9999.
+    #[schema(example = "2099-12-31T23:59:59+09:00")]
     pub ends_at: DateTime<FixedOffset>,
 }
 
@@ -194,13 +213,14 @@ fn render_issued(issued: &UserCoupon) -> Rendered {
     post, path = "/api/v1/coupons/issue", tag = "coupons",
     operation_id = "issueCoupon",
     request_body = IssueRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "1–255 visible ASCII characters")),
+    params(IdempotencyKeyHeader),
     responses(
         (status = 201, body = UserCouponResponse),
         (status = 400, description = "VALIDATION_FAILED", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "USER_NOT_FOUND, COUPON_NOT_FOUND", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "COUPON_SOLD_OUT, COUPON_ALREADY_ISSUED, COUPON_NOT_ISSUABLE, IDEMPOTENCY_KEY_IN_USE", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "IDEMPOTENCY_KEY_REUSED", body = Problem, content_type = "application/problem+json"),
+        BodyRefusals,
         (status = 503, description = "SERVICE_UNAVAILABLE: too many issues are waiting in this instance, or the database is unavailable; nothing changed (an Idempotency-Key is released)", body = Problem, content_type = "application/problem+json",
          headers(("Retry-After" = u32, description = "seconds to wait before retrying (on an overload)"))),
     )
@@ -266,7 +286,7 @@ pub async fn get(
     Ok(web::Json(use_cases.coupons.get(id).await?.into()))
 }
 
-/// Creates a coupon campaign (admin).
+/// Creates a coupon campaign (admin). `endsAt` must be after `startsAt`, else 400.
 #[utoipa::path(
     post, path = "/api/v1/admin/coupons", tag = "admin",
     operation_id = "adminCreateCoupon",
@@ -274,9 +294,10 @@ pub async fn get(
     security(("admin" = [])),
     responses(
         (status = 201, body = CouponResponse, headers(("Location" = String))),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "VALIDATION_FAILED", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "UNAUTHORIZED", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "ADMIN_DISABLED", body = Problem, content_type = "application/problem+json"),
+        BodyRefusals,
     )
 )]
 pub async fn create(

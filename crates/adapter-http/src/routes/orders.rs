@@ -10,7 +10,7 @@ use domain::{OrderId, ProductId, UserCouponId, UserId, ValidationError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::dto::{PageDto, UserPageQuery, UserQuery};
+use crate::dto::{BodyRefusals, IdempotencyKeyHeader, PageDto, UserPageQuery, UserQuery};
 use crate::extract::JsonBody;
 use crate::idempotency::{Rendered, idempotent};
 use crate::problem::{ApiError, Problem};
@@ -29,8 +29,12 @@ pub struct OrderItemRequest {
 pub struct PlaceOrderRequest {
     #[schema(minimum = 1)]
     pub user_id: i64,
-    /// 1–50 lines; lines of one product are merged.
+    /// 1–50 lines; lines of one product are merged, and a merged quantity above 1,000
+    /// is 400 on that line's `quantity`.
+    #[schema(min_items = 1, max_items = 50)]
     pub items: Vec<OrderItemRequest>,
+    /// One of the user's coupons (`GET /api/v1/coupons`), applied to the order.
+    #[schema(minimum = 1)]
     pub user_coupon_id: Option<i64>,
 }
 
@@ -227,13 +231,14 @@ fn order_id(raw: i64) -> Result<OrderId, ApiError> {
     post, path = "/api/v1/orders", tag = "orders",
     operation_id = "placeOrder",
     request_body = PlaceOrderRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "1–255 visible ASCII characters")),
+    params(IdempotencyKeyHeader),
     responses(
         (status = 201, body = OrderResponse, headers(("Location" = String))),
         (status = 400, description = "VALIDATION_FAILED", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "USER_NOT_FOUND, PRODUCT_NOT_FOUND, USER_COUPON_NOT_FOUND", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "OUT_OF_STOCK, COUPON_NOT_USABLE, IDEMPOTENCY_KEY_IN_USE", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "IDEMPOTENCY_KEY_REUSED", body = Problem, content_type = "application/problem+json"),
+        BodyRefusals,
     )
 )]
 pub async fn place(
@@ -308,6 +313,7 @@ pub async fn list(
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "USER_NOT_FOUND, ORDER_NOT_FOUND", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "ORDER_NOT_CANCELLABLE", body = Problem, content_type = "application/problem+json"),
+        BodyRefusals,
     )
 )]
 pub async fn cancel(
@@ -326,13 +332,14 @@ pub async fn cancel(
     post, path = "/api/v1/points/use", tag = "points",
     operation_id = "payOrder",
     request_body = PayRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "1–255 visible ASCII characters")),
+    params(IdempotencyKeyHeader),
     responses(
         (status = 200, body = PaymentResponse),
         (status = 400, description = "VALIDATION_FAILED", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "USER_NOT_FOUND, ORDER_NOT_FOUND", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "INSUFFICIENT_BALANCE, ORDER_EXPIRED, ORDER_NOT_PAYABLE, IDEMPOTENCY_KEY_IN_USE", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "IDEMPOTENCY_KEY_REUSED", body = Problem, content_type = "application/problem+json"),
+        BodyRefusals,
     )
 )]
 pub async fn pay(

@@ -9,7 +9,7 @@ use domain::points::{ChargeAmount, Charged, PointHistoryEntry};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::dto::{PageDto, UserPageQuery, UserQuery};
+use crate::dto::{BodyRefusals, IdempotencyKeyHeader, PageDto, UserPageQuery, UserQuery};
 use crate::extract::JsonBody;
 use crate::idempotency::{Rendered, idempotent};
 use crate::problem::{ApiError, Problem};
@@ -120,15 +120,14 @@ fn render_charged(charged: &Charged) -> Rendered {
     post, path = "/api/v1/points/charge", tag = "points",
     operation_id = "chargePoints",
     request_body = ChargeRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "1–255 visible ASCII characters; a retry with the same key and body replays the first response")),
+    params(IdempotencyKeyHeader),
     responses(
         (status = 200, body = BalanceResponse),
         (status = 400, description = "VALIDATION_FAILED", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "USER_NOT_FOUND", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "BALANCE_LIMIT_EXCEEDED, IDEMPOTENCY_KEY_IN_USE", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "PAYLOAD_TOO_LARGE", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "UNSUPPORTED_MEDIA_TYPE", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "IDEMPOTENCY_KEY_REUSED", body = Problem, content_type = "application/problem+json"),
+        BodyRefusals,
     )
 )]
 pub async fn charge(

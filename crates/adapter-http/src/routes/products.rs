@@ -12,7 +12,7 @@ use domain::product::{
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::dto::PageDto;
+use crate::dto::{BodyRefusals, PageDto};
 use crate::extract::JsonBody;
 use crate::problem::{ApiError, Problem};
 
@@ -43,12 +43,21 @@ impl From<Product> for ProductResponse {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateProductRequest {
-    #[schema(example = "Ceramic mug")]
+    /// 1–200 characters after trimming white space; no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\u0000-\u001F\u007F-\u009F]*$",
+        example = "Ceramic mug"
+    )]
     pub name: String,
+    /// At most 5,000 characters, no control characters (default empty).
+    #[schema(max_length = 5000, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub description: Option<String>,
-    #[schema(minimum = 0, example = 12_000)]
+    /// KRW.
+    #[schema(minimum = 0, maximum = 1_000_000_000, example = 12_000)]
     pub price: i64,
-    #[schema(minimum = 0, example = 100)]
+    #[schema(minimum = 0, maximum = 1_000_000_000, example = 100)]
     pub stock: i64,
 }
 
@@ -69,9 +78,18 @@ impl TryFrom<CreateProductRequest> for NewProduct {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PatchProductRequest {
+    /// 1–200 characters after trimming white space; no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub name: Option<String>,
+    /// At most 5,000 characters, no control characters.
+    #[schema(max_length = 5000, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub description: Option<String>,
-    #[schema(minimum = 0)]
+    /// KRW.
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
     pub price: Option<i64>,
 }
 
@@ -93,8 +111,9 @@ impl TryFrom<PatchProductRequest> for ProductPatch {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct RestockRequest {
-    /// Units to add, > 0.
-    #[schema(minimum = 1, example = 50)]
+    /// Units to add; a restock that would take the stock over 1,000,000,000 is 409
+    /// `STOCK_LIMIT_EXCEEDED`.
+    #[schema(minimum = 1, maximum = 1_000_000_000, example = 50)]
     pub quantity: i64,
 }
 
@@ -104,8 +123,8 @@ impl From<CatalogError> for ApiError {
             CatalogError::ProductNotFound => {
                 Self::not_found("PRODUCT_NOT_FOUND", "no product with this id")
             }
-            CatalogError::StockLimitExceeded => Self::validation(
-                "quantity",
+            CatalogError::StockLimitExceeded => Self::conflict(
+                "STOCK_LIMIT_EXCEEDED",
                 format!("the stock may not exceed {}", Stock::MAX),
             ),
             CatalogError::Unknown(e) => Self::unknown(&e),
@@ -118,15 +137,15 @@ impl From<CatalogError> for ApiError {
 #[into_params(parameter_in = Query)]
 pub struct ProductListQuery {
     /// 1-based page number (default 1). Not with `after`.
-    #[param(minimum = 1, maximum = 1_000_000)]
+    #[param(nullable = false, minimum = 1, maximum = 1_000_000)]
     pub page: Option<i64>,
     /// Items per page, 1..=100 (default 20).
-    #[param(minimum = 1, maximum = 100)]
+    #[param(nullable = false, minimum = 1, maximum = 100)]
     pub size: Option<i64>,
     /// Keyset cursor: list the products whose id is greater than this (take it from the
     /// previous answer's `nextAfter`, or the last id of page 1). Every depth costs what
     /// the first page costs. Not with `page`.
-    #[param(minimum = 1)]
+    #[param(nullable = false, minimum = 1)]
     pub after: Option<i64>,
 }
 
@@ -139,6 +158,7 @@ pub struct ProductsAfterDto {
     /// Products in the whole catalogue.
     pub total_count: i64,
     /// The `after` of the next page; `null` when no product follows this page.
+    #[schema(required = true)]
     pub next_after: Option<i64>,
 }
 
@@ -222,6 +242,7 @@ pub async fn get(
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "UNAUTHORIZED", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "ADMIN_DISABLED", body = Problem, content_type = "application/problem+json"),
+        BodyRefusals,
     )
 )]
 pub async fn create(
@@ -247,9 +268,10 @@ pub async fn create(
     responses(
         (status = 200, body = ProductResponse),
         (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "UNAUTHORIZED", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "ADMIN_DISABLED", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "PRODUCT_NOT_FOUND", body = Problem, content_type = "application/problem+json"),
+        BodyRefusals,
     )
 )]
 pub async fn patch(
@@ -272,9 +294,11 @@ pub async fn patch(
     responses(
         (status = 200, body = ProductResponse),
         (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "UNAUTHORIZED", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "ADMIN_DISABLED", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "PRODUCT_NOT_FOUND", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "STOCK_LIMIT_EXCEEDED", body = Problem, content_type = "application/problem+json"),
+        BodyRefusals,
     )
 )]
 pub async fn restock(

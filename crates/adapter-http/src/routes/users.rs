@@ -10,6 +10,7 @@ use domain::user::User;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::dto::BodyRefusals;
 use crate::problem::{ApiError, Problem};
 use crate::strict_json::StrictValue;
 use chrono::{DateTime, Utc};
@@ -29,6 +30,10 @@ impl From<User> for UserResponse {
         }
     }
 }
+
+/// The optional body of `POST /api/v1/users`: any JSON object; nothing in it is read.
+#[derive(Debug, ToSchema)]
+pub struct CreateUserRequest {}
 
 impl From<CreateUserError> for ApiError {
     fn from(err: CreateUserError) -> Self {
@@ -51,12 +56,12 @@ impl From<GetUserError> for ApiError {
 #[utoipa::path(
     post, path = "/api/v1/users", tag = "users",
     operation_id = "createUser",
-    request_body(content = Object, description = "`{}`", content_type = "application/json"),
+    request_body(content = CreateUserRequest, description = "Optional: no body, or a JSON object (`{}`); its fields are ignored", content_type = "application/json"),
     responses(
         (status = 201, description = "Created", body = UserResponse,
          headers(("Location" = String, description = "URL of the new user"))),
-        (status = 400, description = "Malformed body", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "VALIDATION_FAILED: the body is not a JSON object", body = Problem, content_type = "application/problem+json"),
+        BodyRefusals,
     )
 )]
 pub async fn create_user(

@@ -343,3 +343,27 @@ async fn the_openapi_document_describes_keyset_pages() {
         Some(2)
     );
 }
+
+#[tokio::test]
+async fn a_restock_past_the_stock_maximum_is_a_conflict_that_changes_nothing() {
+    let app = spawn_app().await;
+    let id = app.create_product(100, 999_999_990).await;
+    let path = format!("/api/v1/admin/products/{id}/restock");
+    // Valid on its own (the schema allows 1..=1,000,000,000): refused for the product's
+    // current stock, like a charge past the balance limit.
+    let res = app
+        .admin(Method::POST, &path, Some(&json!({"quantity": 11})))
+        .await;
+    assert_problem(res, 409, "STOCK_LIMIT_EXCEEDED").await;
+    let product: Value = app
+        .get(&format!("/api/v1/products/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(product["stock"], 999_999_990);
+    let res = app
+        .admin(Method::POST, &path, Some(&json!({"quantity": 10})))
+        .await;
+    assert_eq!(res.json::<Value>().await.unwrap()["stock"], 1_000_000_000);
+}
