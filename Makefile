@@ -7,7 +7,7 @@ LOCAL_DB_URL := $(shell scripts/db.sh url)
 ADMIN_TOKEN ?= dev-admin-token
 export ADMIN_TOKEN
 
-.PHONY: help run test lint fmt bench db-up db-down db-url deps
+.PHONY: help run test lint fmt bench fuzz fuzz-ci db-up db-down db-url deps
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -33,7 +33,7 @@ run: deps ## start the server (and the local PostgreSQL unless DATABASE_URL is s
 	  echo "admin token:  $$ADMIN_TOKEN   (development only; set ADMIN_TOKEN to change it)"; \
 	  DATABASE_URL="$$url" SEED_DEMO_DATA="$${SEED_DEMO_DATA:-true}" exec target/release/shop-server
 
-test: deps ## provision/start the local PostgreSQL, then run every test
+test: deps ## provision/start the local PostgreSQL, then run every test (cargo, then a generated client's flow)
 	@if [ -z "$$DATABASE_URL" ]; then scripts/db.sh up; fi
 	@url="$${DATABASE_URL:-$(LOCAL_DB_URL)}"; \
 	  if cargo nextest --version >/dev/null 2>&1; then \
@@ -41,6 +41,15 @@ test: deps ## provision/start the local PostgreSQL, then run every test
 	  else \
 	    DATABASE_URL="$$url" cargo test --workspace --no-fail-fast; \
 	  fi
+	@scripts/client-flow.sh
+
+fuzz: deps ## schemathesis: every check of /openapi.json against a fresh server (FUZZ_MAX_EXAMPLES, default 100)
+	@if [ -z "$$DATABASE_URL" ]; then scripts/db.sh up; fi
+	@scripts/fuzz.sh
+
+fuzz-ci: deps ## the short fuzz that CI runs (about a minute)
+	@if [ -z "$$DATABASE_URL" ]; then scripts/db.sh up; fi
+	@FUZZ_MAX_EXAMPLES="$${FUZZ_MAX_EXAMPLES:-25}" scripts/fuzz.sh
 
 lint: ## rustfmt check and clippy with warnings as errors
 	cargo fmt --all --check
