@@ -1,17 +1,22 @@
 //! Delivering the outbox to the data platform.
 //!
-//! The relay alternates [`DeliverEvents::drain`] (deliver everything due) and
-//! [`DeliverEvents::rest`] (sleep until a commit signals new events, the earliest retry
-//! falls due, or a fallback period passes), so an idle relay costs a couple of round
-//! trips per fallback period rather than a poll several times a second.
+//! The relay (the scheduler in `bootstrap`) claims due events with [`DeliverEvents::claim`]
+//! into its free delivery slots, runs each [`DeliverEvents::deliver`] on its own, so a slow
+//! receiver call holds back no other event, and records the deliveries that settled
+//! together with one [`DeliverEvents::mark_delivered`]. Between claims it waits in
+//! [`DeliverEvents::rest`] (until a commit signals new events, the earliest retry falls due,
+//! or a fallback period passes), so an idle relay costs a couple of round trips per
+//! fallback period rather than a poll several times a second.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use domain::outbox::{OutboxCounts, retry_at};
+use domain::outbox::{OutboxCounts, OutboxEvent, retry_at};
 use domain::ports::{Clock, DataPlatform, OutboxStore, OutboxWakeup};
 
-/// The relay: delivers due events, at least once, retrying failures with backoff.
+/// The relay's use case: delivers due events, at least once, retrying failures with
+/// backoff.
 #[derive(Clone)]
 pub struct DeliverEvents {
     outbox: Arc<dyn OutboxStore>,
@@ -20,8 +25,6 @@ pub struct DeliverEvents {
 }
 
 impl DeliverEvents {
-    /// Events claimed per round.
-    pub const BATCH: i64 = 50;
     /// The shortest [`Self::rest`] that waits for a due time rather than a signal.
     pub const MIN_REST: Duration = Duration::from_millis(100);
 
@@ -37,60 +40,62 @@ impl DeliverEvents {
         }
     }
 
-    /// One round: claims due events and delivers them concurrently. Returns how many
-    /// were claimed (a full batch means more may be waiting).
+    /// Claims up to `limit` due events, oldest first, under a lease (other relays skip
+    /// them until it lapses; then they are delivered again, at least once).
     ///
     /// # Errors
-    /// When the store fails; claimed events are then retried after their lease.
-    #[tracing::instrument(name = "deliver_events", skip_all)]
-    pub async fn run_once(&self) -> anyhow::Result<usize> {
-        let events = self.outbox.claim_due(self.clock.now(), Self::BATCH).await?;
-        let claimed = events.len();
-        let deliveries = events.into_iter().map(|event| async move {
-            match self.platform.deliver(&event).await {
+    /// When the store fails.
+    #[tracing::instrument(name = "outbox_claim", skip_all)]
+    pub async fn claim(&self, limit: usize) -> anyhow::Result<Vec<OutboxEvent>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.outbox.claim_due(self.clock.now(), limit).await
+    }
+
+    /// One attempt at delivering a claimed `event`, as a future that owns what it needs
+    /// (to run on its own task). `Some(id)` when the platform took it: the caller marks it
+    /// delivered (with others, in one statement). `None` when the attempt failed: it is
+    /// already rescheduled with backoff. Dropping the future mid-way leaves the event
+    /// claimed and undelivered, so it is delivered again once the lease lapses.
+    ///
+    /// # Errors
+    /// When rescheduling a failed attempt fails; the lease then retries the event.
+    pub fn deliver(
+        &self,
+        event: OutboxEvent,
+    ) -> impl Future<Output = anyhow::Result<Option<String>>> + Send + 'static {
+        let this = self.clone();
+        async move {
+            match this.platform.deliver(&event).await {
                 Ok(()) => Ok(Some(event.id)),
                 Err(err) => {
                     tracing::warn!(event_id = %event.id, attempts = event.attempts, error = format!("{err:#}"), "data platform delivery failed; will retry");
-                    let at = retry_at(event.attempts, self.clock.now());
-                    self.outbox
+                    let at = retry_at(event.attempts, this.clock.now());
+                    this.outbox
                         .reschedule(event.id, at, format!("{err:#}"))
                         .await
                         .map(|()| None)
                 }
             }
-        });
-        let mut delivered = Vec::with_capacity(claimed);
-        for settled in futures_util::future::join_all(deliveries).await {
-            delivered.extend(settled?);
         }
-        // One statement for the whole round: a relay that dies before it only delivers
-        // these again (at least once, same event ids).
-        if !delivered.is_empty() {
-            self.outbox
-                .mark_delivered(delivered, self.clock.now())
-                .await?;
-        }
-        Ok(claimed)
     }
 
-    /// Rounds until one claims less than a full batch: everything due now is delivered
-    /// (or rescheduled). Returns how many events were claimed in all.
+    /// Records the delivery of the events `ids`, in one statement. A relay that dies
+    /// before it only delivers them again (at least once, same event ids).
     ///
     /// # Errors
-    /// When the store fails; what was claimed by then is retried after its lease.
-    pub async fn drain(&self) -> anyhow::Result<usize> {
-        let full = usize::try_from(Self::BATCH).unwrap_or(usize::MAX);
-        let mut claimed = 0;
-        loop {
-            let round = self.run_once().await?;
-            claimed += round;
-            if round < full {
-                return Ok(claimed);
-            }
+    /// When the store fails; the events are then delivered again after their lease.
+    #[tracing::instrument(name = "outbox_mark_delivered", skip_all, fields(events = ids.len()))]
+    pub async fn mark_delivered(&self, ids: Vec<String>) -> anyhow::Result<()> {
+        if ids.is_empty() {
+            return Ok(());
         }
+        self.outbox.mark_delivered(ids, self.clock.now()).await
     }
 
-    /// Waits for more work after a [`Self::drain`]: until `wakeup` signals a commit, or
+    /// Waits for more work when nothing is in flight and the last claim found nothing: until `wakeup` signals a commit, or
     /// the earliest undelivered event falls due, or `fallback` passes, whichever is first
     /// (but at least [`Self::MIN_REST`], so an event due now that another relay holds
     /// does not make this one spin). The fallback catches notifications lost in transit
@@ -159,16 +164,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn delivered_events_are_marked_and_failed_ones_rescheduled_with_backoff() {
+    async fn a_delivered_event_is_returned_for_marking_and_a_failed_one_rescheduled_with_backoff() {
         let mut outbox = MockOutboxStore::new();
         outbox
             .expect_claim_due()
+            .withf(|_, limit| *limit == 16)
             .returning(|_, _| Ok(vec![event("ok", 1), event("down", 3)]));
-        outbox
-            .expect_mark_delivered()
-            .withf(|ids, _| ids == &["ok".to_owned()])
-            .times(1)
-            .returning(|_, _| Ok(()));
         outbox
             .expect_reschedule()
             .withf(|id, at, error| {
@@ -178,6 +179,11 @@ mod tests {
             })
             .times(1)
             .returning(|_, _, _| Ok(()));
+        outbox
+            .expect_mark_delivered()
+            .withf(|ids, _| ids == &["ok".to_owned()])
+            .times(1)
+            .returning(|_, _| Ok(()));
         let mut platform = MockDataPlatform::new();
         platform.expect_deliver().returning(|e| {
             if e.id == "ok" {
@@ -187,43 +193,22 @@ mod tests {
             }
         });
         let relay = DeliverEvents::new(Arc::new(outbox), Arc::new(platform), clock());
-        assert_eq!(relay.run_once().await.unwrap(), 2);
+        let mut claimed = relay.claim(16).await.unwrap().into_iter();
+        let ok = relay.deliver(claimed.next().unwrap()).await.unwrap();
+        let down = relay.deliver(claimed.next().unwrap()).await.unwrap();
+        assert_eq!((ok.as_deref(), down), (Some("ok"), None));
+        relay.mark_delivered(vec!["ok".into()]).await.unwrap();
     }
 
     #[tokio::test]
-    async fn nothing_due_means_nothing_delivered() {
+    async fn no_free_slot_claims_nothing_and_nothing_delivered_marks_nothing() {
         let mut outbox = MockOutboxStore::new();
-        outbox.expect_claim_due().returning(|_, _| Ok(vec![]));
-        let mut platform = MockDataPlatform::new();
-        platform.expect_deliver().never();
-        let relay = DeliverEvents::new(Arc::new(outbox), Arc::new(platform), clock());
-        assert_eq!(relay.run_once().await.unwrap(), 0);
-    }
-
-    fn batch(prefix: &str, n: i64) -> Vec<OutboxEvent> {
-        (0..n).map(|i| event(&format!("{prefix}{i}"), 1)).collect()
-    }
-
-    #[tokio::test]
-    async fn draining_claims_again_after_every_full_batch_and_stops_after_a_short_one() {
-        let mut outbox = MockOutboxStore::new();
-        let mut rounds = vec![
-            batch("c", 3),
-            batch("b", DeliverEvents::BATCH),
-            batch("a", DeliverEvents::BATCH),
-        ];
-        outbox
-            .expect_claim_due()
-            .times(3)
-            .returning(move |_, _| Ok(rounds.pop().unwrap_or_default()));
-        outbox.expect_mark_delivered().returning(|_, _| Ok(()));
-        let mut platform = MockDataPlatform::new();
-        platform.expect_deliver().returning(|_| Ok(()));
-        let relay = DeliverEvents::new(Arc::new(outbox), Arc::new(platform), clock());
-        assert_eq!(
-            relay.drain().await.unwrap(),
-            2 * usize::try_from(DeliverEvents::BATCH).unwrap() + 3
-        );
+        outbox.expect_claim_due().never();
+        outbox.expect_mark_delivered().never();
+        let relay =
+            DeliverEvents::new(Arc::new(outbox), Arc::new(MockDataPlatform::new()), clock());
+        assert!(relay.claim(0).await.unwrap().is_empty());
+        relay.mark_delivered(Vec::new()).await.unwrap();
     }
 
     /// A relay whose store says the next event is due at `due` (relative to the clock's

@@ -23,6 +23,11 @@ pub struct Config {
     pub data_platform_ca_file: Option<String>,
     /// How long delivered outbox events are kept before the hourly purge deletes them.
     pub outbox_retention_days: u64,
+    /// Data-platform deliveries the relay keeps in flight at once.
+    pub outbox_delivery_concurrency: usize,
+    /// How long deliveries in flight may still finish after the stop signal; the rest are
+    /// abandoned (and delivered again later).
+    pub outbox_shutdown_grace_ms: u64,
     /// How long an order waits for payment.
     pub order_payment_timeout_secs: u64,
     /// The longest the expiry scheduler waits between scans; it scans sooner, at the
@@ -60,6 +65,8 @@ impl Default for Config {
             data_platform_url: None,
             data_platform_ca_file: None,
             outbox_retention_days: 7,
+            outbox_delivery_concurrency: 16,
+            outbox_shutdown_grace_ms: 2_000,
             order_payment_timeout_secs: 300,
             order_expiry_scan_secs: 30,
             best_seller_refresh_secs: 60,
@@ -78,8 +85,10 @@ impl Default for Config {
 }
 
 /// Typed variables, parsed by figment.
-const TYPED: [&str; 13] = [
+const TYPED: [&str; 15] = [
     "OUTBOX_RETENTION_DAYS",
+    "OUTBOX_DELIVERY_CONCURRENCY",
+    "OUTBOX_SHUTDOWN_GRACE_MS",
     "ORDER_PAYMENT_TIMEOUT_SECS",
     "ORDER_EXPIRY_SCAN_SECS",
     "BEST_SELLER_REFRESH_SECS",
@@ -96,6 +105,8 @@ const TYPED: [&str; 13] = [
 
 /// The largest `COUPON_ISSUE_QUEUE_LIMIT`: far beyond any sensible value.
 const COUPON_ISSUE_QUEUE_MAX: usize = 1_000_000;
+/// The largest `OUTBOX_DELIVERY_CONCURRENCY`.
+const OUTBOX_DELIVERY_CONCURRENCY_MAX: usize = 1_024;
 
 impl Config {
     /// Reads the environment over the defaults.
@@ -153,6 +164,12 @@ impl Config {
                 self.coupon_issue_queue_limit
             );
         }
+        if !(1..=OUTBOX_DELIVERY_CONCURRENCY_MAX).contains(&self.outbox_delivery_concurrency) {
+            anyhow::bail!(
+                "OUTBOX_DELIVERY_CONCURRENCY must be 1..={OUTBOX_DELIVERY_CONCURRENCY_MAX} (got {})",
+                self.outbox_delivery_concurrency
+            );
+        }
         for (name, value, most) in self.durations() {
             if value > most {
                 anyhow::bail!("{name} may be at most {most} (got {value})");
@@ -163,7 +180,7 @@ impl Config {
 
     /// Every duration setting with its upper bound: far beyond any sensible value, and
     /// small enough that no time arithmetic on it can overflow.
-    fn durations(&self) -> [(&'static str, u64, u64); 9] {
+    fn durations(&self) -> [(&'static str, u64, u64); 10] {
         const DAY_SECS: u64 = 24 * 3600;
         const HOUR_MS: u64 = 3600 * 1000;
         [
@@ -200,6 +217,11 @@ impl Config {
             ),
             ("DB_POOL_SIZE", u64::from(self.db_pool_size), 10_000),
             ("OUTBOX_RETENTION_DAYS", self.outbox_retention_days, 3650),
+            (
+                "OUTBOX_SHUTDOWN_GRACE_MS",
+                self.outbox_shutdown_grace_ms,
+                HOUR_MS,
+            ),
         ]
     }
 
@@ -278,6 +300,40 @@ mod tests {
                 jail.set_env("COUPON_ISSUE_QUEUE_LIMIT", refused);
                 assert!(Config::from_env().is_err(), "{refused}");
             }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_outbox_delivery_settings_are_read_and_bounded() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("DATABASE_URL", "postgres://x/y");
+            let config = Config::from_env().map_err(|e| e.to_string())?;
+            assert_eq!(
+                (
+                    config.outbox_delivery_concurrency,
+                    config.outbox_shutdown_grace_ms
+                ),
+                (16, 2_000)
+            );
+            jail.set_env("OUTBOX_DELIVERY_CONCURRENCY", "4");
+            jail.set_env("OUTBOX_SHUTDOWN_GRACE_MS", "500");
+            let config = Config::from_env().map_err(|e| e.to_string())?;
+            assert_eq!(
+                (
+                    config.outbox_delivery_concurrency,
+                    config.outbox_shutdown_grace_ms
+                ),
+                (4, 500)
+            );
+            for refused in ["0", "1025", "-1"] {
+                jail.set_env("OUTBOX_DELIVERY_CONCURRENCY", refused);
+                assert!(Config::from_env().is_err(), "{refused}");
+            }
+            jail.set_env("OUTBOX_DELIVERY_CONCURRENCY", "4");
+            jail.set_env("OUTBOX_SHUTDOWN_GRACE_MS", "3600001");
+            assert!(Config::from_env().is_err());
             Ok(())
         });
     }

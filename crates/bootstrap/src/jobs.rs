@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use adapter_postgres::{PgOutboxListener, PgPool};
 use application::UseCases;
-use domain::ports::OutboxWakeup;
 use prometheus::{IntGaugeVec, Opts, Registry};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::Config;
+use crate::relay::RelaySettings;
 
 mod outbox_gauge;
 
@@ -29,13 +29,15 @@ const POOL_METRICS_EVERY: Duration = Duration::from_secs(5);
 /// it at its due time; this poll only catches what neither announced (a notification
 /// lost with a dropped connection), so it can be slow.
 const OUTBOX_FALLBACK_POLL: Duration = Duration::from_secs(10);
-/// The relay's longest sleep after a round that delivered something. A commit notifies
-/// only when no other event waits unclaimed (see the `outbox_events_notify` trigger), so an
-/// event committed just as a round claims the others is found by this poll, within a second.
+/// The relay's longest wait between claims while deliveries are in flight or were just
+/// claimed. A commit notifies only when no other event waits unclaimed (see the
+/// `outbox_events_notify` trigger), so an event committed just as a claim takes the others
+/// is found by this poll, within a second.
 const OUTBOX_BUSY_POLL: Duration = Duration::from_secs(1);
-/// How long the relay lets events gather after it wakes, so payments committed close
-/// together are claimed and marked together (two statements for the lot, not two per
-/// payment) while a paid order still reaches the data platform well within a second.
+/// How long the relay lets events gather after it wakes, and settled deliveries before it
+/// marks them, so payments committed close together are claimed and marked together (two
+/// statements for the lot, not two per payment) while a paid order still reaches the data
+/// platform well within a second.
 const OUTBOX_GATHER: Duration = Duration::from_millis(100);
 
 /// Starts every scheduler; each stops when `stop` turns true.
@@ -124,34 +126,15 @@ pub(crate) fn spawn_all(
 
     let relay = use_cases.deliver_events.clone();
     let wakeup = PgOutboxListener::start(&config.database_url)?;
-    let mut stopped = stop.clone();
-    jobs.spawn(async move {
-        loop {
-            let busy = match relay.drain().await {
-                Ok(claimed) => claimed > 0,
-                Err(e) => {
-                    tracing::warn!(error = format!("{e:#}"), "outbox relay");
-                    false
-                }
-            };
-            let rest = async {
-                if busy {
-                    // Events are flowing: the next round comes with a commit's NOTIFY, or
-                    // within the busy poll, which also finds an event whose commit raced
-                    // this round's claim (its NOTIFY was left to an event this round
-                    // took). A retry due meanwhile waits for that round.
-                    wakeup.wait(OUTBOX_BUSY_POLL).await;
-                } else {
-                    relay.rest(&wakeup, OUTBOX_FALLBACK_POLL).await;
-                }
-                tokio::time::sleep(OUTBOX_GATHER).await;
-            };
-            if until_stopped(&mut stopped, rest).await.is_none() {
-                break;
-            }
-        }
-        tracing::debug!(job = "outbox-relay", "scheduler stopped");
-    });
+    let settings = RelaySettings {
+        concurrency: config.outbox_delivery_concurrency,
+        gather: OUTBOX_GATHER,
+        busy_poll: OUTBOX_BUSY_POLL,
+        fallback_poll: OUTBOX_FALLBACK_POLL,
+        shutdown_grace: Duration::from_millis(config.outbox_shutdown_grace_ms),
+    };
+    let stopped = stop.clone();
+    jobs.spawn(async move { crate::relay::run(relay, &wakeup, settings, stopped).await });
 
     registry.register(Box::new(OutboxGauge::new(
         use_cases.deliver_events.clone(),

@@ -5,6 +5,7 @@
 
 pub mod config;
 mod jobs;
+pub mod relay;
 pub mod telemetry;
 
 use std::net::{SocketAddr, TcpListener};

@@ -114,3 +114,105 @@ async fn a_failing_data_platform_gets_the_same_event_until_it_takes_it() {
         3
     );
 }
+
+#[tokio::test]
+async fn a_stalled_receiver_call_does_not_hold_back_newer_events() {
+    let platform = MockServer::start().await;
+    // The first call stalls for most of the client's 5 s timeout, then succeeds.
+    let stall = Duration::from_millis(4_500);
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_delay(stall))
+        .up_to_n_times(1)
+        .mount(&platform)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&platform)
+        .await;
+    let app = spawn_app_with(|c| c.data_platform_url = Some(platform.uri())).await;
+    let first = paid_order(&app).await;
+    assert_eq!(
+        wait_for_requests(&platform, 1, Duration::from_secs(5))
+            .await
+            .len(),
+        1
+    );
+    let stalled_since = Instant::now();
+    let second = paid_order(&app).await;
+    let got = wait_for_requests(&platform, 2, Duration::from_secs(10)).await;
+    let waited = stalled_since.elapsed();
+    assert_eq!(got.len(), 2);
+    assert!(
+        waited < Duration::from_millis(3_000),
+        "the newer event waited {waited:?} behind the stalled call"
+    );
+    let order_of = |r: &wiremock::Request| {
+        serde_json::from_slice::<Value>(&r.body).unwrap()["order"]["orderId"].as_i64()
+    };
+    assert_eq!(
+        (order_of(&got[0]), order_of(&got[1])),
+        (Some(first), Some(second))
+    );
+    // The stalled call's 2xx still counts: both end up delivered, each once.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let counts: Value = app
+            .admin(reqwest::Method::GET, "/api/v1/admin/outbox", None)
+            .await
+            .json()
+            .await
+            .unwrap();
+        if counts == json!({"pending": 0, "delivered": 2, "failed": 0}) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{counts}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        platform.received_requests().await.unwrap_or_default().len(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn stopping_while_a_delivery_hangs_takes_the_grace_period_and_leaves_it_undelivered() {
+    let platform = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_millis(4_800)))
+        .mount(&platform)
+        .await;
+    let app = spawn_app_with(|c| {
+        c.data_platform_url = Some(platform.uri());
+        c.outbox_shutdown_grace_ms = 300;
+    })
+    .await;
+    paid_order(&app).await;
+    assert_eq!(
+        wait_for_requests(&platform, 1, Duration::from_secs(5))
+            .await
+            .len(),
+        1
+    );
+    let stopping = Instant::now();
+    app.handle.stop(true).await;
+    tokio::time::timeout(Duration::from_secs(10), app.stopped)
+        .await
+        .expect("stops")
+        .unwrap()
+        .unwrap();
+    let took = stopping.elapsed();
+    assert!(
+        took < Duration::from_millis(2_500),
+        "stopping took {took:?} with a delivery hanging"
+    );
+    // Abandoned, not marked: it is delivered again once its lease lapses.
+    assert_eq!(
+        app.db
+            .query_scalar(
+                "SELECT count(*) FILTER (WHERE delivered_at IS NULL) || '/' || count(*) \
+                 FROM outbox_events"
+            )
+            .unwrap(),
+        "1/1"
+    );
+}

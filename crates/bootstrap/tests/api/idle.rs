@@ -12,6 +12,7 @@ use adapter_dataplatform::HttpDataPlatform;
 use adapter_postgres::test_support::TestDatabase;
 use adapter_postgres::{PgOutboxListener, PgOutboxStore};
 use application::outbox::DeliverEvents;
+use bootstrap::relay::RelaySettings;
 use bootstrap::{Application, Config};
 use domain::ports::SystemClock;
 use wiremock::matchers::method;
@@ -72,13 +73,19 @@ impl Relay {
             Arc::new(SystemClock),
         );
         let listener = Arc::new(PgOutboxListener::start(db.url()).unwrap());
+        let settings = RelaySettings {
+            concurrency: 16,
+            gather: Duration::from_millis(100),
+            busy_poll: Duration::from_secs(60),
+            fallback_poll: Duration::from_secs(60),
+            shutdown_grace: Duration::from_secs(1),
+        };
         let task = tokio::spawn({
             let listener = listener.clone();
             async move {
-                loop {
-                    let _ = relay.drain().await;
-                    relay.rest(&*listener, Duration::from_secs(60)).await;
-                }
+                // Never stops: the task is aborted with the test.
+                let (_stop, stopped) = tokio::sync::watch::channel(false);
+                bootstrap::relay::run(relay, &*listener, settings, stopped).await;
             }
         });
         let relay = Self {
