@@ -1,11 +1,28 @@
 //! Request and response bodies (camelCase JSON), and their conversion into domain
 //! commands. Requests are parsed with `TryFrom` into validated domain types.
 
-use domain::{PageRequest, UserId};
+use domain::{PageRequest, UserId, ValidationError};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, IntoResponses, ToSchema};
 
 use crate::problem::{ApiError, Problem};
+
+/// Reads an id from the path as text, so that `abc`, `1.5` or a number past `i64` is the
+/// same 400 on the field as `0` or `-3` (`must be a positive integer`), rather than a
+/// parser's message about the path.
+///
+/// # Errors
+/// 400 `VALIDATION_FAILED` on `field` unless `raw` is a positive integer.
+pub fn path_id<T>(
+    raw: &str,
+    field: &'static str,
+    parse: fn(i64, &'static str) -> Result<T, ValidationError>,
+) -> Result<T, ApiError> {
+    let number = raw
+        .parse::<i64>()
+        .map_err(|_| ApiError::validation(field, "must be a positive integer"))?;
+    Ok(parse(number, field)?)
+}
 
 /// `?userId=` of the user-scoped reads.
 #[derive(Debug, Deserialize, IntoParams)]

@@ -11,7 +11,7 @@ use domain::{CouponId, UserId};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::dto::{BodyRefusals, IdempotencyKeyHeader, UserQuery};
+use crate::dto::{BodyRefusals, IdempotencyKeyHeader, UserQuery, path_id};
 use crate::extract::JsonBody;
 use crate::idempotency::{Rendered, idempotent};
 use crate::problem::{ApiError, Problem};
@@ -280,9 +280,9 @@ pub async fn of_user(
 )]
 pub async fn get(
     use_cases: web::Data<UseCases>,
-    id: web::Path<i64>,
+    id: web::Path<String>,
 ) -> Result<web::Json<CouponResponse>, ApiError> {
-    let id = CouponId::parse(id.into_inner(), "couponId")?;
+    let id = path_id(&id, "couponId", CouponId::parse)?;
     Ok(web::Json(use_cases.coupons.get(id).await?.into()))
 }
 

@@ -10,7 +10,7 @@ use domain::{OrderId, ProductId, UserCouponId, UserId, ValidationError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::dto::{BodyRefusals, IdempotencyKeyHeader, PageDto, UserPageQuery, UserQuery};
+use crate::dto::{BodyRefusals, IdempotencyKeyHeader, PageDto, UserPageQuery, UserQuery, path_id};
 use crate::extract::JsonBody;
 use crate::idempotency::{Rendered, idempotent};
 use crate::problem::{ApiError, Problem};
@@ -222,8 +222,8 @@ fn render_paid(p: &Payment) -> Rendered {
     )
 }
 
-fn order_id(raw: i64) -> Result<OrderId, ApiError> {
-    Ok(OrderId::parse(raw, "id")?)
+fn order_id(raw: &str) -> Result<OrderId, ApiError> {
+    path_id(raw, "id", OrderId::parse)
 }
 
 /// Places an order: stock deducted, coupon used, NOT_PAID until paid or expired (seed).
@@ -272,10 +272,10 @@ pub async fn place(
 )]
 pub async fn get(
     use_cases: web::Data<UseCases>,
-    id: web::Path<i64>,
+    id: web::Path<String>,
     query: web::Query<UserQuery>,
 ) -> Result<web::Json<OrderResponse>, ApiError> {
-    let id = order_id(id.into_inner())?;
+    let id = order_id(&id)?;
     let order = use_cases.orders.get(query.user()?, id).await?;
     Ok(web::Json(OrderResponse::from(&order)))
 }
@@ -318,10 +318,10 @@ pub async fn list(
 )]
 pub async fn cancel(
     use_cases: web::Data<UseCases>,
-    id: web::Path<i64>,
+    id: web::Path<String>,
     body: JsonBody<CancelRequest>,
 ) -> Result<web::Json<OrderResponse>, ApiError> {
-    let id = order_id(id.into_inner())?;
+    let id = order_id(&id)?;
     let user = UserId::new(body.user_id)?;
     let order = use_cases.orders.cancel(user, id).await?;
     Ok(web::Json(OrderResponse::from(&order)))

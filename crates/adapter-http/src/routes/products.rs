@@ -12,7 +12,7 @@ use domain::product::{
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::dto::{BodyRefusals, PageDto};
+use crate::dto::{BodyRefusals, PageDto, path_id};
 use crate::extract::JsonBody;
 use crate::problem::{ApiError, Problem};
 
@@ -181,8 +181,8 @@ pub enum ProductListResponse {
     After(ProductsAfterDto),
 }
 
-fn product_id(raw: i64) -> Result<ProductId, ApiError> {
-    Ok(ProductId::parse(raw, "id")?)
+fn product_id(raw: &str) -> Result<ProductId, ApiError> {
+    path_id(raw, "id", ProductId::parse)
 }
 
 /// The catalogue, by id (seed): numbered pages (`page`, `size`) or keyset pages
@@ -225,9 +225,9 @@ pub async fn list(
 )]
 pub async fn get(
     use_cases: web::Data<UseCases>,
-    id: web::Path<i64>,
+    id: web::Path<String>,
 ) -> Result<web::Json<ProductResponse>, ApiError> {
-    let product = use_cases.catalog.get(product_id(id.into_inner())?).await?;
+    let product = use_cases.catalog.get(product_id(&id)?).await?;
     Ok(web::Json(product.into()))
 }
 
@@ -276,10 +276,10 @@ pub async fn create(
 )]
 pub async fn patch(
     use_cases: web::Data<UseCases>,
-    id: web::Path<i64>,
+    id: web::Path<String>,
     body: JsonBody<PatchProductRequest>,
 ) -> Result<web::Json<ProductResponse>, ApiError> {
-    let id = product_id(id.into_inner())?;
+    let id = product_id(&id)?;
     let patch = ProductPatch::try_from(body.0)?;
     Ok(web::Json(use_cases.catalog.update(id, patch).await?.into()))
 }
@@ -303,10 +303,10 @@ pub async fn patch(
 )]
 pub async fn restock(
     use_cases: web::Data<UseCases>,
-    id: web::Path<i64>,
+    id: web::Path<String>,
     body: JsonBody<RestockRequest>,
 ) -> Result<web::Json<ProductResponse>, ApiError> {
-    let id = product_id(id.into_inner())?;
+    let id = product_id(&id)?;
     let quantity = RestockQuantity::new(body.quantity)?;
     Ok(web::Json(
         use_cases.catalog.restock(id, quantity).await?.into(),

@@ -10,7 +10,7 @@ use domain::user::User;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::dto::BodyRefusals;
+use crate::dto::{BodyRefusals, path_id};
 use crate::problem::{ApiError, Problem};
 use crate::strict_json::StrictValue;
 use chrono::{DateTime, Utc};
@@ -112,8 +112,8 @@ pub async fn create_user(
 )]
 pub async fn get_user(
     use_cases: web::Data<UseCases>,
-    id: web::Path<i64>,
+    id: web::Path<String>,
 ) -> Result<web::Json<UserResponse>, ApiError> {
-    let id = UserId::parse(id.into_inner(), "id")?;
+    let id = path_id(&id, "id", UserId::parse)?;
     Ok(web::Json(use_cases.get_user.execute(id).await?.into()))
 }

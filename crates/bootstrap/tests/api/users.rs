@@ -1,4 +1,4 @@
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::helpers::{assert_problem, spawn_app};
@@ -79,4 +79,36 @@ async fn a_create_user_body_must_be_a_json_object() {
         app.db.query_scalar("SELECT count(*) FROM users").unwrap(),
         "0"
     );
+}
+
+#[tokio::test]
+async fn a_path_id_that_is_not_a_positive_integer_is_a_400_naming_the_field() {
+    let app = spawn_app().await;
+    let cases = [
+        (Method::GET, "/api/v1/users/abc", "id"),
+        (Method::GET, "/api/v1/orders/1.5?userId=1", "id"),
+        (Method::POST, "/api/v1/orders/None/cancel", "id"),
+        (Method::GET, "/api/v1/products/99999999999999999999", "id"),
+        (Method::GET, "/api/v1/products/0", "id"),
+        (Method::GET, "/api/v1/coupons/x", "couponId"),
+        (Method::PATCH, "/api/v1/admin/products/abc", "id"),
+        (Method::POST, "/api/v1/admin/products/-1/restock", "id"),
+    ];
+    for (method, path, field) in cases {
+        let res = app
+            .admin(
+                method.clone(),
+                path,
+                Some(&json!({"userId": 1, "quantity": 1})),
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{method} {path}");
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["code"], "VALIDATION_FAILED", "{method} {path}");
+        assert_eq!(
+            body["errors"],
+            json!([{"field": field, "message": "must be a positive integer"}]),
+            "{method} {path}"
+        );
+    }
 }
