@@ -216,3 +216,40 @@ async fn stopping_while_a_delivery_hangs_takes_the_grace_period_and_leaves_it_un
         "1/1"
     );
 }
+
+#[tokio::test]
+async fn a_delivery_that_finishes_within_the_shutdown_grace_is_marked_delivered() {
+    let platform = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_millis(1_000)))
+        .mount(&platform)
+        .await;
+    let app = spawn_app_with(|c| {
+        c.data_platform_url = Some(platform.uri());
+        c.outbox_shutdown_grace_ms = 4_000;
+    })
+    .await;
+    paid_order(&app).await;
+    assert_eq!(
+        wait_for_requests(&platform, 1, Duration::from_secs(5))
+            .await
+            .len(),
+        1
+    );
+    let stopping = Instant::now();
+    app.handle.stop(true).await;
+    tokio::time::timeout(Duration::from_secs(10), app.stopped)
+        .await
+        .expect("stops")
+        .unwrap()
+        .unwrap();
+    let took = stopping.elapsed();
+    assert!(took < Duration::from_millis(3_500), "{took:?}");
+    assert_eq!(
+        app.db
+            .query_scalar("SELECT count(*) FROM outbox_events WHERE delivered_at IS NOT NULL")
+            .unwrap(),
+        "1",
+        "its 2xx came within the grace period"
+    );
+}
