@@ -141,6 +141,7 @@ async fn a_stalled_receiver_call_does_not_hold_back_newer_events() {
     let second = paid_order(&app).await;
     let got = wait_for_requests(&platform, 2, Duration::from_secs(10)).await;
     let waited = stalled_since.elapsed();
+    eprintln!("the newer event arrived {waited:?} into the stalled call");
     assert_eq!(got.len(), 2);
     assert!(
         waited < Duration::from_millis(3_000),
@@ -201,6 +202,7 @@ async fn stopping_while_a_delivery_hangs_takes_the_grace_period_and_leaves_it_un
         .unwrap()
         .unwrap();
     let took = stopping.elapsed();
+    eprintln!("stopping with a delivery hanging took {took:?}");
     assert!(
         took < Duration::from_millis(2_500),
         "stopping took {took:?} with a delivery hanging"
