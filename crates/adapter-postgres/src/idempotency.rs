@@ -267,7 +267,7 @@ impl IdempotencyStore for PgIdempotencyStore {
             // then the claim is simply tried again.
             for _ in 0..3 {
                 let token = new_token();
-                let row = retrying(|| {
+                let row = retrying(conn, |conn| {
                     statement(CLAIM)
                         .bind::<BigInt, _>(scope.user_id.get())
                         .bind::<Text, _>(&scope.method)
@@ -304,7 +304,7 @@ impl IdempotencyStore for PgIdempotencyStore {
         let scope = scope.clone();
         run(&self.pool, move |conn| {
             let token = new_token();
-            let updated = retrying(|| {
+            let updated = retrying(conn, |conn| {
                 diesel::update(
                     scoped!(scope)
                         .filter(keys::lease_token.eq(Uuid::from_u128(stale.0)))
@@ -332,7 +332,7 @@ impl IdempotencyStore for PgIdempotencyStore {
         let scope = scope.clone();
         let response = response.clone();
         run(&self.pool, move |conn| {
-            retrying(|| store_response(conn, &scope, token, &response)).map_err(db_error)
+            retrying(conn, |conn| store_response(conn, &scope, token, &response)).map_err(db_error)
         })
         .await
     }
@@ -341,7 +341,7 @@ impl IdempotencyStore for PgIdempotencyStore {
     async fn release(&self, scope: &IdempotencyScope, token: LeaseToken) -> anyhow::Result<()> {
         let scope = scope.clone();
         run(&self.pool, move |conn| {
-            retrying(|| {
+            retrying(conn, |conn| {
                 diesel::delete(
                     scoped!(scope)
                         .filter(keys::lease_token.eq(Uuid::from_u128(token.0)))

@@ -753,7 +753,7 @@ impl OrderStore for PgOrderStore {
     #[tracing::instrument(name = "pg.orders.cancel", skip_all, fields(order_id = %id))]
     async fn cancel(&self, user: UserId, id: OrderId) -> Result<Order, CancelError> {
         run(&self.pool, move |conn| {
-            let cancelled = retrying(|| {
+            let cancelled = retrying(conn, |conn| {
                 statement(CANCEL)
                     .bind::<BigInt, _>(id.get())
                     .bind::<BigInt, _>(user.get())
@@ -774,7 +774,7 @@ impl OrderStore for PgOrderStore {
     #[tracing::instrument(name = "pg.orders.expire_due", skip_all)]
     async fn expire_due(&self, limit: i64) -> anyhow::Result<u64> {
         run(&self.pool, move |conn| {
-            let expired = retrying(|| {
+            let expired = retrying(conn, |conn| {
                 statement(EXPIRE_DUE)
                     .bind::<BigInt, _>(limit)
                     .get_result::<Expired>(conn)

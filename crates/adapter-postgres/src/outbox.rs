@@ -101,7 +101,7 @@ impl OutboxStore for PgOutboxStore {
     #[tracing::instrument(name = "pg.outbox.claim_due", skip_all)]
     async fn claim_due(&self, now: DateTime<Utc>, limit: i64) -> anyhow::Result<Vec<OutboxEvent>> {
         run(&self.pool, move |conn| {
-            retrying(|| {
+            retrying(conn, |conn| {
                 statement(CLAIM_DUE)
                     .bind::<Timestamptz, _>(now)
                     .bind::<BigInt, _>(limit)
@@ -125,7 +125,7 @@ impl OutboxStore for PgOutboxStore {
 
     async fn mark_delivered(&self, ids: Vec<String>, now: DateTime<Utc>) -> anyhow::Result<()> {
         run(&self.pool, move |conn| {
-            retrying(|| {
+            retrying(conn, |conn| {
                 statement(MARK_DELIVERED)
                     .bind::<diesel::sql_types::Array<Text>, _>(&ids)
                     .bind::<Timestamptz, _>(now)
@@ -139,7 +139,7 @@ impl OutboxStore for PgOutboxStore {
 
     async fn reschedule(&self, id: String, at: DateTime<Utc>, error: String) -> anyhow::Result<()> {
         run(&self.pool, move |conn| {
-            retrying(|| {
+            retrying(conn, |conn| {
                 statement(RESCHEDULE)
                     .bind::<Text, _>(&id)
                     .bind::<Timestamptz, _>(at)

@@ -59,7 +59,7 @@ fn credit_now(
     now: DateTime<Utc>,
 ) -> Result<Charged, TxError<CreditError>> {
     let user = credit.user_id.get();
-    let balance = retrying(|| {
+    let balance = retrying(conn, |conn| {
         statement(CREDIT)
             .bind::<BigInt, _>(user)
             .bind::<BigInt, _>(credit.amount.get())
@@ -121,7 +121,7 @@ fn credit_and_complete(
 ) -> Result<Charged, CreditError> {
     let user = credit.user_id.get();
     let scope = &completion.scope;
-    let row = retrying(|| {
+    let row = retrying(conn, |conn| {
         statement(CREDIT_AND_COMPLETE)
             .bind::<BigInt, _>(user)
             .bind::<BigInt, _>(credit.amount.get())

@@ -183,7 +183,7 @@ impl ProductRepository for PgProductRepository {
     #[tracing::instrument(name = "pg.products.create", skip_all)]
     async fn create(&self, product: NewProduct, now: DateTime<Utc>) -> anyhow::Result<Product> {
         run(&self.pool, move |conn| {
-            retrying(|| {
+            retrying(conn, |conn| {
                 statement(CREATE_PRODUCT)
                     .bind::<Text, _>(product.name.as_str())
                     .bind::<Text, _>(product.description.as_str())
@@ -263,7 +263,7 @@ impl ProductRepository for PgProductRepository {
                 price: patch.price.map(Price::get),
                 updated_at: now,
             };
-            retrying(|| {
+            retrying(conn, |conn| {
                 diesel::update(products::table.find(id.get()))
                     .set(&changes)
                     .returning(ProductRow::as_returning())
@@ -280,7 +280,7 @@ impl ProductRepository for PgProductRepository {
     async fn restock(&self, restock: Restock, now: DateTime<Utc>) -> Result<Product, RestockError> {
         run(&self.pool, move |conn| {
             let id = restock.product_id.get();
-            let updated = retrying(|| {
+            let updated = retrying(conn, |conn| {
                 diesel::update(
                     products::table
                         .find(id)

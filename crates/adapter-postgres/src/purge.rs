@@ -28,7 +28,7 @@ pub(crate) fn in_batches(
 ) -> QueryResult<u64> {
     let mut deleted = 0;
     loop {
-        let batch = retrying(|| {
+        let batch = retrying(conn, |conn| {
             statement(delete_batch)
                 .bind::<Timestamptz, _>(cutoff)
                 .bind::<BigInt, _>(BATCH)

@@ -8,13 +8,14 @@
 //! once. A conflict that outlasts every attempt is reported as the store being
 //! unavailable (503, try again), not as a failure of the request.
 //!
-//! Only top-level work is retried (what [`crate::pool::run`] runs): never a part of an
-//! open transaction, whose earlier statements the conflict rolled back too.
+//! Only top-level work is retried: never a statement inside an open transaction, which the
+//! conflict rolled back as a whole, so only the caller that began it may run it again.
 
 use std::sync::LazyLock;
 use std::time::Duration;
 
 use backon::{BlockingRetryable, ExponentialBuilder};
+use diesel::connection::{AnsiTransactionManager, TransactionManager};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::{Connection, PgConnection};
 use prometheus::{IntCounterVec, Opts, Registry};
@@ -88,12 +89,34 @@ where
     F: FnMut(&mut PgConnection) -> Result<T, E>,
     E: From<DieselError> + Conflicted,
 {
-    retrying(|| conn.transaction(&mut work))
+    retrying(conn, |conn| conn.transaction(&mut work))
 }
 
-/// Runs `attempt` (one autocommit statement, or several that are each safe to rerun)
-/// again when it fails with a [`Conflict`].
-pub(crate) fn retrying<T, E: Conflicted>(attempt: impl FnMut() -> Result<T, E>) -> Result<T, E> {
+/// Runs `attempt` (one autocommit statement, or a whole transaction) again when it fails
+/// with a [`Conflict`]. Inside an open transaction it runs once: the conflict rolled the
+/// whole transaction back, so only the caller that began it may run it again.
+pub(crate) fn retrying<T, E: Conflicted>(
+    conn: &mut PgConnection,
+    mut attempt: impl FnMut(&mut PgConnection) -> Result<T, E>,
+) -> Result<T, E> {
+    if in_transaction(conn) {
+        attempt(conn)
+    } else {
+        rerun_on_conflict(|| attempt(conn))
+    }
+}
+
+fn in_transaction(conn: &mut PgConnection) -> bool {
+    // A broken transaction state counts as open: never rerun on it.
+    !matches!(
+        AnsiTransactionManager::transaction_manager_status_mut(conn).transaction_depth(),
+        Ok(None)
+    )
+}
+
+/// The retry policy: at most [`MAX_RETRIES`] reruns, each after a jittered backoff on the
+/// calling (blocking) thread, each counted.
+fn rerun_on_conflict<T, E: Conflicted>(attempt: impl FnMut() -> Result<T, E>) -> Result<T, E> {
     attempt
         .retry(
             ExponentialBuilder::default()
@@ -191,7 +214,7 @@ mod tests {
     fn a_conflict_runs_again_a_bounded_number_of_times_and_each_rerun_is_counted() {
         let before = transaction_retries();
         let mut attempts = 0;
-        let outcome = retrying(|| {
+        let outcome = rerun_on_conflict(|| {
             attempts += 1;
             if attempts < 3 {
                 Err(serialization_failure())
@@ -201,7 +224,7 @@ mod tests {
         });
         assert_eq!(outcome.ok(), Some(3));
         let mut attempts = 0;
-        let outcome: Result<(), _> = retrying(|| {
+        let outcome: Result<(), _> = rerun_on_conflict(|| {
             attempts += 1;
             Err(serialization_failure())
         });
@@ -217,15 +240,43 @@ mod tests {
     }
 
     #[test]
+    fn inside_an_open_transaction_a_conflict_is_left_to_whoever_began_it() {
+        // Deadlocks, not serialization failures: the test above counts those.
+        let deadlock = || {
+            DieselError::DatabaseError(
+                DatabaseErrorKind::Unknown,
+                Box::new(String::from("deadlock detected")),
+            )
+        };
+        let db = crate::test_support::TestDatabase::create().unwrap();
+        let mut conn = PgConnection::establish(db.url()).unwrap();
+        let mut attempts = 0;
+        let outcome: Result<(), DieselError> = conn.transaction(|conn| {
+            retrying(conn, |_| {
+                attempts += 1;
+                Err(deadlock())
+            })
+        });
+        assert!(outcome.is_err());
+        assert_eq!(attempts, 1, "not rerun inside the transaction");
+        let mut attempts = 0;
+        let _ = retrying(&mut conn, |_| {
+            attempts += 1;
+            Err::<(), _>(deadlock())
+        });
+        assert_eq!(attempts, MAX_RETRIES + 1, "rerun at the top level");
+    }
+
+    #[test]
     fn a_refusal_or_another_error_is_not_retried() {
         let mut attempts = 0;
-        let outcome: Result<(), DieselError> = retrying(|| {
+        let outcome: Result<(), DieselError> = rerun_on_conflict(|| {
             attempts += 1;
             Err(DieselError::NotFound)
         });
         assert!(outcome.is_err());
         assert_eq!(attempts, 1);
-        let outcome: Result<(), TxError<&str>> = retrying(|| {
+        let outcome: Result<(), TxError<&str>> = rerun_on_conflict(|| {
             attempts += 1;
             Err(TxError::Domain("refused"))
         });

@@ -82,7 +82,7 @@ impl SalesStore for PgSalesStore {
         now: DateTime<Utc>,
     ) -> anyhow::Result<()> {
         run(&self.pool, move |conn| {
-            retrying(|| {
+            retrying(conn, |conn| {
                 statement(ROLL_UP)
                     .bind::<Text, _>(&timezone)
                     .bind::<Date, _>(from)

@@ -38,7 +38,7 @@ impl UserRepository for PgUserRepository {
     async fn create(&self, now: DateTime<Utc>) -> anyhow::Result<User> {
         run(&self.pool, move |conn| {
             // The user and their wallet in one statement: both or neither.
-            retrying(|| {
+            retrying(conn, |conn| {
                 statement(
                     "WITH u AS (INSERT INTO users (created_at) VALUES ($1) RETURNING id), \
                           w AS (INSERT INTO point_wallets (user_id, balance, updated_at) \
