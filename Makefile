@@ -51,9 +51,10 @@ fuzz-ci: deps ## the short fuzz that CI runs (about a minute)
 	@if [ -z "$$DATABASE_URL" ]; then scripts/db.sh up; fi
 	@FUZZ_MAX_EXAMPLES="$${FUZZ_MAX_EXAMPLES:-25}" scripts/fuzz.sh
 
-lint: ## rustfmt check and clippy with warnings as errors
+lint: ## rustfmt check, clippy and rustdoc with warnings as errors
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --document-private-items
 
 fmt: ## format the code
 	cargo fmt --all
