@@ -1,15 +1,13 @@
 """Schemathesis hooks of `make fuzz` (scripts/fuzz.sh loads them).
 
 A few rules of the server are stated in words in the OpenAPI document because JSON Schema
-cannot express them (a rule between two fields), or could only by a recursive schema that
-generated clients cannot read (no control character anywhere in a body). These hooks keep
+cannot express them (a rule between two fields). These hooks keep
 the generator from sending a *schema-valid* (positive) request that breaks one of them: it
 would be refused with 400 and reported as a false "schema-valid request rejected".
 Negative cases are left untouched, and every check still runs on everything that is sent.
 Each rule is covered by the Rust API tests.
 """
 
-import unicodedata
 from datetime import datetime, timezone
 
 import schemathesis
@@ -35,29 +33,6 @@ def _instant(value):
     if utc.tzinfo is None or utc < EARLIEST:
         return None
     return utc
-
-
-def _strict(value):
-    """`value` as the strict body reader takes it: whole numbers written as integers (`2`,
-    not `2.0`), and control characters in keys and text replaced (U+FFFD, which names no
-    known field)."""
-    if isinstance(value, dict):
-        return {_strict(k): _strict(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_strict(v) for v in value]
-    if isinstance(value, str):
-        return "".join("\ufffd" if unicodedata.category(c) == "Cc" else c for c in value)
-    if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
-        return int(value)
-    return value
-
-
-@schemathesis.hook("map_case")
-def strict_bodies(ctx, case):
-    # Every JSON body (API description: "Request bodies are read strictly").
-    if _positive(case) and isinstance(case.body, (dict, list)):
-        case.body = _strict(case.body)
-    return case
 
 
 @schemathesis.hook("filter_case")

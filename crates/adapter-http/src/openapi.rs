@@ -11,7 +11,7 @@ use crate::routes;
     info(
         title = "Shop server",
         version = "1.0.0",
-        description = "Order-and-payment backend: points, catalogue, first-come-first-served coupons, orders, payment, best sellers.\n\nErrors are RFC 9457 `application/problem+json` with a stable `code`.\n\nRequest bodies are read strictly, with rules JSON Schema does not state: integers are written without a fraction (`2`, not `2.0`); an object may not repeat a key; no key or string anywhere in a body, unknown fields included, may hold a control character (U+0000–U+001F, U+007F–U+009F). Unknown fields are otherwise ignored. Each refusal is 400 `VALIDATION_FAILED`."
+        description = "Order-and-payment backend: points, catalogue, first-come-first-served coupons, orders, payment, best sellers.\n\nErrors are RFC 9457 `application/problem+json` with a stable `code`.\n\nRequest bodies are read strictly, with rules JSON Schema does not state: an object may not repeat a key, at any depth; no text field may hold a control character (U+0000–U+001F, U+007F–U+009F); an object is never read from an array. Unknown fields are skipped unexamined. Each refusal is 400 `VALIDATION_FAILED`."
     ),
     paths(
         routes::users::create_user,

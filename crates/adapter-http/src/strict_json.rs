@@ -7,10 +7,15 @@
 //! - text may hold NUL and other control characters (PostgreSQL cannot store NUL).
 //!
 //! A body is therefore read in two steps. [`StrictValue`] parses the bytes into a
-//! [`Value`], refusing duplicate keys and control characters in any string or key. Then
-//! [`from_value`] builds the request type through [`Strict`], a deserializer over that
-//! value which hands a struct, a map or a sequence only what is written as one, and
-//! names the path of whatever does not fit (`items[0]: invalid type: …`).
+//! [`Value`], refusing a key repeated in any object. Then [`from_value`] builds the
+//! request type through [`Strict`], a deserializer over that value which hands a struct,
+//! a map or a sequence only what is written as one, refuses a control character in any
+//! text the request reads, and names the path of whatever does not fit
+//! (`items[0]: invalid type: …`). Fields the request type does not read are skipped
+//! unexamined, as an unknown field should be.
+//!
+//! One leniency is kept on purpose: a whole number written with a fraction or an
+//! exponent (`2.0`, `1e3`) is that integer, as JSON Schema counts it, up to 2⁵³.
 
 use serde::de::value::BorrowedStrDeserializer;
 use serde::de::{
@@ -18,7 +23,7 @@ use serde::de::{
 };
 use serde_json::{Map, Number, Value};
 
-/// A JSON document with no duplicate keys and no control characters in its text.
+/// A JSON document in which no object repeats a key.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StrictValue(pub Value);
 
@@ -28,18 +33,9 @@ impl<'de> de::Deserialize<'de> for StrictValue {
     }
 }
 
-/// Builds a [`Value`] like `serde_json`'s own visitor, with the two refusals added.
+/// Builds a [`Value`] like `serde_json`'s own visitor, refusing repeated keys and reading
+/// a whole float within ±2⁵³ as the integer it is.
 struct ValueVisitor;
-
-fn checked_text<E: de::Error>(text: &str, what: &str) -> Result<(), E> {
-    match text.chars().find(|c| c.is_control()) {
-        Some(c) => Err(E::custom(format!(
-            "{what} contains the control character U+{:04X}",
-            u32::from(c)
-        ))),
-        None => Ok(()),
-    }
-}
 
 impl<'de> Visitor<'de> for ValueVisitor {
     type Value = Value;
@@ -61,18 +57,21 @@ impl<'de> Visitor<'de> for ValueVisitor {
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        const EXACT: f64 = 9_007_199_254_740_992.0; // 2⁵³
+        if v.fract() == 0.0 && v.abs() <= EXACT {
+            // Whole and within ±2⁵³: the cast is exact.
+            return Ok(Value::Number((v as i64).into()));
+        }
         Number::from_f64(v)
             .map(Value::Number)
             .ok_or_else(|| E::custom("a number is not finite"))
     }
 
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
-        checked_text(v, "a string")?;
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
         Ok(Value::String(v.to_owned()))
     }
 
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
-        checked_text(&v, "a string")?;
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
         Ok(Value::String(v))
     }
 
@@ -91,7 +90,6 @@ impl<'de> Visitor<'de> for ValueVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut object = Map::new();
         while let Some(key) = map.next_key::<String>()? {
-            checked_text(&key, "a key")?;
             if object.contains_key(&key) {
                 return Err(A::Error::custom(format!("the key `{key}` appears twice")));
             }
@@ -120,7 +118,8 @@ pub fn from_value<T: DeserializeOwned>(value: &Value) -> Result<T, String> {
 
 /// A deserializer over a borrowed [`Value`] that keeps serde's shapes apart: a struct,
 /// a tuple or a sequence is read from an array or an object only as the JSON writes it.
-/// Scalars are read by `serde_json`'s own deserializer for `&Value`.
+/// Text that is read may hold no control character. Scalars are otherwise read by
+/// `serde_json`'s own deserializer for `&Value`.
 #[derive(Debug, Clone, Copy)]
 pub struct Strict<'de>(pub &'de Value);
 
@@ -140,7 +139,25 @@ fn unexpected(value: &Value) -> Unexpected<'_> {
     }
 }
 
+/// Refuses text holding a control character (U+0000–U+001F, U+007F–U+009F).
+fn checked_text(text: &str) -> Result<(), serde_json::Error> {
+    match text.chars().find(|c| c.is_control()) {
+        Some(c) => Err(serde_json::Error::custom(format!(
+            "text may not hold a control character (found U+{:04X})",
+            u32::from(c)
+        ))),
+        None => Ok(()),
+    }
+}
+
 impl<'de> Strict<'de> {
+    fn text(self) -> Result<&'de Value, serde_json::Error> {
+        if let Value::String(text) = self.0 {
+            checked_text(text)?;
+        }
+        Ok(self.0)
+    }
+
     fn seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, serde_json::Error> {
         match self.0 {
             Value::Array(items) => {
@@ -186,7 +203,7 @@ impl<'de> de::Deserializer<'de> for Strict<'de> {
         match self.0 {
             Value::Array(_) => self.seq(visitor),
             Value::Object(_) => self.map(visitor),
-            scalar => scalar.deserialize_any(visitor),
+            _ => self.text()?.deserialize_any(visitor),
         }
     }
 
@@ -248,7 +265,7 @@ impl<'de> de::Deserializer<'de> for Strict<'de> {
         visitor: V,
     ) -> Result<V::Value, Self::Error> {
         match self.0 {
-            Value::String(_) => self.0.deserialize_enum(name, variants, visitor),
+            Value::String(_) => self.text()?.deserialize_enum(name, variants, visitor),
             other => Err(serde_json::Error::invalid_type(unexpected(other), &visitor)),
         }
     }
@@ -261,12 +278,23 @@ impl<'de> de::Deserializer<'de> for Strict<'de> {
         self.0.deserialize_unit_struct(name, visitor)
     }
 
+    fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        self.text()?.deserialize_str(visitor)
+    }
+
+    fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        self.text()?.deserialize_string(visitor)
+    }
+
+    fn deserialize_char<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
+        self.text()?.deserialize_char(visitor)
+    }
+
     scalars_from_serde_json! {
         deserialize_bool deserialize_i8 deserialize_i16 deserialize_i32 deserialize_i64
         deserialize_i128 deserialize_u8 deserialize_u16 deserialize_u32 deserialize_u64
-        deserialize_u128 deserialize_f32 deserialize_f64 deserialize_char deserialize_str
-        deserialize_string deserialize_bytes deserialize_byte_buf deserialize_unit
-        deserialize_identifier deserialize_ignored_any
+        deserialize_u128 deserialize_f32 deserialize_f64 deserialize_bytes
+        deserialize_byte_buf deserialize_unit deserialize_identifier deserialize_ignored_any
     }
 }
 
@@ -393,22 +421,37 @@ mod tests {
     }
 
     #[test]
-    fn control_characters_are_refused_in_text_and_keys() {
+    fn control_characters_are_refused_in_text_that_is_read() {
         for json in [
             r#"{"userId":1,"items":[],"note":"a\u0000b"}"#,
             r#"{"userId":1,"items":[],"note":"line\nbreak"}"#,
             r#"{"userId":1,"items":[],"note":"\u007f"}"#,
-            r#"{"userId":1,"items":[],"no\u0001te":"x"}"#,
-            r#"{"userId":1,"items":[],"deep":[{"x":["\u001b"]}]}"#,
+            r#"{"userId":1,"items":[],"note":"\u009b"}"#,
         ] {
             let err = read::<Order>(json).unwrap_err();
-            assert!(err.contains("control character"), "{json}: {err}");
+            assert!(
+                err.starts_with("note: text may not hold a control character"),
+                "{json}: {err}"
+            );
         }
+        // A field nobody reads is skipped unexamined.
+        let order: Order =
+            read(r#"{"userId":1,"items":[],"no\u0001te":"x","deep":[{"x":["\u001b"]}]}"#).unwrap();
+        assert_eq!(order.note, None);
+    }
+
+    #[test]
+    fn a_whole_number_with_a_fraction_is_that_integer() {
+        let order: Order =
+            read(r#"{"userId":2.0,"items":[{"productId":1e2,"quantity":3.0}]}"#).unwrap();
+        assert_eq!((order.user_id, order.items[0].product_id), (2, 100));
+        assert!(read::<Order>(r#"{"userId":2.5,"items":[]}"#).is_err());
+        assert!(read::<Order>(r#"{"userId":1e300,"items":[]}"#).is_err());
+        assert!(read::<Order>(r#"{"userId":9007199254740994.0,"items":[]}"#).is_err());
     }
 
     #[test]
     fn scalars_keep_serde_json_rules() {
-        assert!(read::<Order>(r#"{"userId":1.5,"items":[]}"#).is_err());
         assert!(read::<Order>(r#"{"userId":"1","items":[]}"#).is_err());
         assert!(read::<Order>(r#"{"userId":18446744073709551615,"items":[]}"#).is_err());
         let err = read::<Order>(r#"{"userId":1,"items":[{"productId":1}]}"#).unwrap_err();
