@@ -192,9 +192,7 @@ async fn every_body_route_refuses_sloppy_json_at_any_depth_and_changes_nothing()
                 .post("/api/v1/orders", &json!({"userId": user, "items": items}))
                 .await;
             assert_eq!(res.status(), StatusCode::CREATED);
-            res.json::<Value>().await.unwrap()["id"]
-                .as_i64()
-                .unwrap()
+            res.json::<Value>().await.unwrap()["id"].as_i64().unwrap()
         }
     };
     let to_pay = place(json!([{"productId": product, "quantity": 1}])).await;
