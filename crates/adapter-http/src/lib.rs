@@ -10,6 +10,7 @@ pub mod extract;
 pub mod idempotency;
 pub mod openapi;
 pub mod problem;
+pub mod refusals;
 pub mod routes;
 pub mod strict_json;
 

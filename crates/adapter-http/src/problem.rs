@@ -152,6 +152,15 @@ impl ApiError {
         self.code
     }
 
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
+
+    /// Seconds for the `Retry-After` header, when the refusal asks the client to wait.
+    pub fn retry_after(&self) -> Option<u32> {
+        self.retry_after
+    }
+
     pub fn problem(&self) -> Problem {
         Problem {
             kind: format!("urn:shop:problem:{}", self.code),

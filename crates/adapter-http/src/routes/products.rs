@@ -15,6 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::dto::{BodyRefusals, PageDto, path_id};
 use crate::extract::JsonBody;
 use crate::problem::{ApiError, Problem};
+use crate::refusals::{AdminOnly, Invalid, Refused};
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -116,6 +117,11 @@ pub struct RestockRequest {
     #[schema(minimum = 1, maximum = 1_000_000_000, example = 50)]
     pub quantity: i64,
 }
+
+crate::refusals!(CatalogError {
+    ProductNotFound, StockLimitExceeded;
+    unlisted Unknown
+});
 
 impl From<CatalogError> for ApiError {
     fn from(err: CatalogError) -> Self {
@@ -293,11 +299,7 @@ pub async fn patch(
     security(("admin" = [])),
     responses(
         (status = 200, body = ProductResponse),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "UNAUTHORIZED", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "ADMIN_DISABLED", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "PRODUCT_NOT_FOUND", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "STOCK_LIMIT_EXCEEDED", body = Problem, content_type = "application/problem+json"),
+        Refused<(Invalid, AdminOnly, CatalogError)>,
         BodyRefusals,
     )
 )]
