@@ -60,7 +60,7 @@ pub struct RefreshedResponse {
     pub refreshed_at: DateTime<Utc>,
 }
 
-/// The top 5 products over the last 3 business days including today (seed). Served from
+/// The top 5 products over the last 3 business days including today. Served from
 /// memory, at most one refresh interval stale.
 #[utoipa::path(
     get, path = "/api/v1/products/best", tag = "products",

@@ -208,7 +208,7 @@ fn render_issued(issued: &UserCoupon) -> Rendered {
     )
 }
 
-/// Issues a coupon to a user, first come first served (seed).
+/// Issues a coupon to a user, first come first served.
 #[utoipa::path(
     post, path = "/api/v1/coupons/issue", tag = "coupons",
     operation_id = "issueCoupon",
@@ -242,7 +242,7 @@ pub async fn issue(
     .await
 }
 
-/// A user's coupons, oldest first (seed).
+/// A user's coupons, oldest first.
 #[utoipa::path(
     get, path = "/api/v1/coupons", tag = "coupons",
     operation_id = "listUserCoupons",

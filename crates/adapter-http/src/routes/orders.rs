@@ -226,7 +226,7 @@ fn order_id(raw: &str) -> Result<OrderId, ApiError> {
     path_id(raw, "id", OrderId::parse)
 }
 
-/// Places an order: stock deducted, coupon used, NOT_PAID until paid or expired (seed).
+/// Places an order: stock deducted, coupon used, NOT_PAID until paid or expired.
 #[utoipa::path(
     post, path = "/api/v1/orders", tag = "orders",
     operation_id = "placeOrder",
@@ -327,7 +327,7 @@ pub async fn cancel(
     Ok(web::Json(OrderResponse::from(&order)))
 }
 
-/// Pays an order from the user's points (seed).
+/// Pays an order from the user's points.
 #[utoipa::path(
     post, path = "/api/v1/points/use", tag = "points",
     operation_id = "payOrder",

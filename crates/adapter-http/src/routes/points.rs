@@ -115,7 +115,7 @@ fn render_charged(charged: &Charged) -> Rendered {
     )
 }
 
-/// Charges points into a user's wallet (seed).
+/// Charges points into a user's wallet.
 #[utoipa::path(
     post, path = "/api/v1/points/charge", tag = "points",
     operation_id = "chargePoints",
@@ -147,7 +147,7 @@ pub async fn charge(
     .await
 }
 
-/// A user's balance (seed).
+/// A user's balance.
 #[utoipa::path(
     get, path = "/api/v1/points", tag = "points",
     operation_id = "getBalance",

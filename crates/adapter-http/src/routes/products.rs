@@ -191,7 +191,7 @@ fn product_id(raw: &str) -> Result<ProductId, ApiError> {
     path_id(raw, "id", ProductId::parse)
 }
 
-/// The catalogue, by id (seed): numbered pages (`page`, `size`) or keyset pages
+/// The catalogue, by id: numbered pages (`page`, `size`) or keyset pages
 /// (`after`, `size`, with `nextAfter`); `page` and `after` together are 400.
 #[utoipa::path(
     get, path = "/api/v1/products", tag = "products",
