@@ -5,6 +5,7 @@ use std::time::Duration;
 use anyhow::Context;
 use figment::Figment;
 use figment::providers::{Env, Serialized};
+use figment::value::{Dict, Value};
 use serde::{Deserialize, Serialize};
 
 /// Every setting of the server. Field names are the environment variables, lowercased.
@@ -84,8 +85,8 @@ impl Default for Config {
     }
 }
 
-/// Typed variables, parsed by figment.
-const TYPED: [&str; 15] = [
+/// Number and boolean settings: figment's `Env` provider parses their text.
+const TYPED: [&str; 14] = [
     "OUTBOX_RETENTION_DAYS",
     "OUTBOX_DELIVERY_CONCURRENCY",
     "OUTBOX_SHUTDOWN_GRACE_MS",
@@ -100,8 +101,31 @@ const TYPED: [&str; 15] = [
     "SHUTDOWN_TIMEOUT_SECS",
     "COUPON_ISSUE_QUEUE_LIMIT",
     "SEED_DEMO_DATA",
+];
+
+/// Text settings, taken verbatim. `Env` parses every value (`0123` becomes the number 123,
+/// `true` a boolean, `"x"` loses its quotes), so these variables' text reaches figment as
+/// string values instead.
+const VERBATIM: [&str; 7] = [
+    "DATABASE_URL",
+    "BIND_ADDR",
+    "ADMIN_TOKEN",
+    "DATA_PLATFORM_URL",
+    "DATA_PLATFORM_CA_FILE",
+    "BUSINESS_TIMEZONE",
     "LOG_FORMAT",
 ];
+
+/// The `VERBATIM` variables that are set, each as a figment string value: `Env::iter` yields
+/// the text unparsed.
+fn verbatim_env() -> Serialized<Dict> {
+    let text = Env::raw()
+        .only(&VERBATIM)
+        .iter()
+        .map(|(name, value)| (name.into_string(), Value::from(value)))
+        .collect();
+    Serialized::defaults(text)
+}
 
 /// The largest `COUPON_ISSUE_QUEUE_LIMIT`: far beyond any sensible value.
 const COUPON_ISSUE_QUEUE_MAX: usize = 1_000_000;
@@ -109,32 +133,17 @@ const COUPON_ISSUE_QUEUE_MAX: usize = 1_000_000;
 const OUTBOX_DELIVERY_CONCURRENCY_MAX: usize = 1_024;
 
 impl Config {
-    /// Reads the environment over the defaults.
-    ///
-    /// Free-text settings (URLs, the admin token, the time zone) are taken verbatim:
-    /// figment would parse `ADMIN_TOKEN=0123` as the number 123.
+    /// Reads the environment over the defaults: number and boolean settings parsed, text
+    /// settings verbatim (`ADMIN_TOKEN=0123` is the token `0123`).
     ///
     /// # Errors
     /// When a variable has the wrong type or a value is out of range.
     pub fn from_env() -> anyhow::Result<Self> {
-        let mut config: Self = Figment::from(Serialized::defaults(Self::default()))
+        let config: Self = Figment::from(Serialized::defaults(Self::default()))
             .merge(Env::raw().only(&TYPED))
+            .merge(verbatim_env())
             .extract()
             .context("reading configuration from the environment")?;
-        let text = |name: &str| std::env::var(name).ok();
-        if let Some(url) = text("DATABASE_URL") {
-            config.database_url = url;
-        }
-        if let Some(addr) = text("BIND_ADDR") {
-            config.bind_addr = addr;
-        }
-        if let Some(zone) = text("BUSINESS_TIMEZONE") {
-            config.business_timezone = zone;
-        }
-        config.admin_token = text("ADMIN_TOKEN").or(config.admin_token);
-        config.data_platform_url = text("DATA_PLATFORM_URL").or(config.data_platform_url);
-        config.data_platform_ca_file =
-            text("DATA_PLATFORM_CA_FILE").or(config.data_platform_ca_file);
         config.validated()
     }
 
@@ -254,6 +263,44 @@ mod tests {
             assert_eq!(config.admin_token.as_deref(), Some("012345"));
             Ok(())
         });
+    }
+
+    #[test]
+    fn text_settings_are_taken_verbatim_even_when_they_read_as_numbers() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("DATABASE_URL", "postgres://x/y?application_name=0123");
+            jail.set_env("ADMIN_TOKEN", "0123");
+            jail.set_env("BIND_ADDR", " 1.50 ");
+            jail.set_env("DATA_PLATFORM_URL", "\"quoted\"");
+            jail.set_env("DATA_PLATFORM_CA_FILE", "[ca]");
+            jail.set_env("BUSINESS_TIMEZONE", "true");
+            jail.set_env("LOG_FORMAT", "007");
+            let config = Config::from_env().map_err(|e| e.to_string())?;
+            assert_eq!(config.database_url, "postgres://x/y?application_name=0123");
+            assert_eq!(config.admin_token.as_deref(), Some("0123"));
+            assert_eq!(config.bind_addr, " 1.50 ");
+            assert_eq!(config.data_platform_url.as_deref(), Some("\"quoted\""));
+            assert_eq!(config.data_platform_ca_file.as_deref(), Some("[ca]"));
+            assert_eq!(config.business_timezone, "true");
+            assert_eq!(config.log_format, "007");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn every_setting_is_read_from_the_environment_exactly_once() {
+        let fields = Value::serialize(Config::default())
+            .ok()
+            .and_then(Value::into_dict)
+            .map(|dict| dict.into_keys().collect::<Vec<_>>());
+        let mut named: Vec<String> = TYPED
+            .iter()
+            .chain(&VERBATIM)
+            .map(|name| name.to_ascii_lowercase())
+            .collect();
+        named.sort();
+        assert_eq!(fields, Some(named));
     }
 
     #[test]
