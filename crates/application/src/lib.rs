@@ -76,16 +76,21 @@ pub struct UseCases {
     pub idempotency: idempotency::Idempotency,
     pub check_readiness: ops::CheckReadiness,
     pub catalog: catalog::Catalog,
-    pub coupons: coupons::Coupons,
+    pub create_coupon: coupons::CreateCoupon,
+    pub get_coupon: coupons::GetCoupon,
+    pub issue_coupon: coupons::IssueCoupon,
+    pub list_user_coupons: coupons::ListUserCoupons,
     pub seed_demo_data: demo::SeedDemoData,
     pub orders: orders::Orders,
     pub expiry_schedule: expiry::ExpirySchedule,
-    pub best_sellers: sales::BestSellers,
+    pub get_best_sellers: sales::GetBestSellers,
+    pub refresh_best_sellers: sales::RefreshBestSellers,
     pub deliver_events: outbox::DeliverEvents,
 }
 
 impl UseCases {
     pub fn new(ports: &Ports, settings: &Settings) -> Self {
+        let ranking = sales::RankingCache::default();
         Self {
             create_user: users::CreateUser::new(ports.users.clone(), ports.clock.clone()),
             get_user: users::GetUser::new(ports.users.clone()),
@@ -98,17 +103,30 @@ impl UseCases {
             ),
             check_readiness: ops::CheckReadiness::new(ports.health.clone()),
             catalog: catalog::Catalog::new(ports.products.clone(), ports.clock.clone()),
-            coupons: coupons::Coupons::new(ports.coupons.clone(), ports.clock.clone()),
+            create_coupon: coupons::CreateCoupon::new(ports.coupons.clone(), ports.clock.clone()),
+            get_coupon: coupons::GetCoupon::new(ports.coupons.clone()),
+            issue_coupon: coupons::IssueCoupon::new(ports.coupons.clone(), ports.clock.clone()),
+            list_user_coupons: coupons::ListUserCoupons::new(
+                ports.coupons.clone(),
+                ports.clock.clone(),
+            ),
             orders: orders::Orders::new(ports.orders.clone(), settings.payment_timeout),
             expiry_schedule: expiry::ExpirySchedule::new(
                 ports.orders.clone(),
                 ports.clock.clone(),
                 settings.payment_timeout,
             ),
-            best_sellers: sales::BestSellers::new(
+            get_best_sellers: sales::GetBestSellers::new(
                 ports.sales.clone(),
                 ports.clock.clone(),
                 settings.business_timezone.clone(),
+                ranking.clone(),
+            ),
+            refresh_best_sellers: sales::RefreshBestSellers::new(
+                ports.sales.clone(),
+                ports.clock.clone(),
+                settings.business_timezone.clone(),
+                ranking,
             ),
             deliver_events: outbox::DeliverEvents::new(
                 ports.outbox.clone(),

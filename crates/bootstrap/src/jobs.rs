@@ -107,7 +107,7 @@ pub(crate) fn spawn_all(
         tracing::debug!(job = "order-expiry", "scheduler stopped");
     });
 
-    let best = use_cases.best_sellers.clone();
+    let best = use_cases.refresh_best_sellers.clone();
     let refresh = Duration::from_secs(config.best_seller_refresh_secs);
     every(
         &mut jobs,
@@ -117,7 +117,7 @@ pub(crate) fn spawn_all(
         move || {
             let best = best.clone();
             async move {
-                if let Err(e) = best.refresh().await {
+                if let Err(e) = best.execute().await {
                     tracing::warn!(error = format!("{e:#}"), "refreshing best sellers");
                 }
             }

@@ -1,5 +1,5 @@
 //! Round trips of the coupon use cases as the server wires them (the application's
-//! `Coupons` on the PostgreSQL store and its batcher), counted on the pool: what one
+//! `IssueCoupon`, `GetCoupon`, … on the PostgreSQL store and its batcher), counted on the pool: what one
 //! request costs the database, use case and store together. A round trip is one
 //! statement, `BEGIN` and `COMMIT` included; statements are used once before counting.
 
@@ -14,9 +14,12 @@ use std::sync::Arc;
 
 use adapter_postgres::test_support::{RoundTrips, TestDatabase};
 use adapter_postgres::{IssueBatcher, PgCouponStore, PgPool, PgUserRepository};
-use application::coupons::{CouponError, Coupons, IssueCommand};
+use application::coupons::{
+    CreateCoupon, CreateCouponCommand, GetCoupon, IssueCoupon, IssueCouponCommand,
+    IssueCouponError, ListUserCoupons, ListUserCouponsError,
+};
 use chrono::{Duration, Utc};
-use domain::coupon::{Coupon, CouponName, CouponQuantity, Discount, NewCoupon};
+use domain::coupon::{Coupon, CouponName, CouponQuantity, Discount};
 use domain::ports::{SystemClock, UserRepository};
 use domain::{CouponId, UserId};
 
@@ -24,8 +27,16 @@ struct Fixture {
     _db: TestDatabase,
     pool: PgPool,
     trips: RoundTrips,
-    coupons: Coupons,
+    coupons: Wired,
     users: Vec<UserId>,
+}
+
+/// The coupon use cases on one store.
+struct Wired {
+    create: CreateCoupon,
+    get: GetCoupon,
+    issue: IssueCoupon,
+    list: ListUserCoupons,
 }
 
 /// One pooled connection, so every statement is prepared once and then reused.
@@ -48,27 +59,33 @@ async fn fixture(users: usize) -> Fixture {
 
 /// The use cases as `bootstrap` wires them, with a terms cache of their own (as a
 /// fresh instance has).
-fn wire(pool: &PgPool) -> Coupons {
-    let store = PgCouponStore::grouped(pool.clone(), IssueBatcher::start(pool.clone()));
-    Coupons::new(Arc::new(store), Arc::new(SystemClock))
+fn wire(pool: &PgPool) -> Wired {
+    let store = Arc::new(PgCouponStore::grouped(
+        pool.clone(),
+        IssueBatcher::start(pool.clone()),
+    ));
+    Wired {
+        create: CreateCoupon::new(store.clone(), Arc::new(SystemClock)),
+        get: GetCoupon::new(store.clone()),
+        issue: IssueCoupon::new(store.clone(), Arc::new(SystemClock)),
+        list: ListUserCoupons::new(store, Arc::new(SystemClock)),
+    }
 }
 
-async fn campaign(coupons: &Coupons, quantity: i64) -> Coupon {
+async fn campaign(coupons: &Wired, quantity: i64) -> Coupon {
     let now = Utc::now();
-    let new = NewCoupon::new(
-        CouponName::new("Hot").unwrap(),
-        Discount::Rate(10),
-        CouponQuantity::new(quantity).unwrap(),
-        Some(now - Duration::minutes(1)),
-        now + Duration::days(1),
-        now,
-    )
-    .unwrap();
-    coupons.create(new).await.unwrap()
+    let new = CreateCouponCommand {
+        name: CouponName::new("Hot").unwrap(),
+        discount: Discount::Rate(10),
+        total_quantity: CouponQuantity::new(quantity).unwrap(),
+        starts_at: Some(now - Duration::minutes(1)),
+        ends_at: now + Duration::days(1),
+    };
+    coupons.create.execute(new).await.unwrap()
 }
 
-fn cmd(user: UserId, coupon: &Coupon) -> IssueCommand {
-    IssueCommand {
+fn cmd(user: UserId, coupon: &Coupon) -> IssueCouponCommand {
+    IssueCouponCommand {
         user_id: user,
         coupon_id: coupon.id,
     }
@@ -79,13 +96,14 @@ async fn issuing_a_coupon_costs_three_round_trips() {
     let f = fixture(3).await;
     let coupon = campaign(&f.coupons, 10).await;
     f.coupons
-        .issue(cmd(f.users[0], &coupon), None)
+        .issue
+        .execute(cmd(f.users[0], &coupon), None)
         .await
         .unwrap();
 
     let (issued, n) = f
         .trips
-        .count(f.coupons.issue(cmd(f.users[1], &coupon), None))
+        .count(f.coupons.issue.execute(cmd(f.users[1], &coupon), None))
         .await;
     assert_eq!(issued.unwrap().user_id, f.users[1]);
     assert_eq!(
@@ -95,11 +113,11 @@ async fn issuing_a_coupon_costs_three_round_trips() {
 
     // An instance that has not seen the campaign reads its terms once first (with the
     // statement already prepared on this connection, as a warm instance has it).
-    f.coupons.get(coupon.id).await.unwrap();
+    f.coupons.get.execute(coupon.id).await.unwrap();
     let fresh = wire(&f.pool);
     let (issued, n) = f
         .trips
-        .count(fresh.issue(cmd(f.users[2], &coupon), None))
+        .count(fresh.issue.execute(cmd(f.users[2], &coupon), None))
         .await;
     assert_eq!(issued.unwrap().user_id, f.users[2]);
     assert_eq!(n, 4, "the terms, then the three of an issue");
@@ -111,58 +129,72 @@ async fn refusals_cost_no_more_than_an_issue() {
     let coupon = campaign(&f.coupons, 1).await;
     let ghost = UserId::new(999_999).unwrap();
     f.coupons
-        .issue(cmd(f.users[0], &coupon), None)
+        .issue
+        .execute(cmd(f.users[0], &coupon), None)
         .await
         .unwrap();
 
     // Decided by the issuing statement itself.
     let (err, n) = f
         .trips
-        .count(f.coupons.issue(cmd(ghost, &coupon), None))
+        .count(f.coupons.issue.execute(cmd(ghost, &coupon), None))
         .await;
-    assert!(matches!(err, Err(CouponError::UserNotFound)), "{err:?}");
+    assert!(
+        matches!(err, Err(IssueCouponError::UserNotFound)),
+        "{err:?}"
+    );
     assert_eq!(n, 3);
     let (err, n) = f
         .trips
-        .count(f.coupons.issue(cmd(f.users[1], &coupon), None))
+        .count(f.coupons.issue.execute(cmd(f.users[1], &coupon), None))
         .await;
-    assert!(matches!(err, Err(CouponError::SoldOut)), "{err:?}");
+    assert!(matches!(err, Err(IssueCouponError::SoldOut)), "{err:?}");
     assert_eq!(n, 3);
 
     // Now known sold out: refused from the terms with one read of the user's holding
     // (once to prepare that read on this connection, then counted).
     f.coupons
-        .issue(cmd(f.users[1], &coupon), None)
+        .issue
+        .execute(cmd(f.users[1], &coupon), None)
         .await
         .unwrap_err();
     let (err, n) = f
         .trips
-        .count(f.coupons.issue(cmd(f.users[1], &coupon), None))
+        .count(f.coupons.issue.execute(cmd(f.users[1], &coupon), None))
         .await;
-    assert!(matches!(err, Err(CouponError::SoldOut)), "{err:?}");
+    assert!(matches!(err, Err(IssueCouponError::SoldOut)), "{err:?}");
     assert_eq!(n, 1);
     let (err, n) = f
         .trips
-        .count(f.coupons.issue(cmd(f.users[0], &coupon), None))
+        .count(f.coupons.issue.execute(cmd(f.users[0], &coupon), None))
         .await;
-    assert!(matches!(err, Err(CouponError::AlreadyIssued)), "{err:?}");
+    assert!(
+        matches!(err, Err(IssueCouponError::AlreadyIssued)),
+        "{err:?}"
+    );
     assert_eq!(n, 1);
     let (err, n) = f
         .trips
-        .count(f.coupons.issue(cmd(ghost, &coupon), None))
+        .count(f.coupons.issue.execute(cmd(ghost, &coupon), None))
         .await;
-    assert!(matches!(err, Err(CouponError::UserNotFound)), "{err:?}");
+    assert!(
+        matches!(err, Err(IssueCouponError::UserNotFound)),
+        "{err:?}"
+    );
     assert_eq!(n, 1);
 
     // An unknown coupon: its lookup, then the user's.
     let nothing = CouponId::new(999_999).unwrap();
-    let unknown = IssueCommand {
+    let unknown = IssueCouponCommand {
         user_id: f.users[1],
         coupon_id: nothing,
     };
-    f.coupons.issue(unknown, None).await.unwrap_err();
-    let (err, n) = f.trips.count(f.coupons.issue(unknown, None)).await;
-    assert!(matches!(err, Err(CouponError::CouponNotFound)), "{err:?}");
+    f.coupons.issue.execute(unknown, None).await.unwrap_err();
+    let (err, n) = f.trips.count(f.coupons.issue.execute(unknown, None)).await;
+    assert!(
+        matches!(err, Err(IssueCouponError::CouponNotFound)),
+        "{err:?}"
+    );
     assert_eq!(n, 2);
 }
 
@@ -172,20 +204,24 @@ async fn listing_a_users_coupons_and_reading_a_coupon_cost_one_round_trip_each()
     let coupon = campaign(&f.coupons, 5).await;
     let ghost = UserId::new(999_999).unwrap();
     f.coupons
-        .issue(cmd(f.users[0], &coupon), None)
+        .issue
+        .execute(cmd(f.users[0], &coupon), None)
         .await
         .unwrap();
-    f.coupons.of_user(f.users[0]).await.unwrap();
-    f.coupons.get(coupon.id).await.unwrap();
+    f.coupons.list.execute(f.users[0]).await.unwrap();
+    f.coupons.get.execute(coupon.id).await.unwrap();
 
-    let (mine, n) = f.trips.count(f.coupons.of_user(f.users[0])).await;
+    let (mine, n) = f.trips.count(f.coupons.list.execute(f.users[0])).await;
     assert_eq!((mine.unwrap().len(), n), (1, 1));
-    let (none, n) = f.trips.count(f.coupons.of_user(f.users[1])).await;
+    let (none, n) = f.trips.count(f.coupons.list.execute(f.users[1])).await;
     assert_eq!((none.unwrap().len(), n), (0, 1));
-    let (err, n) = f.trips.count(f.coupons.of_user(ghost)).await;
-    assert!(matches!(err, Err(CouponError::UserNotFound)), "{err:?}");
+    let (err, n) = f.trips.count(f.coupons.list.execute(ghost)).await;
+    assert!(
+        matches!(err, Err(ListUserCouponsError::UserNotFound)),
+        "{err:?}"
+    );
     assert_eq!(n, 1);
 
-    let (found, n) = f.trips.count(f.coupons.get(coupon.id)).await;
+    let (found, n) = f.trips.count(f.coupons.get.execute(coupon.id)).await;
     assert_eq!((found.unwrap().remaining_quantity, n), (4, 1));
 }

@@ -2,12 +2,14 @@
 
 use actix_web::web;
 use application::UseCases;
+use application::sales::{GetBestSellersError, RefreshBestSellersError};
 use chrono::{DateTime, NaiveDate, Utc};
 use domain::sales::BestSellers;
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::problem::{ApiError, Problem};
+use crate::refusals::{AdminOnly, Refused};
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -54,6 +56,22 @@ impl From<BestSellers> for BestSellersResponse {
     }
 }
 
+impl From<GetBestSellersError> for ApiError {
+    fn from(err: GetBestSellersError) -> Self {
+        match err {
+            GetBestSellersError::Unknown(e) => Self::unknown(&e),
+        }
+    }
+}
+
+impl From<RefreshBestSellersError> for ApiError {
+    fn from(err: RefreshBestSellersError) -> Self {
+        match err {
+            RefreshBestSellersError::Unknown(e) => Self::unknown(&e),
+        }
+    }
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RefreshedResponse {
@@ -73,11 +91,7 @@ pub struct RefreshedResponse {
 pub async fn best(
     use_cases: web::Data<UseCases>,
 ) -> Result<web::Json<BestSellersResponse>, ApiError> {
-    let ranking = use_cases
-        .best_sellers
-        .get()
-        .await
-        .map_err(|e| ApiError::unknown(&e))?;
+    let ranking = use_cases.get_best_sellers.execute().await?;
     Ok(web::Json(ranking.into()))
 }
 
@@ -88,18 +102,13 @@ pub async fn best(
     security(("admin" = [])),
     responses(
         (status = 200, body = RefreshedResponse),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
+        Refused<AdminOnly>,
     )
 )]
 pub async fn refresh(
     use_cases: web::Data<UseCases>,
 ) -> Result<web::Json<RefreshedResponse>, ApiError> {
-    let ranking = use_cases
-        .best_sellers
-        .refresh()
-        .await
-        .map_err(|e| ApiError::unknown(&e))?;
+    let ranking = use_cases.refresh_best_sellers.execute().await?;
     Ok(web::Json(RefreshedResponse {
         refreshed_at: ranking.refreshed_at,
     }))

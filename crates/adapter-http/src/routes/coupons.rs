@@ -4,17 +4,21 @@ use actix_web::http::StatusCode;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use application::UseCases;
-use application::coupons::{CouponError, IssueCommand};
+use application::coupons::{
+    CreateCouponCommand, CreateCouponError, GetCouponError, HeldCoupon, IssueCouponCommand,
+    IssueCouponError, ListUserCouponsError,
+};
 use chrono::{DateTime, FixedOffset, Utc};
-use domain::coupon::{Coupon, CouponName, CouponQuantity, Discount, NewCoupon, UserCoupon};
-use domain::{CouponId, UserId};
+use domain::coupon::{Coupon, CouponName, CouponQuantity, Discount, UserCoupon, UserCouponStatus};
+use domain::{CouponId, UserId, ValidationError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::dto::{BodyRefusals, IdempotencyKeyHeader, UserQuery, path_id};
 use crate::extract::JsonBody;
 use crate::idempotency::{Rendered, idempotent};
-use crate::problem::{ApiError, Problem};
+use crate::problem::ApiError;
+use crate::refusals::{AdminOnly, Invalid, Keyed, Refused};
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -86,7 +90,7 @@ pub struct UserCouponResponse {
 }
 
 impl UserCouponResponse {
-    fn at(c: &UserCoupon, now: DateTime<Utc>) -> Self {
+    fn new(c: &UserCoupon, status: UserCouponStatus) -> Self {
         use domain::coupon::UserCouponStatus as S;
         Self {
             id: c.id.get(),
@@ -95,7 +99,7 @@ impl UserCouponResponse {
             name: c.name.as_str().to_owned(),
             discount_type: discount_type(c.discount),
             discount_value: c.discount.value(),
-            status: match c.status_at(now) {
+            status: match status {
                 S::Available => UserCouponStatusDto::Available,
                 S::Used => UserCouponStatusDto::Used,
                 S::Expired => UserCouponStatusDto::Expired,
@@ -121,7 +125,7 @@ pub struct IssueRequest {
     pub coupon_id: i64,
 }
 
-impl TryFrom<&IssueRequest> for IssueCommand {
+impl TryFrom<&IssueRequest> for IssueCouponCommand {
     type Error = ApiError;
 
     fn try_from(req: &IssueRequest) -> Result<Self, ApiError> {
@@ -169,42 +173,109 @@ pub struct CreateCouponRequest {
     pub ends_at: DateTime<FixedOffset>,
 }
 
+impl TryFrom<CreateCouponRequest> for CreateCouponCommand {
+    type Error = ApiError;
+
+    fn try_from(req: CreateCouponRequest) -> Result<Self, ApiError> {
+        Ok(Self {
+            name: CouponName::new(&req.name)?,
+            discount: Discount::new(&req.discount_type, req.discount_value)?,
+            total_quantity: CouponQuantity::new(req.total_quantity)?,
+            starts_at: req.starts_at.map(|t| t.with_timezone(&Utc)),
+            ends_at: req.ends_at.with_timezone(&Utc),
+        })
+    }
+}
+
 /// `Retry-After` of an issue refused because too many are waiting: the queue of one
 /// instance drains in well under a second.
 const RETRY_AFTER_SECS: u32 = 1;
 
-impl From<CouponError> for ApiError {
-    fn from(err: CouponError) -> Self {
+crate::refusals!(IssueCouponError {
+    UserNotFound, CouponNotFound, NotIssuable, SoldOut, AlreadyIssued, Overloaded;
+    unlisted Unknown
+});
+
+impl From<IssueCouponError> for ApiError {
+    fn from(err: IssueCouponError) -> Self {
         match err {
-            CouponError::UserNotFound => Self::not_found("USER_NOT_FOUND", "no user with this id"),
-            CouponError::CouponNotFound => {
-                Self::not_found("COUPON_NOT_FOUND", "no coupon with this id")
-            }
-            CouponError::NotIssuable => Self::conflict(
+            IssueCouponError::UserNotFound => user_not_found(),
+            IssueCouponError::CouponNotFound => coupon_not_found(),
+            IssueCouponError::NotIssuable => Self::conflict(
                 "COUPON_NOT_ISSUABLE",
                 "the coupon can only be issued between its startsAt and endsAt",
             ),
-            CouponError::SoldOut => {
+            IssueCouponError::SoldOut => {
                 Self::conflict("COUPON_SOLD_OUT", "no copies of this coupon remain")
             }
-            CouponError::AlreadyIssued => Self::conflict(
+            IssueCouponError::AlreadyIssued => Self::conflict(
                 "COUPON_ALREADY_ISSUED",
                 "the user already holds this coupon",
             ),
-            CouponError::Overloaded => Self::overloaded(
+            IssueCouponError::Overloaded => Self::overloaded(
                 "too many coupon issues are waiting in this instance; retry after Retry-After seconds",
                 RETRY_AFTER_SECS,
             ),
-            CouponError::Unknown(e) => Self::unknown(&e),
+            IssueCouponError::Unknown(e) => Self::unknown(&e),
         }
     }
+}
+
+crate::refusals!(ListUserCouponsError {
+    UserNotFound;
+    unlisted Unknown
+});
+
+impl From<ListUserCouponsError> for ApiError {
+    fn from(err: ListUserCouponsError) -> Self {
+        match err {
+            ListUserCouponsError::UserNotFound => user_not_found(),
+            ListUserCouponsError::Unknown(e) => Self::unknown(&e),
+        }
+    }
+}
+
+crate::refusals!(GetCouponError {
+    CouponNotFound;
+    unlisted Unknown
+});
+
+impl From<GetCouponError> for ApiError {
+    fn from(err: GetCouponError) -> Self {
+        match err {
+            GetCouponError::CouponNotFound => coupon_not_found(),
+            GetCouponError::Unknown(e) => Self::unknown(&e),
+        }
+    }
+}
+
+crate::refusals!(CreateCouponError {
+    InvalidWindow(ValidationError::new("endsAt", "must be after startsAt (to the microsecond)"));
+    unlisted Unknown
+});
+
+impl From<CreateCouponError> for ApiError {
+    fn from(err: CreateCouponError) -> Self {
+        match err {
+            CreateCouponError::InvalidWindow(e) => e.into(),
+            CreateCouponError::Unknown(e) => Self::unknown(&e),
+        }
+    }
+}
+
+fn user_not_found() -> ApiError {
+    ApiError::not_found("USER_NOT_FOUND", "no user with this id")
+}
+
+fn coupon_not_found() -> ApiError {
+    ApiError::not_found("COUPON_NOT_FOUND", "no coupon with this id")
 }
 
 fn render_issued(issued: &UserCoupon) -> Rendered {
     // Freshly issued: its status is AVAILABLE, judged at issue time.
     Rendered::json(
         StatusCode::CREATED,
-        &UserCouponResponse::at(issued, issued.issued_at),
+        &UserCouponResponse::new(issued, issued.status_at(issued.issued_at)),
     )
 }
 
@@ -216,13 +287,8 @@ fn render_issued(issued: &UserCoupon) -> Rendered {
     params(IdempotencyKeyHeader),
     responses(
         (status = 201, body = UserCouponResponse),
-        (status = 400, description = "VALIDATION_FAILED", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "USER_NOT_FOUND, COUPON_NOT_FOUND", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "COUPON_SOLD_OUT, COUPON_ALREADY_ISSUED, COUPON_NOT_ISSUABLE, IDEMPOTENCY_KEY_IN_USE", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "IDEMPOTENCY_KEY_REUSED", body = Problem, content_type = "application/problem+json"),
+        Refused<(Invalid, Keyed, IssueCouponError)>,
         BodyRefusals,
-        (status = 503, description = "SERVICE_UNAVAILABLE: too many issues are waiting in this instance, or the database is unavailable; nothing changed (an Idempotency-Key is released)", body = Problem, content_type = "application/problem+json",
-         headers(("Retry-After" = u32, description = "seconds to wait before retrying (on an overload)"))),
     )
 )]
 pub async fn issue(
@@ -230,14 +296,14 @@ pub async fn issue(
     req: HttpRequest,
     body: JsonBody<IssueRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let cmd = IssueCommand::try_from(&*body)?;
+    let cmd = IssueCouponCommand::try_from(&*body)?;
     idempotent(
         &use_cases,
         &req,
         cmd.user_id,
         &*body,
         render_issued,
-        |completion| use_cases.coupons.issue(cmd, completion),
+        |completion| use_cases.issue_coupon.execute(cmd, completion),
     )
     .await
 }
@@ -249,20 +315,18 @@ pub async fn issue(
     params(UserQuery),
     responses(
         (status = 200, body = UserCouponList),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "USER_NOT_FOUND", body = Problem, content_type = "application/problem+json"),
+        Refused<(Invalid, ListUserCouponsError)>,
     )
 )]
 pub async fn of_user(
     use_cases: web::Data<UseCases>,
     query: web::Query<UserQuery>,
 ) -> Result<web::Json<UserCouponList>, ApiError> {
-    let coupons = use_cases.coupons.of_user(query.user()?).await?;
-    let now = use_cases.coupons.now();
+    let held = use_cases.list_user_coupons.execute(query.user()?).await?;
     Ok(web::Json(UserCouponList {
-        items: coupons
+        items: held
             .iter()
-            .map(|c| UserCouponResponse::at(c, now))
+            .map(|HeldCoupon { coupon, status }| UserCouponResponse::new(coupon, *status))
             .collect(),
     }))
 }
@@ -274,8 +338,7 @@ pub async fn of_user(
     params(("couponId" = i64, Path, minimum = 1)),
     responses(
         (status = 200, body = CouponResponse),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "COUPON_NOT_FOUND", body = Problem, content_type = "application/problem+json"),
+        Refused<(Invalid, GetCouponError)>,
     )
 )]
 pub async fn get(
@@ -283,7 +346,7 @@ pub async fn get(
     id: web::Path<String>,
 ) -> Result<web::Json<CouponResponse>, ApiError> {
     let id = path_id(&id, "couponId", CouponId::parse)?;
-    Ok(web::Json(use_cases.coupons.get(id).await?.into()))
+    Ok(web::Json(use_cases.get_coupon.execute(id).await?.into()))
 }
 
 /// Creates a coupon campaign (admin). `endsAt` must be after `startsAt`, else 400.
@@ -294,9 +357,7 @@ pub async fn get(
     security(("admin" = [])),
     responses(
         (status = 201, body = CouponResponse, headers(("Location" = String))),
-        (status = 400, description = "VALIDATION_FAILED", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "UNAUTHORIZED", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "ADMIN_DISABLED", body = Problem, content_type = "application/problem+json"),
+        Refused<(Invalid, AdminOnly, CreateCouponError)>,
         BodyRefusals,
     )
 )]
@@ -304,16 +365,8 @@ pub async fn create(
     use_cases: web::Data<UseCases>,
     body: JsonBody<CreateCouponRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let req = body.0;
-    let coupon = NewCoupon::new(
-        CouponName::new(&req.name)?,
-        Discount::new(&req.discount_type, req.discount_value)?,
-        CouponQuantity::new(req.total_quantity)?,
-        req.starts_at.map(|t| t.with_timezone(&Utc)),
-        req.ends_at.with_timezone(&Utc),
-        use_cases.coupons.now(),
-    )?;
-    let coupon = use_cases.coupons.create(coupon).await?;
+    let cmd = CreateCouponCommand::try_from(body.0)?;
+    let coupon = use_cases.create_coupon.execute(cmd).await?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/api/v1/coupons/{}", coupon.id)))
         .json(CouponResponse::from(coupon)))

@@ -1,15 +1,29 @@
-//! Coupon campaigns and first-come-first-served issuing.
+//! Issuing a coupon, first come first served.
 
 use std::sync::Arc;
 
-use domain::coupon::{Coupon, IssueRefusal, NewCoupon, UserCoupon};
+use domain::coupon::{IssueRefusal, UserCoupon};
 use domain::idempotency::Completion;
 use domain::ports::{Clock, CouponStore, IssueError};
 use domain::user::ForUser;
 use domain::{CouponId, UserId};
 
+/// Issues one copy of a campaign to a user, first come first served.
+#[derive(Clone)]
+pub struct IssueCoupon {
+    coupons: Arc<dyn CouponStore>,
+    clock: Arc<dyn Clock>,
+}
+
+/// A request to issue a coupon to a user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IssueCouponCommand {
+    pub user_id: UserId,
+    pub coupon_id: CouponId,
+}
+
 #[derive(Debug, thiserror::Error)]
-pub enum CouponError {
+pub enum IssueCouponError {
     #[error("user not found")]
     UserNotFound,
     #[error("coupon not found")]
@@ -27,50 +41,13 @@ pub enum CouponError {
     Unknown(#[from] anyhow::Error),
 }
 
-/// A request to issue a coupon to a user.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IssueCommand {
-    pub user_id: UserId,
-    pub coupon_id: CouponId,
-}
-
-/// Coupon use cases.
-#[derive(Clone)]
-pub struct Coupons {
-    coupons: Arc<dyn CouponStore>,
-    clock: Arc<dyn Clock>,
-}
-
-impl Coupons {
+impl IssueCoupon {
     pub fn new(coupons: Arc<dyn CouponStore>, clock: Arc<dyn Clock>) -> Self {
         Self { coupons, clock }
     }
 
-    /// The clock of these use cases (statuses are computed against it).
-    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
-        self.clock.now()
-    }
-
-    /// Creates a campaign (operators).
-    ///
-    /// # Errors
-    /// [`CouponError::Unknown`] when the store fails.
-    #[tracing::instrument(name = "create_coupon", skip_all)]
-    pub async fn create(&self, coupon: NewCoupon) -> Result<Coupon, CouponError> {
-        Ok(self.coupons.create(coupon, self.clock.now()).await?)
-    }
-
-    /// # Errors
-    /// [`CouponError::CouponNotFound`] for an unknown id.
-    #[tracing::instrument(name = "get_coupon", skip_all, fields(coupon_id = %id))]
-    pub async fn get(&self, id: CouponId) -> Result<Coupon, CouponError> {
-        self.coupons
-            .find(id)
-            .await?
-            .ok_or(CouponError::CouponNotFound)
-    }
-
-    /// Issues one copy to the user, first come first served.
+    /// Issues one copy to the user, first come first served; with a `completion`, the
+    /// idempotency key's response is stored with the copy.
     ///
     /// The campaign's window and remaining quantity are checked from its terms (a
     /// lock-free read the store may cache), so refusals (a sold-out campaign above all)
@@ -81,19 +58,20 @@ impl Coupons {
     /// a holder hears `AlreadyIssued` rather than `SoldOut`.
     ///
     /// # Errors
-    /// In this order: [`CouponError::UserNotFound`], [`CouponError::CouponNotFound`],
-    /// [`CouponError::NotIssuable`], [`CouponError::AlreadyIssued`] /
-    /// [`CouponError::SoldOut`]; [`CouponError::Overloaded`] when the store has too many
-    /// issues waiting (nothing changed).
+    /// In this order: [`IssueCouponError::UserNotFound`],
+    /// [`IssueCouponError::CouponNotFound`], [`IssueCouponError::NotIssuable`],
+    /// [`IssueCouponError::AlreadyIssued`] / [`IssueCouponError::SoldOut`];
+    /// [`IssueCouponError::Overloaded`] when the store has too many issues waiting
+    /// (nothing changed).
     #[tracing::instrument(name = "issue_coupon", skip_all, fields(user_id = %cmd.user_id, coupon_id = %cmd.coupon_id))]
-    pub async fn issue(
+    pub async fn execute(
         &self,
-        cmd: IssueCommand,
+        cmd: IssueCouponCommand,
         completion: Option<Completion<UserCoupon>>,
-    ) -> Result<UserCoupon, CouponError> {
+    ) -> Result<UserCoupon, IssueCouponError> {
         let now = self.clock.now();
         let refusal = match self.coupons.terms(cmd.coupon_id).await? {
-            None => CouponError::CouponNotFound,
+            None => IssueCouponError::CouponNotFound,
             Some(coupon) => match coupon.check_issuable(now) {
                 Ok(()) => {
                     return self
@@ -101,49 +79,36 @@ impl Coupons {
                         .issue(coupon.issue_to(cmd.user_id, now), completion)
                         .await
                         .map_err(|err| match err {
-                            IssueError::UserNotFound => CouponError::UserNotFound,
-                            IssueError::AlreadyIssued => CouponError::AlreadyIssued,
-                            IssueError::SoldOut => CouponError::SoldOut,
-                            IssueError::Overloaded => CouponError::Overloaded,
-                            IssueError::Unknown(e) => CouponError::Unknown(e),
+                            IssueError::UserNotFound => IssueCouponError::UserNotFound,
+                            IssueError::AlreadyIssued => IssueCouponError::AlreadyIssued,
+                            IssueError::SoldOut => IssueCouponError::SoldOut,
+                            IssueError::Overloaded => IssueCouponError::Overloaded,
+                            IssueError::Unknown(e) => IssueCouponError::Unknown(e),
                         });
                 }
-                Err(IssueRefusal::NotIssuable) => CouponError::NotIssuable,
-                Err(IssueRefusal::SoldOut) => CouponError::SoldOut,
+                Err(IssueRefusal::NotIssuable) => IssueCouponError::NotIssuable,
+                Err(IssueRefusal::SoldOut) => IssueCouponError::SoldOut,
             },
         };
         match self.coupons.holds(cmd.user_id, cmd.coupon_id).await? {
-            ForUser::UnknownUser => Err(CouponError::UserNotFound),
+            ForUser::UnknownUser => Err(IssueCouponError::UserNotFound),
             // A holder asking again learns they hold it, not that it is gone.
-            ForUser::Found(true) if matches!(refusal, CouponError::SoldOut) => {
-                Err(CouponError::AlreadyIssued)
+            ForUser::Found(true) if matches!(refusal, IssueCouponError::SoldOut) => {
+                Err(IssueCouponError::AlreadyIssued)
             }
             ForUser::Found(_) => Err(refusal),
         }
     }
-
-    /// The user's coupons, oldest first, in one read that also tells an unknown user
-    /// apart.
-    ///
-    /// # Errors
-    /// [`CouponError::UserNotFound`] for an unknown user.
-    #[tracing::instrument(name = "list_user_coupons", skip_all, fields(user_id = %user_id))]
-    pub async fn of_user(&self, user_id: UserId) -> Result<Vec<UserCoupon>, CouponError> {
-        match self.coupons.of_user(user_id).await? {
-            ForUser::UnknownUser => Err(CouponError::UserNotFound),
-            ForUser::Found(coupons) => Ok(coupons),
-        }
-    }
 }
 
-crate::debug_opaque!(Coupons);
+crate::debug_opaque!(IssueCoupon);
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use chrono::{DateTime, Duration, Utc};
     use domain::UserCouponId;
-    use domain::coupon::{CouponName, Discount};
+    use domain::coupon::{Coupon, CouponName, Discount};
     use domain::ports::{MockClock, MockCouponStore};
 
     struct Setup {
@@ -189,15 +154,15 @@ mod tests {
             self
         }
 
-        fn build(self) -> Coupons {
+        fn build(self) -> IssueCoupon {
             let mut clock = MockClock::new();
             clock.expect_now().return_const(self.now);
-            Coupons::new(Arc::new(self.coupons), Arc::new(clock))
+            IssueCoupon::new(Arc::new(self.coupons), Arc::new(clock))
         }
     }
 
-    fn cmd() -> IssueCommand {
-        IssueCommand {
+    fn cmd() -> IssueCouponCommand {
+        IssueCouponCommand {
             user_id: UserId::new(1).unwrap(),
             coupon_id: CouponId::new(2).unwrap(),
         }
@@ -217,7 +182,7 @@ mod tests {
             .times(1)
             .returning(|issue, _| Ok(issue.copy(UserCouponId::new(9).unwrap())));
         setup.coupons.expect_holds().never();
-        let got = setup.build().issue(cmd(), None).await.unwrap();
+        let got = setup.build().execute(cmd(), None).await.unwrap();
         assert_eq!(got.id.get(), 9);
     }
 
@@ -228,13 +193,13 @@ mod tests {
                 .with_coupon(remaining, starts, 3_600)
                 .holding(ForUser::UnknownUser);
             setup.coupons.expect_issue().never();
-            let err = setup.build().issue(cmd(), None).await.unwrap_err();
-            assert!(matches!(err, CouponError::UserNotFound), "{err:?}");
+            let err = setup.build().execute(cmd(), None).await.unwrap_err();
+            assert!(matches!(err, IssueCouponError::UserNotFound), "{err:?}");
         }
         let mut setup = Setup::new().without_coupon().holding(ForUser::UnknownUser);
         setup.coupons.expect_issue().never();
-        let err = setup.build().issue(cmd(), None).await.unwrap_err();
-        assert!(matches!(err, CouponError::UserNotFound), "{err:?}");
+        let err = setup.build().execute(cmd(), None).await.unwrap_err();
+        assert!(matches!(err, IssueCouponError::UserNotFound), "{err:?}");
     }
 
     #[tokio::test]
@@ -246,16 +211,16 @@ mod tests {
             .expect_issue()
             .times(1)
             .returning(|_, _| Err(IssueError::UserNotFound));
-        let err = setup.build().issue(cmd(), None).await.unwrap_err();
-        assert!(matches!(err, CouponError::UserNotFound), "{err:?}");
+        let err = setup.build().execute(cmd(), None).await.unwrap_err();
+        assert!(matches!(err, IssueCouponError::UserNotFound), "{err:?}");
     }
 
     #[tokio::test]
     async fn an_unknown_coupon_is_not_found_and_nothing_is_claimed() {
         let mut setup = Setup::new().without_coupon().holding(ForUser::Found(false));
         setup.coupons.expect_issue().never();
-        let err = setup.build().issue(cmd(), None).await.unwrap_err();
-        assert!(matches!(err, CouponError::CouponNotFound), "{err:?}");
+        let err = setup.build().execute(cmd(), None).await.unwrap_err();
+        assert!(matches!(err, IssueCouponError::CouponNotFound), "{err:?}");
     }
 
     #[tokio::test]
@@ -265,8 +230,11 @@ mod tests {
                 .with_coupon(3, starts, ends)
                 .holding(ForUser::Found(holds));
             setup.coupons.expect_issue().never();
-            let err = setup.build().issue(cmd(), None).await.unwrap_err();
-            assert!(matches!(err, CouponError::NotIssuable), "{starts}..{ends}");
+            let err = setup.build().execute(cmd(), None).await.unwrap_err();
+            assert!(
+                matches!(err, IssueCouponError::NotIssuable),
+                "{starts}..{ends}"
+            );
         }
     }
 
@@ -276,8 +244,8 @@ mod tests {
             .with_coupon(0, -60, 60)
             .holding(ForUser::Found(false));
         setup.coupons.expect_issue().never();
-        let err = setup.build().issue(cmd(), None).await.unwrap_err();
-        assert!(matches!(err, CouponError::SoldOut), "{err:?}");
+        let err = setup.build().execute(cmd(), None).await.unwrap_err();
+        assert!(matches!(err, IssueCouponError::SoldOut), "{err:?}");
     }
 
     #[tokio::test]
@@ -286,8 +254,8 @@ mod tests {
             .with_coupon(0, -60, 60)
             .holding(ForUser::Found(true));
         setup.coupons.expect_issue().never();
-        let err = setup.build().issue(cmd(), None).await.unwrap_err();
-        assert!(matches!(err, CouponError::AlreadyIssued), "{err:?}");
+        let err = setup.build().execute(cmd(), None).await.unwrap_err();
+        assert!(matches!(err, IssueCouponError::AlreadyIssued), "{err:?}");
     }
 
     #[tokio::test]
@@ -304,11 +272,11 @@ mod tests {
                 .times(1)
                 .returning(move |_, _| Err(refusal.take().unwrap()));
             setup.coupons.expect_holds().never();
-            let err = setup.build().issue(cmd(), None).await.unwrap_err();
+            let err = setup.build().execute(cmd(), None).await.unwrap_err();
             if expect_sold_out {
-                assert!(matches!(err, CouponError::SoldOut));
+                assert!(matches!(err, IssueCouponError::SoldOut));
             } else {
-                assert!(matches!(err, CouponError::AlreadyIssued));
+                assert!(matches!(err, IssueCouponError::AlreadyIssued));
             }
         }
     }
@@ -322,50 +290,7 @@ mod tests {
             .times(1)
             .returning(|_, _| Err(IssueError::Overloaded));
         setup.coupons.expect_holds().never();
-        let err = setup.build().issue(cmd(), None).await.unwrap_err();
-        assert!(matches!(err, CouponError::Overloaded), "{err:?}");
-    }
-
-    #[tokio::test]
-    async fn listing_is_one_read_that_tells_an_unknown_user_apart() {
-        let mut setup = Setup::new();
-        setup
-            .coupons
-            .expect_of_user()
-            .times(1)
-            .returning(|_| Ok(ForUser::UnknownUser));
-        let err = setup
-            .build()
-            .of_user(UserId::new(1).unwrap())
-            .await
-            .unwrap_err();
-        assert!(matches!(err, CouponError::UserNotFound));
-
-        let mut setup = Setup::new();
-        setup
-            .coupons
-            .expect_of_user()
-            .times(1)
-            .returning(|_| Ok(ForUser::Found(vec![])));
-        assert!(
-            setup
-                .build()
-                .of_user(UserId::new(1).unwrap())
-                .await
-                .unwrap()
-                .is_empty()
-        );
-    }
-
-    #[tokio::test]
-    async fn an_unknown_coupon_id_is_not_found() {
-        let mut setup = Setup::new();
-        setup.coupons.expect_find().times(1).returning(|_| Ok(None));
-        let err = setup
-            .build()
-            .get(CouponId::new(5).unwrap())
-            .await
-            .unwrap_err();
-        assert!(matches!(err, CouponError::CouponNotFound));
+        let err = setup.build().execute(cmd(), None).await.unwrap_err();
+        assert!(matches!(err, IssueCouponError::Overloaded), "{err:?}");
     }
 }
