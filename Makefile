@@ -7,7 +7,7 @@ LOCAL_DB_URL := $(shell scripts/db.sh url)
 ADMIN_TOKEN ?= dev-admin-token
 export ADMIN_TOKEN
 
-.PHONY: help run test lint fmt bench fuzz fuzz-ci db-up db-down db-url deps
+.PHONY: help run test lint schema fmt bench fuzz fuzz-ci db-up db-down db-url deps
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -51,10 +51,16 @@ fuzz-ci: deps ## the short fuzz that CI runs (about a minute)
 	@if [ -z "$$DATABASE_URL" ]; then scripts/db.sh up; fi
 	@FUZZ_MAX_EXAMPLES="$${FUZZ_MAX_EXAMPLES:-25}" scripts/fuzz.sh
 
-lint: ## rustfmt check, clippy and rustdoc with warnings as errors
+lint: deps ## rustfmt check, clippy and rustdoc with warnings as errors; schema.rs matches the migrations
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --document-private-items
+	@if [ -z "$$DATABASE_URL" ]; then scripts/db.sh up; fi
+	@DATABASE_URL="$${DATABASE_URL:-$(LOCAL_DB_URL)}" scripts/schema.sh check
+
+schema: deps ## regenerate crates/adapter-postgres/src/schema.rs from the migrations (diesel print-schema)
+	@if [ -z "$$DATABASE_URL" ]; then scripts/db.sh up; fi
+	@DATABASE_URL="$${DATABASE_URL:-$(LOCAL_DB_URL)}" scripts/schema.sh write
 
 fmt: ## format the code
 	cargo fmt --all
