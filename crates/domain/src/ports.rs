@@ -5,6 +5,17 @@
 //! Atomic business operations are one method each, which the adapter runs in one
 //! transaction, re-checking the domain's decision with guarded writes.
 //!
+//! The operations an `Idempotency-Key` may guard ([`PointStore::credit`],
+//! [`CouponStore::issue`], [`OrderStore::place`], [`OrderStore::pay`]) take an
+//! `Option<`[`Completion`]`>`: the adapter stores the key's response in the same
+//! transaction (or statement) as the effect, only while the request still holds the key.
+//! The response commits with the effect or not at all, so a replay returns exactly what
+//! the first call answered (both are the completion's pure rendering of one outcome): never
+//! a stored answer for an effect that rolled back, never an effect without its answer
+//! (which a retry would repeat). Storing the response in a second call, after the port
+//! returned, would leave a crash between the two commits room to do just that. A refusal
+//! changes nothing, so its response is stored afterwards ([`IdempotencyStore::complete`]).
+//!
 //! With the `mock` feature, mockall generates `Mock<Trait>` for each of them.
 
 use async_trait::async_trait;
