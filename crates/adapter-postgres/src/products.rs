@@ -1,6 +1,7 @@
 //! [`ProductRepository`] on PostgreSQL.
 //!
-//! Every method is one statement on one pooled connection. The catalogue's size is kept
+//! Every method is one statement on one pooled connection; a refused restock adds one
+//! diagnosing read, to tell an unknown product from a full one. The catalogue's size is kept
 //! in `catalogue_stats` by the statement that creates a product, so a page reads its
 //! total with its rows instead of counting the table, and costs the same at 1,000 or
 //! 1,000,000 products.

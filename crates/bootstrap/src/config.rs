@@ -1,4 +1,5 @@
-//! Configuration from environment variables, with defaults (docs/operations.md lists them).
+//! Configuration from environment variables, with defaults (README.md's configuration table
+//! lists them).
 
 use std::time::Duration;
 
