@@ -1,14 +1,168 @@
-//! The product catalogue: reads for everyone, writes for operators.
+//! The product catalogue: reads for everyone, writes for operators; one use case per
+//! action ([`CreateProduct`], [`GetProduct`], [`ListProducts`], [`UpdateProduct`],
+//! [`RestockProduct`]).
 
 use std::sync::Arc;
 
-use domain::page::{KeysetPage, KeysetRequest};
+use domain::page::{KeysetPage, Paging};
 use domain::ports::{Clock, ProductRepository, RestockError};
 use domain::product::{NewProduct, Product, ProductPatch, Restock, RestockQuantity};
-use domain::{Page, PageRequest, ProductId};
+use domain::{Page, ProductId};
+
+/// Adds a product to the catalogue (operators).
+#[derive(Clone)]
+pub struct CreateProduct {
+    products: Arc<dyn ProductRepository>,
+    clock: Arc<dyn Clock>,
+}
 
 #[derive(Debug, thiserror::Error)]
-pub enum CatalogError {
+pub enum CreateProductError {
+    #[error(transparent)]
+    Unknown(#[from] anyhow::Error),
+}
+
+impl CreateProduct {
+    pub fn new(products: Arc<dyn ProductRepository>, clock: Arc<dyn Clock>) -> Self {
+        Self { products, clock }
+    }
+
+    /// # Errors
+    /// [`CreateProductError::Unknown`] when the store fails.
+    #[tracing::instrument(name = "create_product", skip_all)]
+    pub async fn execute(&self, product: NewProduct) -> Result<Product, CreateProductError> {
+        Ok(self.products.create(product, self.clock.now()).await?)
+    }
+}
+
+/// Reads one product with its stock.
+#[derive(Clone)]
+pub struct GetProduct {
+    products: Arc<dyn ProductRepository>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GetProductError {
+    #[error("product not found")]
+    ProductNotFound,
+    #[error(transparent)]
+    Unknown(#[from] anyhow::Error),
+}
+
+impl GetProduct {
+    pub fn new(products: Arc<dyn ProductRepository>) -> Self {
+        Self { products }
+    }
+
+    /// # Errors
+    /// [`GetProductError::ProductNotFound`] for an unknown id.
+    #[tracing::instrument(name = "get_product", skip_all, fields(product_id = %id))]
+    pub async fn execute(&self, id: ProductId) -> Result<Product, GetProductError> {
+        self.products
+            .find(id)
+            .await?
+            .ok_or(GetProductError::ProductNotFound)
+    }
+}
+
+/// Lists the catalogue by id: a numbered page, or the page after a cursor.
+#[derive(Clone)]
+pub struct ListProducts {
+    products: Arc<dyn ProductRepository>,
+}
+
+/// A page of the catalogue, of the kind asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProductPage {
+    Numbered(Page<Product>),
+    After(KeysetPage<Product>),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ListProductsError {
+    #[error(transparent)]
+    Unknown(#[from] anyhow::Error),
+}
+
+impl ListProducts {
+    pub fn new(products: Arc<dyn ProductRepository>) -> Self {
+        Self { products }
+    }
+
+    /// A numbered page, or the page after a cursor (the same cost at any depth of the
+    /// catalogue).
+    ///
+    /// # Errors
+    /// [`ListProductsError::Unknown`] when the store fails.
+    #[tracing::instrument(name = "list_products", skip_all, fields(paging = ?paging))]
+    pub async fn execute(&self, paging: Paging) -> Result<ProductPage, ListProductsError> {
+        Ok(match paging {
+            Paging::Numbered(page) => ProductPage::Numbered(self.products.list(page).await?),
+            Paging::After(request) => ProductPage::After(self.products.list_after(request).await?),
+        })
+    }
+}
+
+/// Changes a product's name, description or price (operators).
+#[derive(Clone)]
+pub struct UpdateProduct {
+    products: Arc<dyn ProductRepository>,
+    clock: Arc<dyn Clock>,
+}
+
+/// The product and the fields to change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpdateProductCommand {
+    pub product_id: ProductId,
+    pub patch: ProductPatch,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateProductError {
+    #[error("product not found")]
+    ProductNotFound,
+    #[error(transparent)]
+    Unknown(#[from] anyhow::Error),
+}
+
+impl UpdateProduct {
+    pub fn new(products: Arc<dyn ProductRepository>, clock: Arc<dyn Clock>) -> Self {
+        Self { products, clock }
+    }
+
+    /// Changes name, description or price; an empty patch just reads the product.
+    ///
+    /// # Errors
+    /// [`UpdateProductError::ProductNotFound`] for an unknown id.
+    #[tracing::instrument(name = "update_product", skip_all, fields(product_id = %cmd.product_id))]
+    pub async fn execute(&self, cmd: UpdateProductCommand) -> Result<Product, UpdateProductError> {
+        let updated = if cmd.patch.is_empty() {
+            self.products.find(cmd.product_id).await?
+        } else {
+            self.products
+                .update(cmd.product_id, cmd.patch, self.clock.now())
+                .await?
+        };
+        updated.ok_or(UpdateProductError::ProductNotFound)
+    }
+}
+
+/// Adds stock to a product atomically (operators).
+#[derive(Clone)]
+pub struct RestockProduct {
+    products: Arc<dyn ProductRepository>,
+    clock: Arc<dyn Clock>,
+}
+
+/// The product and the units to add.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestockProductCommand {
+    pub product_id: ProductId,
+    pub quantity: RestockQuantity,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RestockProductError {
     #[error("product not found")]
     ProductNotFound,
     #[error("the stock would exceed {}", domain::product::Stock::MAX)]
@@ -17,99 +171,46 @@ pub enum CatalogError {
     Unknown(#[from] anyhow::Error),
 }
 
-/// Every catalogue use case shares one repository and clock.
-#[derive(Clone)]
-pub struct Catalog {
-    products: Arc<dyn ProductRepository>,
-    clock: Arc<dyn Clock>,
-}
-
-impl Catalog {
+impl RestockProduct {
     pub fn new(products: Arc<dyn ProductRepository>, clock: Arc<dyn Clock>) -> Self {
         Self { products, clock }
     }
 
+    /// Adds stock atomically, up to the stock maximum ([`Restock`] carries the ceiling).
+    ///
     /// # Errors
-    /// [`CatalogError::Unknown`] when the store fails.
-    #[tracing::instrument(name = "create_product", skip_all)]
-    pub async fn create(&self, product: NewProduct) -> Result<Product, CatalogError> {
-        Ok(self.products.create(product, self.clock.now()).await?)
-    }
-
-    /// # Errors
-    /// [`CatalogError::ProductNotFound`] for an unknown id.
-    #[tracing::instrument(name = "get_product", skip_all, fields(product_id = %id))]
-    pub async fn get(&self, id: ProductId) -> Result<Product, CatalogError> {
+    /// [`RestockProductError::ProductNotFound`],
+    /// [`RestockProductError::StockLimitExceeded`] (nothing changed).
+    #[tracing::instrument(name = "restock_product", skip_all, fields(product_id = %cmd.product_id, quantity = cmd.quantity.get()))]
+    pub async fn execute(
+        &self,
+        cmd: RestockProductCommand,
+    ) -> Result<Product, RestockProductError> {
         self.products
-            .find(id)
-            .await?
-            .ok_or(CatalogError::ProductNotFound)
-    }
-
-    /// # Errors
-    /// [`CatalogError::Unknown`] when the store fails.
-    #[tracing::instrument(name = "list_products", skip_all)]
-    pub async fn list(&self, page: PageRequest) -> Result<Page<Product>, CatalogError> {
-        Ok(self.products.list(page).await?)
-    }
-
-    /// The page after a cursor: the same cost at any depth of the catalogue.
-    ///
-    /// # Errors
-    /// [`CatalogError::Unknown`] when the store fails.
-    #[tracing::instrument(name = "list_products_after", skip_all, fields(after = request.after()))]
-    pub async fn list_after(
-        &self,
-        request: KeysetRequest,
-    ) -> Result<KeysetPage<Product>, CatalogError> {
-        Ok(self.products.list_after(request).await?)
-    }
-
-    /// Changes name, description or price; an empty patch just reads the product.
-    ///
-    /// # Errors
-    /// [`CatalogError::ProductNotFound`] for an unknown id.
-    #[tracing::instrument(name = "update_product", skip_all, fields(product_id = %id))]
-    pub async fn update(
-        &self,
-        id: ProductId,
-        patch: ProductPatch,
-    ) -> Result<Product, CatalogError> {
-        let updated = if patch.is_empty() {
-            self.products.find(id).await?
-        } else {
-            self.products.update(id, patch, self.clock.now()).await?
-        };
-        updated.ok_or(CatalogError::ProductNotFound)
-    }
-
-    /// Adds stock atomically.
-    ///
-    /// # Errors
-    /// [`CatalogError::ProductNotFound`], [`CatalogError::StockLimitExceeded`].
-    #[tracing::instrument(name = "restock_product", skip_all, fields(product_id = %id, quantity = quantity.get()))]
-    pub async fn restock(
-        &self,
-        id: ProductId,
-        quantity: RestockQuantity,
-    ) -> Result<Product, CatalogError> {
-        self.products
-            .restock(Restock::new(id, quantity), self.clock.now())
+            .restock(Restock::new(cmd.product_id, cmd.quantity), self.clock.now())
             .await
             .map_err(|err| match err {
-                RestockError::ProductNotFound => CatalogError::ProductNotFound,
-                RestockError::StockLimitExceeded => CatalogError::StockLimitExceeded,
-                RestockError::Unknown(e) => CatalogError::Unknown(e),
+                RestockError::ProductNotFound => RestockProductError::ProductNotFound,
+                RestockError::StockLimitExceeded => RestockProductError::StockLimitExceeded,
+                RestockError::Unknown(e) => RestockProductError::Unknown(e),
             })
     }
 }
 
-crate::debug_opaque!(Catalog);
+crate::debug_opaque!(
+    CreateProduct,
+    GetProduct,
+    ListProducts,
+    UpdateProduct,
+    RestockProduct
+);
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use chrono::Utc;
+    use domain::PageRequest;
+    use domain::page::KeysetRequest;
     use domain::ports::{MockClock, MockProductRepository};
     use domain::product::{Description, Price, ProductName, Stock};
 
@@ -133,15 +234,22 @@ mod tests {
         ProductId::new(raw).unwrap()
     }
 
+    fn restock(product: i64, quantity: i64) -> RestockProductCommand {
+        RestockProductCommand {
+            product_id: id(product),
+            quantity: RestockQuantity::new(quantity).unwrap(),
+        }
+    }
+
     #[tokio::test]
     async fn an_unknown_product_is_not_found() {
         let mut products = MockProductRepository::new();
         products.expect_find().returning(|_| Ok(None));
-        let err = Catalog::new(Arc::new(products), clock())
-            .get(id(1))
+        let err = GetProduct::new(Arc::new(products))
+            .execute(id(1))
             .await
             .unwrap_err();
-        assert!(matches!(err, CatalogError::ProductNotFound));
+        assert!(matches!(err, GetProductError::ProductNotFound));
     }
 
     #[tokio::test]
@@ -150,8 +258,8 @@ mod tests {
         products
             .expect_find()
             .returning(|i| Ok(Some(product(i.get(), 7))));
-        let got = Catalog::new(Arc::new(products), clock())
-            .get(id(3))
+        let got = GetProduct::new(Arc::new(products))
+            .execute(id(3))
             .await
             .unwrap();
         assert_eq!((got.id.get(), got.stock.get()), (3, 7));
@@ -171,8 +279,8 @@ mod tests {
             price: Price::new(1_000).unwrap(),
             stock: Stock::new(4).unwrap(),
         };
-        let created = Catalog::new(Arc::new(products), clock())
-            .create(new)
+        let created = CreateProduct::new(Arc::new(products), clock())
+            .execute(new)
             .await
             .unwrap();
         assert_eq!(created.id.get(), 1);
@@ -194,14 +302,44 @@ mod tests {
                     |p| p.id.get(),
                 ))
             });
-        let got = Catalog::new(Arc::new(products), clock())
-            .list_after(KeysetRequest::new(41, Some(2)).unwrap())
+        let got = ListProducts::new(Arc::new(products))
+            .execute(Paging::After(KeysetRequest::new(41, Some(2)).unwrap()))
             .await
             .unwrap();
+        let ProductPage::After(got) = got else {
+            panic!("a keyset request answered {got:?}");
+        };
         assert_eq!(
             (got.items.len(), got.next_after, got.total_count),
             (2, Some(43), 50)
         );
+    }
+
+    #[tokio::test]
+    async fn a_numbered_page_is_read_by_its_number_not_by_a_cursor() {
+        let mut products = MockProductRepository::new();
+        products.expect_list_after().never();
+        products
+            .expect_list()
+            .withf(|r| (r.page(), r.size()) == (3, 2))
+            .times(1)
+            .returning(|r| {
+                Ok(Page {
+                    items: vec![product(5, 1), product(6, 1)],
+                    request: r,
+                    total_count: 9,
+                })
+            });
+        let got = ListProducts::new(Arc::new(products))
+            .execute(Paging::Numbered(
+                PageRequest::new(Some(3), Some(2)).unwrap(),
+            ))
+            .await
+            .unwrap();
+        let ProductPage::Numbered(got) = got else {
+            panic!("a numbered request answered {got:?}");
+        };
+        assert_eq!((got.items.len(), got.total_count), (2, 9));
     }
 
     #[tokio::test]
@@ -212,8 +350,11 @@ mod tests {
             .expect_find()
             .times(1)
             .returning(|i| Ok(Some(product(i.get(), 1))));
-        let got = Catalog::new(Arc::new(products), clock())
-            .update(id(2), ProductPatch::default())
+        let got = UpdateProduct::new(Arc::new(products), clock())
+            .execute(UpdateProductCommand {
+                product_id: id(2),
+                patch: ProductPatch::default(),
+            })
             .await
             .unwrap();
         assert_eq!(got.id.get(), 2);
@@ -227,11 +368,14 @@ mod tests {
             price: Some(Price::new(5).unwrap()),
             ..ProductPatch::default()
         };
-        let err = Catalog::new(Arc::new(products), clock())
-            .update(id(2), patch)
+        let err = UpdateProduct::new(Arc::new(products), clock())
+            .execute(UpdateProductCommand {
+                product_id: id(2),
+                patch,
+            })
             .await
             .unwrap_err();
-        assert!(matches!(err, CatalogError::ProductNotFound));
+        assert!(matches!(err, UpdateProductError::ProductNotFound));
     }
 
     #[tokio::test]
@@ -242,9 +386,8 @@ mod tests {
             .withf(|r, _| r.quantity.get() == 5 && r.ceiling.get() == Stock::MAX - 5)
             .times(1)
             .returning(|r, _| Ok(product(r.product_id.get(), 6)));
-        let catalog = Catalog::new(Arc::new(products), clock());
-        let got = catalog
-            .restock(id(1), RestockQuantity::new(5).unwrap())
+        let got = RestockProduct::new(Arc::new(products), clock())
+            .execute(restock(1, 5))
             .await
             .unwrap();
         assert_eq!(got.stock.get(), 6);
@@ -258,13 +401,13 @@ mod tests {
             products
                 .expect_restock()
                 .returning(move |_, _| Err(refusal.take().unwrap()));
-            let err = Catalog::new(Arc::new(products), clock())
-                .restock(id(1), RestockQuantity::new(1).unwrap())
+            let err = RestockProduct::new(Arc::new(products), clock())
+                .execute(restock(1, 1))
                 .await
                 .unwrap_err();
             match check {
-                "not found" => assert!(matches!(err, CatalogError::ProductNotFound)),
-                _ => assert!(matches!(err, CatalogError::StockLimitExceeded)),
+                "not found" => assert!(matches!(err, RestockProductError::ProductNotFound)),
+                _ => assert!(matches!(err, RestockProductError::StockLimitExceeded)),
             }
         }
     }

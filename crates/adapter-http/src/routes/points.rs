@@ -12,7 +12,8 @@ use utoipa::ToSchema;
 use crate::dto::{BodyRefusals, IdempotencyKeyHeader, PageDto, UserPageQuery, UserQuery};
 use crate::extract::JsonBody;
 use crate::idempotency::{Rendered, idempotent};
-use crate::problem::{ApiError, Problem};
+use crate::problem::ApiError;
+use crate::refusals::{Invalid, Keyed, Refused};
 use chrono::{DateTime, Utc};
 
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
@@ -81,6 +82,11 @@ impl From<PointHistoryEntry> for PointHistoryItem {
     }
 }
 
+crate::refusals!(ChargeError {
+    UserNotFound, BalanceLimitExceeded;
+    unlisted Unknown
+});
+
 impl From<ChargeError> for ApiError {
     fn from(err: ChargeError) -> Self {
         match err {
@@ -93,6 +99,11 @@ impl From<ChargeError> for ApiError {
         }
     }
 }
+
+crate::refusals!(PointQueryError {
+    UserNotFound;
+    unlisted Unknown
+});
 
 impl From<PointQueryError> for ApiError {
     fn from(err: PointQueryError) -> Self {
@@ -123,10 +134,7 @@ fn render_charged(charged: &Charged) -> Rendered {
     params(IdempotencyKeyHeader),
     responses(
         (status = 200, body = BalanceResponse),
-        (status = 400, description = "VALIDATION_FAILED", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "USER_NOT_FOUND", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "BALANCE_LIMIT_EXCEEDED, IDEMPOTENCY_KEY_IN_USE", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "IDEMPOTENCY_KEY_REUSED", body = Problem, content_type = "application/problem+json"),
+        Refused<(Invalid, Keyed, ChargeError)>,
         BodyRefusals,
     )
 )]
@@ -154,8 +162,7 @@ pub async fn charge(
     params(UserQuery),
     responses(
         (status = 200, body = BalanceResponse),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "USER_NOT_FOUND", body = Problem, content_type = "application/problem+json"),
+        Refused<(Invalid, PointQueryError)>,
     )
 )]
 pub async fn balance(
@@ -177,8 +184,7 @@ pub async fn balance(
     params(UserPageQuery),
     responses(
         (status = 200, body = PageDto<PointHistoryItem>),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "USER_NOT_FOUND", body = Problem, content_type = "application/problem+json"),
+        Refused<(Invalid, PointQueryError)>,
     )
 )]
 pub async fn history(

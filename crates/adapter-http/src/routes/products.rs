@@ -3,7 +3,10 @@
 use actix_web::http::header;
 use actix_web::{HttpResponse, web};
 use application::UseCases;
-use application::catalog::CatalogError;
+use application::catalog::{
+    CreateProductError, GetProductError, ListProductsError, ProductPage, RestockProductCommand,
+    RestockProductError, UpdateProductCommand, UpdateProductError,
+};
 use domain::ProductId;
 use domain::page::{KeysetPage, Paging};
 use domain::product::{
@@ -14,7 +17,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::dto::{BodyRefusals, PageDto, path_id};
 use crate::extract::JsonBody;
-use crate::problem::{ApiError, Problem};
+use crate::problem::ApiError;
 use crate::refusals::{AdminOnly, Invalid, Refused};
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -118,24 +121,70 @@ pub struct RestockRequest {
     pub quantity: i64,
 }
 
-crate::refusals!(CatalogError {
+impl From<CreateProductError> for ApiError {
+    fn from(err: CreateProductError) -> Self {
+        match err {
+            CreateProductError::Unknown(e) => Self::unknown(&e),
+        }
+    }
+}
+
+crate::refusals!(GetProductError {
+    ProductNotFound;
+    unlisted Unknown
+});
+
+impl From<GetProductError> for ApiError {
+    fn from(err: GetProductError) -> Self {
+        match err {
+            GetProductError::ProductNotFound => product_not_found(),
+            GetProductError::Unknown(e) => Self::unknown(&e),
+        }
+    }
+}
+
+impl From<ListProductsError> for ApiError {
+    fn from(err: ListProductsError) -> Self {
+        match err {
+            ListProductsError::Unknown(e) => Self::unknown(&e),
+        }
+    }
+}
+
+crate::refusals!(UpdateProductError {
+    ProductNotFound;
+    unlisted Unknown
+});
+
+impl From<UpdateProductError> for ApiError {
+    fn from(err: UpdateProductError) -> Self {
+        match err {
+            UpdateProductError::ProductNotFound => product_not_found(),
+            UpdateProductError::Unknown(e) => Self::unknown(&e),
+        }
+    }
+}
+
+crate::refusals!(RestockProductError {
     ProductNotFound, StockLimitExceeded;
     unlisted Unknown
 });
 
-impl From<CatalogError> for ApiError {
-    fn from(err: CatalogError) -> Self {
+impl From<RestockProductError> for ApiError {
+    fn from(err: RestockProductError) -> Self {
         match err {
-            CatalogError::ProductNotFound => {
-                Self::not_found("PRODUCT_NOT_FOUND", "no product with this id")
-            }
-            CatalogError::StockLimitExceeded => Self::conflict(
+            RestockProductError::ProductNotFound => product_not_found(),
+            RestockProductError::StockLimitExceeded => Self::conflict(
                 "STOCK_LIMIT_EXCEEDED",
                 format!("the stock may not exceed {}", Stock::MAX),
             ),
-            CatalogError::Unknown(e) => Self::unknown(&e),
+            RestockProductError::Unknown(e) => Self::unknown(&e),
         }
     }
+}
+
+fn product_not_found() -> ApiError {
+    ApiError::not_found("PRODUCT_NOT_FOUND", "no product with this id")
 }
 
 /// `?page=&size=` (numbered pages) or `?after=&size=` (keyset pages).
@@ -199,21 +248,19 @@ fn product_id(raw: &str) -> Result<ProductId, ApiError> {
     params(ProductListQuery),
     responses(
         (status = 200, description = "`{items, page, size, totalCount}` without `after`; `{items, size, totalCount, nextAfter}` with it", body = ProductListResponse),
-        (status = 400, description = "VALIDATION_FAILED: page, size or after out of range, or page with after", body = Problem, content_type = "application/problem+json"),
+        Refused<Invalid>,
     )
 )]
 pub async fn list(
     use_cases: web::Data<UseCases>,
     query: web::Query<ProductListQuery>,
 ) -> Result<web::Json<ProductListResponse>, ApiError> {
-    let body = match Paging::new(query.page, query.size, query.after)? {
-        Paging::Numbered(page) => ProductListResponse::Numbered(PageDto::from_page(
-            use_cases.catalog.list(page).await?,
-            ProductResponse::from,
-        )),
-        Paging::After(request) => {
-            ProductListResponse::After(use_cases.catalog.list_after(request).await?.into())
+    let paging = Paging::new(query.page, query.size, query.after)?;
+    let body = match use_cases.list_products.execute(paging).await? {
+        ProductPage::Numbered(page) => {
+            ProductListResponse::Numbered(PageDto::from_page(page, ProductResponse::from))
         }
+        ProductPage::After(page) => ProductListResponse::After(page.into()),
     };
     Ok(web::Json(body))
 }
@@ -225,15 +272,14 @@ pub async fn list(
     params(("id" = i64, Path, minimum = 1)),
     responses(
         (status = 200, body = ProductResponse),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "PRODUCT_NOT_FOUND", body = Problem, content_type = "application/problem+json"),
+        Refused<(Invalid, GetProductError)>,
     )
 )]
 pub async fn get(
     use_cases: web::Data<UseCases>,
     id: web::Path<String>,
 ) -> Result<web::Json<ProductResponse>, ApiError> {
-    let product = use_cases.catalog.get(product_id(&id)?).await?;
+    let product = use_cases.get_product.execute(product_id(&id)?).await?;
     Ok(web::Json(product.into()))
 }
 
@@ -245,9 +291,7 @@ pub async fn get(
     security(("admin" = [])),
     responses(
         (status = 201, body = ProductResponse, headers(("Location" = String))),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "UNAUTHORIZED", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "ADMIN_DISABLED", body = Problem, content_type = "application/problem+json"),
+        Refused<(Invalid, AdminOnly)>,
         BodyRefusals,
     )
 )]
@@ -256,8 +300,8 @@ pub async fn create(
     body: JsonBody<CreateProductRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let product = use_cases
-        .catalog
-        .create(NewProduct::try_from(body.0)?)
+        .create_product
+        .execute(NewProduct::try_from(body.0)?)
         .await?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/api/v1/products/{}", product.id)))
@@ -273,10 +317,7 @@ pub async fn create(
     security(("admin" = [])),
     responses(
         (status = 200, body = ProductResponse),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "UNAUTHORIZED", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "ADMIN_DISABLED", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "PRODUCT_NOT_FOUND", body = Problem, content_type = "application/problem+json"),
+        Refused<(Invalid, AdminOnly, UpdateProductError)>,
         BodyRefusals,
     )
 )]
@@ -285,9 +326,13 @@ pub async fn patch(
     id: web::Path<String>,
     body: JsonBody<PatchProductRequest>,
 ) -> Result<web::Json<ProductResponse>, ApiError> {
-    let id = product_id(&id)?;
-    let patch = ProductPatch::try_from(body.0)?;
-    Ok(web::Json(use_cases.catalog.update(id, patch).await?.into()))
+    let cmd = UpdateProductCommand {
+        product_id: product_id(&id)?,
+        patch: ProductPatch::try_from(body.0)?,
+    };
+    Ok(web::Json(
+        use_cases.update_product.execute(cmd).await?.into(),
+    ))
 }
 
 /// Adds stock atomically (admin).
@@ -299,7 +344,7 @@ pub async fn patch(
     security(("admin" = [])),
     responses(
         (status = 200, body = ProductResponse),
-        Refused<(Invalid, AdminOnly, CatalogError)>,
+        Refused<(Invalid, AdminOnly, RestockProductError)>,
         BodyRefusals,
     )
 )]
@@ -308,9 +353,11 @@ pub async fn restock(
     id: web::Path<String>,
     body: JsonBody<RestockRequest>,
 ) -> Result<web::Json<ProductResponse>, ApiError> {
-    let id = product_id(&id)?;
-    let quantity = RestockQuantity::new(body.quantity)?;
+    let cmd = RestockProductCommand {
+        product_id: product_id(&id)?,
+        quantity: RestockQuantity::new(body.quantity)?,
+    };
     Ok(web::Json(
-        use_cases.catalog.restock(id, quantity).await?.into(),
+        use_cases.restock_product.execute(cmd).await?.into(),
     ))
 }

@@ -11,7 +11,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::dto::{BodyRefusals, path_id};
-use crate::problem::{ApiError, Problem};
+use crate::problem::ApiError;
+use crate::refusals::{Invalid, Refused};
 use crate::strict_json::StrictValue;
 use chrono::{DateTime, Utc};
 
@@ -43,6 +44,11 @@ impl From<CreateUserError> for ApiError {
     }
 }
 
+crate::refusals!(GetUserError {
+    UserNotFound;
+    unlisted Unknown
+});
+
 impl From<GetUserError> for ApiError {
     fn from(err: GetUserError) -> Self {
         match err {
@@ -60,7 +66,7 @@ impl From<GetUserError> for ApiError {
     responses(
         (status = 201, description = "Created", body = UserResponse,
          headers(("Location" = String, description = "URL of the new user"))),
-        (status = 400, description = "VALIDATION_FAILED: the body is not a JSON object", body = Problem, content_type = "application/problem+json"),
+        Refused<Invalid>,
         BodyRefusals,
     )
 )]
@@ -106,8 +112,7 @@ pub async fn create_user(
     params(("id" = i64, Path, minimum = 1, description = "User id")),
     responses(
         (status = 200, body = UserResponse),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "USER_NOT_FOUND", body = Problem, content_type = "application/problem+json"),
+        Refused<(Invalid, GetUserError)>,
     )
 )]
 pub async fn get_user(
