@@ -1,9 +1,9 @@
 //! The documented refusals of each route, derived from the errors the route can return.
 //!
 //! Every action's error enum maps to problems through `From<…Error> for ApiError` (one
-//! `match`, so a status or a code is chosen in one place). [`refusals!`] lists one sample
-//! of each refusal variant, checked for completeness by the compiler, and
-//! [`Refused`] turns those samples into the route's OpenAPI responses: the document
+//! `match`, so a status or a code is chosen in one place). [`refusals!`](crate::refusals!)
+//! lists one sample of each refusal variant, checked for completeness by the compiler,
+//! and [`Refused`] turns those samples into the route's OpenAPI responses: the document
 //! shows exactly the statuses and codes the mapping produces, and the two cannot drift.
 //!
 //! ```ignore
