@@ -9,7 +9,9 @@ use crate::problem::{ApiError, Problem};
 
 /// Reads an id from the path as text, so that `abc`, `1.5` or a number past `i64` is the
 /// same 400 on the field as `0` or `-3` (`must be a positive integer`), rather than a
-/// parser's message about the path.
+/// parser's message about the path. As in bodies, a whole number written with a fraction
+/// or an exponent (`7.0`, `1e2`) is that integer, up to 2⁵³: JSON Schema, and so the
+/// document's `integer`, counts it one.
 ///
 /// # Errors
 /// 400 `VALIDATION_FAILED` on `field` unless `raw` is a positive integer.
@@ -18,10 +20,20 @@ pub fn path_id<T>(
     field: &'static str,
     parse: fn(i64, &'static str) -> Result<T, ValidationError>,
 ) -> Result<T, ApiError> {
-    let number = raw
-        .parse::<i64>()
-        .map_err(|_| ApiError::validation(field, "must be a positive integer"))?;
+    let number = whole_number(raw)
+        .ok_or_else(|| ApiError::validation(field, "must be a positive integer"))?;
     Ok(parse(number, field)?)
+}
+
+/// `raw` as an integer: digits, or a whole number within ±2⁵³ written as a float.
+fn whole_number(raw: &str) -> Option<i64> {
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2⁵³
+    if let Ok(number) = raw.parse::<i64>() {
+        return Some(number);
+    }
+    let float = raw.parse::<f64>().ok()?;
+    // Whole and within ±2⁵³ (so neither infinite nor NaN): the cast is exact.
+    (float.fract() == 0.0 && float.abs() <= EXACT).then_some(float as i64)
 }
 
 /// `?userId=` of the user-scoped reads.
@@ -112,4 +124,47 @@ pub enum BodyRefusals {
     /// `UNSUPPORTED_MEDIA_TYPE`: the body is not `application/json`.
     #[response(status = 415, content_type = "application/problem+json")]
     NotJson(Problem),
+}
+
+#[cfg(test)]
+mod tests {
+    use domain::ProductId;
+
+    use super::*;
+
+    fn id(raw: &str) -> Result<i64, String> {
+        path_id(raw, "id", ProductId::parse)
+            .map(ProductId::get)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_whole_number_written_as_a_float_is_that_id() {
+        for raw in ["49", "49.0", "4.9e1", "+49"] {
+            assert_eq!(id(raw), Ok(49), "{raw}");
+        }
+    }
+
+    #[test]
+    fn anything_else_is_not_a_positive_integer() {
+        for raw in [
+            "abc",
+            "1.5",
+            "0",
+            "-3",
+            "0.0",
+            "1e300",
+            "inf",
+            "NaN",
+            "",
+            "None",
+            "99999999999999999999",
+        ] {
+            assert_eq!(
+                id(raw),
+                Err("400 VALIDATION_FAILED: id: must be a positive integer".to_owned()),
+                "{raw}"
+            );
+        }
+    }
 }
