@@ -21,8 +21,8 @@ use diesel::sql_types::{Array, BigInt, Bool, Nullable, Text, Timestamptz, Uuid a
 use domain::coupon::{Discount, StoredCouponState};
 use domain::idempotency::Completion;
 use domain::order::{
-    AppliedCoupon, FoundOrder, FoundUserCoupon, Order, OrderFindings, OrderLine, OrderPlan,
-    OrderQuantity, OrderStatus, PayOrder, Payment, PlaceFindings, PlaceOrder, PlaceRefusal,
+    AppliedCoupon, FoundOrder, FoundUserCoupon, Order, OrderFindings, OrderLine, OrderPayment,
+    OrderPlacement, OrderPlan, OrderQuantity, OrderStatus, Payment, PlaceFindings, PlaceRefusal,
     ProductSnapshot,
 };
 use domain::outbox::OrderPaid;
@@ -281,7 +281,7 @@ impl Stopped {
 }
 
 /// The order's product ids and quantities, as the two arrays the statements bind.
-fn line_arrays(order: &PlaceOrder) -> (Vec<i64>, Vec<i64>) {
+fn line_arrays(order: &OrderPlacement) -> (Vec<i64>, Vec<i64>) {
     order
         .items
         .lines()
@@ -290,7 +290,7 @@ fn line_arrays(order: &PlaceOrder) -> (Vec<i64>, Vec<i64>) {
         .unzip()
 }
 
-fn place_tx(conn: &mut PgConnection, order: &PlaceOrder) -> Result<Order, TxError<Stopped>> {
+fn place_tx(conn: &mut PgConnection, order: &OrderPlacement) -> Result<Order, TxError<Stopped>> {
     let (ids, quantities) = line_arrays(order);
     let coupon_id = order.user_coupon_id.map(UserCouponId::get);
     let taken: Vec<Taken> = statement(TAKE_STOCK)
@@ -404,7 +404,7 @@ struct PlaceDiagnosis {
 
 fn diagnose_place(
     conn: &mut PgConnection,
-    order: &PlaceOrder,
+    order: &OrderPlacement,
     fallback: PlaceRefusal,
 ) -> anyhow::Result<PlaceRefusal> {
     let (ids, quantities) = line_arrays(order);
@@ -501,7 +501,7 @@ impl From<anyhow::Error> for Unpaid {
     }
 }
 
-fn pay_tx(conn: &mut PgConnection, pay: PayOrder) -> Result<Payment, TxError<Unpaid>> {
+fn pay_tx(conn: &mut PgConnection, pay: OrderPayment) -> Result<Payment, TxError<Unpaid>> {
     let paid = statement(MARK_PAID)
         .bind::<BigInt, _>(pay.order_id.get())
         .bind::<BigInt, _>(pay.user_id.get())
@@ -682,7 +682,7 @@ impl OrderStore for PgOrderStore {
     #[tracing::instrument(name = "pg.orders.place", skip_all, fields(user_id = %order.user_id))]
     async fn place(
         &self,
-        order: PlaceOrder,
+        order: OrderPlacement,
         completion: Option<Completion<Order>>,
     ) -> Result<Order, PlaceError> {
         // One checkout: the transaction, and on a refusal the read that names it.
@@ -801,7 +801,7 @@ impl OrderStore for PgOrderStore {
     #[tracing::instrument(name = "pg.orders.pay", skip_all, fields(order_id = %pay.order_id))]
     async fn pay(
         &self,
-        pay: PayOrder,
+        pay: OrderPayment,
         completion: Option<Completion<Payment>>,
     ) -> Result<Payment, PayError> {
         // One checkout: the transaction, and on a refusal the read that names it.

@@ -1,5 +1,6 @@
 //! When the expiry scheduler scans next: at the earliest deadline of an unpaid order,
-//! not on a tight timer. The scan itself is [`Orders::expire_due`](crate::orders::Orders::expire_due).
+//! not on a tight timer. The scan itself is
+//! [`ExpireDueOrders`](crate::orders::ExpireDueOrders).
 
 use std::sync::Arc;
 use std::time::Duration;

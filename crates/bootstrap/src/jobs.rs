@@ -88,13 +88,13 @@ pub(crate) fn spawn_all(
         },
     );
 
-    let orders = use_cases.orders.clone();
+    let expire = use_cases.expire_due_orders.clone();
     let schedule = use_cases.expiry_schedule.clone();
     let max_wait = Duration::from_secs(config.order_expiry_scan_secs);
     let mut stopped = stop.clone();
     jobs.spawn(async move {
         loop {
-            match orders.expire_due().await {
+            match expire.execute().await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(expired = n, "expired unpaid orders"),
                 Err(e) => tracing::warn!(error = format!("{e:#}"), "expiring orders"),

@@ -22,7 +22,10 @@ use adapter_postgres::{
     PgIdempotencyStore, PgOrderStore, PgPointStore, PgPool, PgProductRepository, PgUserRepository,
 };
 use application::idempotency::{Begin, Idempotency};
-use application::orders::{OrderError, Orders, PlaceOrderCommand};
+use application::orders::{
+    CancelOrder, ExpireDueOrders, GetOrder, ListOrders, PayOrder, PayOrderCommand, PayOrderError,
+    PlaceOrder, PlaceOrderCommand, PlaceOrderError,
+};
 use application::points::{ChargeCommand, ChargePoints, GetBalance, GetPointHistory};
 use application::users::CreateUser;
 use chrono::{DateTime, Duration, Utc};
@@ -33,7 +36,7 @@ use domain::order::{OrderItems, OrderQuantity, OrderStatus};
 use domain::points::{ChargeAmount, Charged};
 use domain::ports::{Clock, ProductRepository, SystemClock};
 use domain::product::{Description, NewProduct, Price, ProductName, Stock};
-use domain::{PageRequest, ProductId, UserId};
+use domain::{OrderId, PageRequest, ProductId, UserId};
 
 /// A clock stopped at one instant: whatever the instance believes the time is, the
 /// database's clock decides deadlines.
@@ -42,6 +45,23 @@ struct StoppedClock(DateTime<Utc>);
 impl Clock for StoppedClock {
     fn now(&self) -> DateTime<Utc> {
         self.0
+    }
+}
+
+/// The order use cases on one store.
+struct OrderUseCases {
+    place: PlaceOrder,
+    pay: PayOrder,
+    cancel: CancelOrder,
+    get: GetOrder,
+    list: ListOrders,
+    expire: ExpireDueOrders,
+}
+
+fn pay(user: UserId, order_id: OrderId) -> PayOrderCommand {
+    PayOrderCommand {
+        user_id: user,
+        order_id,
     }
 }
 
@@ -83,11 +103,16 @@ impl Fixture {
         )
     }
 
-    fn orders(&self, payment_timeout: Duration) -> Orders {
-        Orders::new(
-            Arc::new(PgOrderStore::new(self.pool.clone())),
-            payment_timeout,
-        )
+    fn orders(&self, payment_timeout: Duration) -> OrderUseCases {
+        let store = Arc::new(PgOrderStore::new(self.pool.clone()));
+        OrderUseCases {
+            place: PlaceOrder::new(store.clone(), payment_timeout),
+            pay: PayOrder::new(store.clone()),
+            cancel: CancelOrder::new(store.clone()),
+            get: GetOrder::new(store.clone()),
+            list: ListOrders::new(store.clone()),
+            expire: ExpireDueOrders::new(store),
+        }
     }
 
     fn idempotency(&self) -> Idempotency {
@@ -265,21 +290,25 @@ async fn placing_an_order_is_four_round_trips_and_paying_it_four() {
     let (one, two) = (f.product(1_000, 100).await, f.product(2_500, 100).await);
     // Warm every statement.
     let warm = orders
-        .place(order_of(user, &[one, two]), None)
+        .place
+        .execute(order_of(user, &[one, two]), None)
         .await
         .unwrap();
-    orders.pay(user, warm.id, None).await.unwrap();
+    orders.pay.execute(pay(user, warm.id), None).await.unwrap();
 
     let (placed, n) = f
         .trips
-        .count(orders.place(order_of(user, &[two, one]), None))
+        .count(orders.place.execute(order_of(user, &[two, one]), None))
         .await;
     let placed = placed.unwrap();
     assert_eq!(n, 4, "BEGIN, take the stock, store the order, COMMIT");
     assert_eq!(placed.lines.len(), 2);
     assert_eq!(placed.total_amount, 2 * 1_000 + 2 * 2_500);
 
-    let (paid, n) = f.trips.count(orders.pay(user, placed.id, None)).await;
+    let (paid, n) = f
+        .trips
+        .count(orders.pay.execute(pay(user, placed.id), None))
+        .await;
     assert_eq!(
         n, 4,
         "BEGIN, mark paid, debit with history and event, COMMIT"
@@ -294,28 +323,34 @@ async fn cancelling_reading_listing_and_an_expiry_scan_are_one_round_trip_each()
     let user = f.funded_user(1_000).await;
     let product = f.product(100, 10).await;
     let warm = orders
-        .place(order_of(user, &[product]), None)
+        .place
+        .execute(order_of(user, &[product]), None)
         .await
         .unwrap();
-    orders.cancel(user, warm.id).await.unwrap();
-    orders.get(user, warm.id).await.unwrap();
-    orders.of_user(user, PageRequest::default()).await.unwrap();
-    orders.expire_due().await.unwrap();
+    orders.cancel.execute(user, warm.id).await.unwrap();
+    orders.get.execute(user, warm.id).await.unwrap();
+    orders
+        .list
+        .execute(user, PageRequest::default())
+        .await
+        .unwrap();
+    orders.expire.execute().await.unwrap();
     let placed = orders
-        .place(order_of(user, &[product]), None)
+        .place
+        .execute(order_of(user, &[product]), None)
         .await
         .unwrap();
 
-    let (got, n) = f.trips.count(orders.get(user, placed.id)).await;
+    let (got, n) = f.trips.count(orders.get.execute(user, placed.id)).await;
     assert_eq!((got.unwrap().lines.len(), n), (1, 1));
     let (page, n) = f
         .trips
-        .count(orders.of_user(user, PageRequest::default()))
+        .count(orders.list.execute(user, PageRequest::default()))
         .await;
     assert_eq!((page.unwrap().total_count, n), (2, 1));
-    let (cancelled, n) = f.trips.count(orders.cancel(user, placed.id)).await;
+    let (cancelled, n) = f.trips.count(orders.cancel.execute(user, placed.id)).await;
     assert_eq!((cancelled.unwrap().status, n), (OrderStatus::Cancelled, 1));
-    let (expired, n) = f.trips.count(orders.expire_due()).await;
+    let (expired, n) = f.trips.count(orders.expire.execute()).await;
     assert_eq!((expired.unwrap(), n), (0, 1));
     assert_eq!(
         f.db.query_scalar(&format!(
@@ -334,27 +369,49 @@ async fn a_refusal_costs_one_diagnosing_read_more() {
     let user = f.user().await;
     let product = f.product(100, 10).await;
     let placed = orders
-        .place(order_of(user, &[product]), None)
+        .place
+        .execute(order_of(user, &[product]), None)
         .await
         .unwrap();
-    orders.pay(user, placed.id, None).await.unwrap_err();
+    orders
+        .pay
+        .execute(pay(user, placed.id), None)
+        .await
+        .unwrap_err();
 
     // Short of points: BEGIN, mark paid, debit (nothing), ROLLBACK.
-    let (err, n) = f.trips.count(orders.pay(user, placed.id, None)).await;
-    assert!(matches!(err.unwrap_err(), OrderError::InsufficientBalance));
+    let (err, n) = f
+        .trips
+        .count(orders.pay.execute(pay(user, placed.id), None))
+        .await;
+    assert!(matches!(
+        err.unwrap_err(),
+        PayOrderError::InsufficientBalance
+    ));
     assert_eq!(n, 4);
     // Another user's order: BEGIN, mark paid (nothing), ROLLBACK, then the read.
     let stranger = f.user().await;
-    orders.pay(stranger, placed.id, None).await.unwrap_err();
-    let (err, n) = f.trips.count(orders.pay(stranger, placed.id, None)).await;
-    assert!(matches!(err.unwrap_err(), OrderError::OrderNotFound));
+    orders
+        .pay
+        .execute(pay(stranger, placed.id), None)
+        .await
+        .unwrap_err();
+    let (err, n) = f
+        .trips
+        .count(orders.pay.execute(pay(stranger, placed.id), None))
+        .await;
+    assert!(matches!(err.unwrap_err(), PayOrderError::OrderNotFound));
     assert_eq!(n, 4);
     // Out of stock: BEGIN, take the stock (short), ROLLBACK, then the read.
     let mut greedy = order_of(user, &[product]);
     greedy.items = OrderItems::new(vec![(product, OrderQuantity::new(11).unwrap())]).unwrap();
-    orders.place(greedy.clone(), None).await.unwrap_err();
-    let (err, n) = f.trips.count(orders.place(greedy, None)).await;
-    assert!(matches!(err.unwrap_err(), OrderError::OutOfStock(p) if p == product));
+    orders
+        .place
+        .execute(greedy.clone(), None)
+        .await
+        .unwrap_err();
+    let (err, n) = f.trips.count(orders.place.execute(greedy, None)).await;
+    assert!(matches!(err.unwrap_err(), PlaceOrderError::OutOfStock(p) if p == product));
     assert_eq!(n, 4);
 }
 
@@ -367,13 +424,18 @@ async fn an_instance_whose_clock_stopped_still_cannot_pay_past_the_deadline() {
     let user = f.funded_user(10_000).await;
     let product = f.product(100, 10).await;
     let placed = orders
-        .place(order_of(user, &[product]), None)
+        .place
+        .execute(order_of(user, &[product]), None)
         .await
         .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(400)).await;
 
-    let err = orders.pay(user, placed.id, None).await.unwrap_err();
-    assert!(matches!(err, OrderError::OrderExpired), "{err:?}");
+    let err = orders
+        .pay
+        .execute(pay(user, placed.id), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PayOrderError::OrderExpired), "{err:?}");
     assert_eq!(
         f.db.query_scalar(&format!(
             "SELECT status FROM orders WHERE id = {}",
@@ -392,7 +454,7 @@ async fn an_instance_whose_clock_stopped_still_cannot_pay_past_the_deadline() {
         "10000"
     );
     // And the expiry, by the same clock, takes it.
-    assert_eq!(orders.expire_due().await.unwrap(), 1);
+    assert_eq!(orders.expire.execute().await.unwrap(), 1);
 }
 
 #[tokio::test]
@@ -407,7 +469,8 @@ async fn an_order_keeps_the_price_taken_with_its_stock() {
     ))
     .unwrap();
     let placed = orders
-        .place(order_of(user, &[product]), None)
+        .place
+        .execute(order_of(user, &[product]), None)
         .await
         .unwrap();
     assert_eq!(placed.lines[0].unit_price.get(), 1_500);

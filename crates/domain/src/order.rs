@@ -124,10 +124,11 @@ pub struct AppliedCoupon {
     pub discount: Discount,
 }
 
-/// A validated request to place an order, not yet priced: prices are snapshotted where
-/// the stock is taken, under the same row locks.
+/// An order to place, as [`OrderStore::place`](crate::ports::OrderStore::place) takes
+/// it: the validated request with the payment timeout, not yet priced (prices are
+/// snapshotted where the stock is taken, under the same row locks).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PlaceOrder {
+pub struct OrderPlacement {
     pub user_id: UserId,
     pub items: OrderItems,
     pub user_coupon_id: Option<UserCouponId>,
@@ -404,10 +405,11 @@ pub struct Payment {
     pub paid_at: DateTime<Utc>,
 }
 
-/// A validated request to pay an order from the user's points. Whether it may be paid
-/// is decided where it is paid, by the database's clock.
+/// An order to pay from the user's points, as
+/// [`OrderStore::pay`](crate::ports::OrderStore::pay) takes it. Whether it may be paid is
+/// decided where it is paid, by the database's clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PayOrder {
+pub struct OrderPayment {
     pub order_id: OrderId,
     pub user_id: UserId,
 }

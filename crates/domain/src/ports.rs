@@ -25,7 +25,9 @@ use crate::coupon::{Coupon, CouponIssue, NewCoupon, UserCoupon};
 use crate::idempotency::{
     Completion, Fingerprint, IdempotencyRecord, IdempotencyScope, LeaseToken, StoredResponse,
 };
-use crate::order::{CancelRefusal, Order, PayOrder, PayRefusal, Payment, PlaceOrder, PlaceRefusal};
+use crate::order::{
+    CancelRefusal, Order, OrderPayment, OrderPlacement, PayRefusal, Payment, PlaceRefusal,
+};
 use crate::outbox::{OutboxCounts, OutboxEvent};
 use crate::page::{KeysetPage, KeysetRequest};
 use crate::points::{Balance, Charged, Credit, PointHistoryEntry};
@@ -386,7 +388,7 @@ pub trait OrderStore: Send + Sync {
     /// [`PlaceFindings::refusal`]: crate::order::PlaceFindings::refusal
     async fn place(
         &self,
-        order: PlaceOrder,
+        order: OrderPlacement,
         completion: Option<Completion<Order>>,
     ) -> Result<Order, PlaceError>;
 
@@ -429,7 +431,7 @@ pub trait OrderStore: Send + Sync {
     /// [`OrderFindings::pay_refusal`]: crate::order::OrderFindings::pay_refusal
     async fn pay(
         &self,
-        pay: PayOrder,
+        pay: OrderPayment,
         completion: Option<Completion<Payment>>,
     ) -> Result<Payment, PayError>;
 

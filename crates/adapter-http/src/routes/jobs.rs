@@ -2,10 +2,12 @@
 
 use actix_web::web;
 use application::UseCases;
+use application::orders::ExpireDueOrdersError;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::problem::{ApiError, Problem};
+use crate::problem::ApiError;
+use crate::refusals::{AdminOnly, Refused};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ExpiredResponse {
@@ -20,19 +22,22 @@ pub struct ExpiredResponse {
     security(("admin" = [])),
     responses(
         (status = 200, body = ExpiredResponse),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
+        Refused<AdminOnly>,
     )
 )]
 pub async fn expire_orders(
     use_cases: web::Data<UseCases>,
 ) -> Result<web::Json<ExpiredResponse>, ApiError> {
-    let expired = use_cases
-        .orders
-        .expire_due()
-        .await
-        .map_err(|e| ApiError::unknown(&e))?;
+    let expired = use_cases.expire_due_orders.execute().await?;
     Ok(web::Json(ExpiredResponse { expired }))
+}
+
+impl From<ExpireDueOrdersError> for ApiError {
+    fn from(err: ExpireDueOrdersError) -> Self {
+        match err {
+            ExpireDueOrdersError::Unknown(e) => Self::unknown(&e),
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -51,8 +56,7 @@ pub struct OutboxResponse {
     security(("admin" = [])),
     responses(
         (status = 200, body = OutboxResponse),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
+        Refused<AdminOnly>,
     )
 )]
 pub async fn outbox(use_cases: web::Data<UseCases>) -> Result<web::Json<OutboxResponse>, ApiError> {

@@ -3,7 +3,10 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use application::UseCases;
-use application::orders::{OrderError, PlaceOrderCommand};
+use application::orders::{
+    CancelOrderError, GetOrderError, ListOrdersError, PayOrderCommand, PayOrderError,
+    PlaceOrderCommand, PlaceOrderError,
+};
 use chrono::{DateTime, Utc};
 use domain::order::{Order, OrderItems, OrderQuantity, OrderStatus, Payment};
 use domain::{OrderId, ProductId, UserCouponId, UserId, ValidationError};
@@ -13,7 +16,8 @@ use utoipa::ToSchema;
 use crate::dto::{BodyRefusals, IdempotencyKeyHeader, PageDto, UserPageQuery, UserQuery, path_id};
 use crate::extract::JsonBody;
 use crate::idempotency::{Rendered, idempotent};
-use crate::problem::{ApiError, Problem};
+use crate::problem::ApiError;
+use crate::refusals::{Invalid, Keyed, Refused};
 
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -163,42 +167,123 @@ pub struct CancelRequest {
     pub user_id: i64,
 }
 
-impl From<OrderError> for ApiError {
-    fn from(err: OrderError) -> Self {
+impl TryFrom<&PayRequest> for PayOrderCommand {
+    type Error = ApiError;
+
+    fn try_from(req: &PayRequest) -> Result<Self, ApiError> {
+        Ok(Self {
+            user_id: UserId::new(req.user_id)?,
+            order_id: OrderId::new(req.order_id)?,
+        })
+    }
+}
+
+fn user_not_found() -> ApiError {
+    ApiError::not_found("USER_NOT_FOUND", "no user with this id")
+}
+
+fn order_not_found() -> ApiError {
+    ApiError::not_found("ORDER_NOT_FOUND", "the user has no such order")
+}
+
+crate::refusals!(PlaceOrderError {
+    UserNotFound, UserCouponNotFound, ProductNotFound(ProductId::from_trusted(1)), CouponNotUsable,
+    OutOfStock(ProductId::from_trusted(1));
+    unlisted Unknown
+});
+
+impl From<PlaceOrderError> for ApiError {
+    fn from(err: PlaceOrderError) -> Self {
         match err {
-            OrderError::UserNotFound => Self::not_found("USER_NOT_FOUND", "no user with this id"),
-            OrderError::ProductNotFound(p) => {
-                Self::not_found("PRODUCT_NOT_FOUND", format!("no product with id {p}"))
-            }
-            OrderError::UserCouponNotFound => {
+            PlaceOrderError::UserNotFound => user_not_found(),
+            PlaceOrderError::UserCouponNotFound => {
                 Self::not_found("USER_COUPON_NOT_FOUND", "the user holds no such coupon")
             }
-            OrderError::OrderNotFound => {
-                Self::not_found("ORDER_NOT_FOUND", "the user has no such order")
+            PlaceOrderError::ProductNotFound(p) => {
+                Self::not_found("PRODUCT_NOT_FOUND", format!("no product with id {p}"))
             }
-            OrderError::OutOfStock(p) => Self::conflict(
+            PlaceOrderError::CouponNotUsable => {
+                Self::conflict("COUPON_NOT_USABLE", "the coupon is used or expired")
+            }
+            PlaceOrderError::OutOfStock(p) => Self::conflict(
                 "OUT_OF_STOCK",
                 format!("product {p} does not have enough stock"),
             ),
-            OrderError::CouponNotUsable => {
-                Self::conflict("COUPON_NOT_USABLE", "the coupon is used or expired")
-            }
-            OrderError::InsufficientBalance => Self::conflict(
-                "INSUFFICIENT_BALANCE",
-                "the balance is lower than the amount to pay",
-            ),
-            OrderError::OrderExpired => {
+            PlaceOrderError::Unknown(e) => Self::unknown(&e),
+        }
+    }
+}
+
+crate::refusals!(PayOrderError {
+    UserNotFound, OrderNotFound, OrderExpired, OrderNotPayable, InsufficientBalance;
+    unlisted Unknown
+});
+
+impl From<PayOrderError> for ApiError {
+    fn from(err: PayOrderError) -> Self {
+        match err {
+            PayOrderError::UserNotFound => user_not_found(),
+            PayOrderError::OrderNotFound => order_not_found(),
+            PayOrderError::OrderExpired => {
                 Self::conflict("ORDER_EXPIRED", "the order's payment time has passed")
             }
-            OrderError::OrderNotPayable => Self::conflict(
+            PayOrderError::OrderNotPayable => Self::conflict(
                 "ORDER_NOT_PAYABLE",
                 "the order is already paid or cancelled",
             ),
-            OrderError::NotCancellable => Self::conflict(
+            PayOrderError::InsufficientBalance => Self::conflict(
+                "INSUFFICIENT_BALANCE",
+                "the balance is lower than the amount to pay",
+            ),
+            PayOrderError::Unknown(e) => Self::unknown(&e),
+        }
+    }
+}
+
+crate::refusals!(CancelOrderError {
+    UserNotFound, OrderNotFound, NotCancellable;
+    unlisted Unknown
+});
+
+impl From<CancelOrderError> for ApiError {
+    fn from(err: CancelOrderError) -> Self {
+        match err {
+            CancelOrderError::UserNotFound => user_not_found(),
+            CancelOrderError::OrderNotFound => order_not_found(),
+            CancelOrderError::NotCancellable => Self::conflict(
                 "ORDER_NOT_CANCELLABLE",
                 "only an unpaid order can be cancelled",
             ),
-            OrderError::Unknown(e) => Self::unknown(&e),
+            CancelOrderError::Unknown(e) => Self::unknown(&e),
+        }
+    }
+}
+
+crate::refusals!(GetOrderError {
+    UserNotFound, OrderNotFound;
+    unlisted Unknown
+});
+
+impl From<GetOrderError> for ApiError {
+    fn from(err: GetOrderError) -> Self {
+        match err {
+            GetOrderError::UserNotFound => user_not_found(),
+            GetOrderError::OrderNotFound => order_not_found(),
+            GetOrderError::Unknown(e) => Self::unknown(&e),
+        }
+    }
+}
+
+crate::refusals!(ListOrdersError {
+    UserNotFound;
+    unlisted Unknown
+});
+
+impl From<ListOrdersError> for ApiError {
+    fn from(err: ListOrdersError) -> Self {
+        match err {
+            ListOrdersError::UserNotFound => user_not_found(),
+            ListOrdersError::Unknown(e) => Self::unknown(&e),
         }
     }
 }
@@ -234,10 +319,7 @@ fn order_id(raw: &str) -> Result<OrderId, ApiError> {
     params(IdempotencyKeyHeader),
     responses(
         (status = 201, body = OrderResponse, headers(("Location" = String))),
-        (status = 400, description = "VALIDATION_FAILED", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "USER_NOT_FOUND, PRODUCT_NOT_FOUND, USER_COUPON_NOT_FOUND", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "OUT_OF_STOCK, COUPON_NOT_USABLE, IDEMPOTENCY_KEY_IN_USE", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "IDEMPOTENCY_KEY_REUSED", body = Problem, content_type = "application/problem+json"),
+        Refused<(Invalid, Keyed, PlaceOrderError)>,
         BodyRefusals,
     )
 )]
@@ -254,7 +336,7 @@ pub async fn place(
         user,
         &*body,
         render_placed,
-        |completion| use_cases.orders.place(cmd, completion),
+        |completion| use_cases.place_order.execute(cmd, completion),
     )
     .await
 }
@@ -266,8 +348,7 @@ pub async fn place(
     params(("id" = i64, Path, minimum = 1), UserQuery),
     responses(
         (status = 200, body = OrderResponse),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "USER_NOT_FOUND, ORDER_NOT_FOUND", body = Problem, content_type = "application/problem+json"),
+        Refused<(Invalid, GetOrderError)>,
     )
 )]
 pub async fn get(
@@ -276,7 +357,7 @@ pub async fn get(
     query: web::Query<UserQuery>,
 ) -> Result<web::Json<OrderResponse>, ApiError> {
     let id = order_id(&id)?;
-    let order = use_cases.orders.get(query.user()?, id).await?;
+    let order = use_cases.get_order.execute(query.user()?, id).await?;
     Ok(web::Json(OrderResponse::from(&order)))
 }
 
@@ -287,8 +368,7 @@ pub async fn get(
     params(UserPageQuery),
     responses(
         (status = 200, body = PageDto<OrderResponse>),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "USER_NOT_FOUND", body = Problem, content_type = "application/problem+json"),
+        Refused<(Invalid, ListOrdersError)>,
     )
 )]
 pub async fn list(
@@ -296,7 +376,7 @@ pub async fn list(
     query: web::Query<UserPageQuery>,
 ) -> Result<web::Json<PageDto<OrderResponse>>, ApiError> {
     let (user, page) = query.parse()?;
-    let page = use_cases.orders.of_user(user, page).await?;
+    let page = use_cases.list_orders.execute(user, page).await?;
     Ok(web::Json(PageDto::from_page(page, |o| {
         OrderResponse::from(&o)
     })))
@@ -310,9 +390,7 @@ pub async fn list(
     request_body = CancelRequest,
     responses(
         (status = 200, body = OrderResponse),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "USER_NOT_FOUND, ORDER_NOT_FOUND", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "ORDER_NOT_CANCELLABLE", body = Problem, content_type = "application/problem+json"),
+        Refused<(Invalid, CancelOrderError)>,
         BodyRefusals,
     )
 )]
@@ -323,7 +401,7 @@ pub async fn cancel(
 ) -> Result<web::Json<OrderResponse>, ApiError> {
     let id = order_id(&id)?;
     let user = UserId::new(body.user_id)?;
-    let order = use_cases.orders.cancel(user, id).await?;
+    let order = use_cases.cancel_order.execute(user, id).await?;
     Ok(web::Json(OrderResponse::from(&order)))
 }
 
@@ -335,10 +413,7 @@ pub async fn cancel(
     params(IdempotencyKeyHeader),
     responses(
         (status = 200, body = PaymentResponse),
-        (status = 400, description = "VALIDATION_FAILED", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "USER_NOT_FOUND, ORDER_NOT_FOUND", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "INSUFFICIENT_BALANCE, ORDER_EXPIRED, ORDER_NOT_PAYABLE, IDEMPOTENCY_KEY_IN_USE", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "IDEMPOTENCY_KEY_REUSED", body = Problem, content_type = "application/problem+json"),
+        Refused<(Invalid, Keyed, PayOrderError)>,
         BodyRefusals,
     )
 )]
@@ -347,10 +422,14 @@ pub async fn pay(
     req: HttpRequest,
     body: JsonBody<PayRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let user = UserId::new(body.user_id)?;
-    let order = OrderId::new(body.order_id)?;
-    idempotent(&use_cases, &req, user, &*body, render_paid, |completion| {
-        use_cases.orders.pay(user, order, completion)
-    })
+    let cmd = PayOrderCommand::try_from(&*body)?;
+    idempotent(
+        &use_cases,
+        &req,
+        cmd.user_id,
+        &*body,
+        render_paid,
+        |completion| use_cases.pay_order.execute(cmd, completion),
+    )
     .await
 }
