@@ -4,6 +4,7 @@
 //! retrying, and replay finished requests.
 
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 
 use actix_web::http::StatusCode;
 use actix_web::http::header;
@@ -65,9 +66,17 @@ pub fn json_body<D: Serialize>(dto: &D) -> Vec<u8> {
     serde_json::to_vec(dto).unwrap_or_default()
 }
 
-fn stored<T>(render: Render<T>) -> impl Fn(&T) -> StoredResponse + Send + Sync {
+/// `render` as a [`Completion`] needs it: status and body, which are stored; the
+/// `Location` (not stored, not replayed) is left in `location` for the first answer.
+fn stored<T>(
+    render: Render<T>,
+    location: Arc<Mutex<Option<String>>>,
+) -> impl Fn(&T) -> StoredResponse + Send + Sync {
     move |out| {
         let rendered = render(out);
+        if let Ok(mut slot) = location.lock() {
+            *slot = rendered.location;
+        }
         StoredResponse {
             status: rendered.status.as_u16(),
             body: rendered.body,
@@ -158,13 +167,23 @@ where
         }
         Err(IdempotencyError::Unknown(e)) => return Err(ApiError::unknown(&e)),
     };
-    let completion = Completion {
-        scope: scope.clone(),
-        token,
-        render: Box::new(stored(render)),
-    };
+    let location = Arc::default();
+    let completion = Completion::new(scope.clone(), token, stored(render, Arc::clone(&location)));
+    let receipt = completion.receipt();
     match run(Some(completion)).await {
-        Ok(out) => Ok(render(&out).into_response()),
+        // The bytes stored with the effect are the bytes sent.
+        Ok(out) => Ok(match receipt.take() {
+            Some(response) => Rendered {
+                status: StatusCode::from_u16(response.status).unwrap_or(StatusCode::OK),
+                body: response.body,
+                location: location.lock().ok().and_then(|mut l| l.take()),
+            },
+            None => {
+                tracing::error!("an idempotent operation succeeded without storing its response");
+                render(&out)
+            }
+        }
+        .into_response()),
         Err(err) => {
             let err: ApiError = err.into();
             let settle = if err.status().is_client_error() && err.code() != "IDEMPOTENCY_KEY_IN_USE"

@@ -160,8 +160,9 @@ pub(crate) fn complete_in_tx<T, E: From<anyhow::Error>>(
     completion: &Completion<T>,
     outcome: &T,
 ) -> Result<(), TxError<E>> {
-    let response = (completion.render)(outcome);
+    let response = completion.render(outcome);
     if store_response(conn, &completion.scope, completion.token, &response)? {
+        completion.keep(response);
         Ok(())
     } else {
         Err(TxError::Domain(E::from(anyhow::Error::new(LeaseLost))))

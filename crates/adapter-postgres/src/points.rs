@@ -7,7 +7,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{
     BigInt, Bool, Bytea, Nullable, SmallInt, Text, Timestamptz, Uuid as SqlUuid,
 };
-use domain::idempotency::{Completion, LeaseLost};
+use domain::idempotency::{Completion, LeaseLost, StoredResponse};
 use domain::points::{
     Balance, BalanceLimitExceeded, Charged, Credit, PointHistoryEntry, PointKind,
 };
@@ -101,8 +101,11 @@ const CREDIT_AND_COMPLETE: &str = "\
             response_body = $12 || convert_to(c.balance::text, 'UTF8') || $13 \
         FROM credited c \
         WHERE k.user_id = $6 AND k.method = $7 AND k.path = $8 AND k.key = $9 \
-          AND k.lease_token = $10) \
-    SELECT EXISTS (SELECT 1 FROM held) AS held, (SELECT balance FROM credited) AS balance";
+          AND k.lease_token = $10 \
+        RETURNING k.response_status, k.response_body) \
+    SELECT EXISTS (SELECT 1 FROM held) AS held, (SELECT balance FROM credited) AS balance, \
+        (SELECT response_status FROM completed) AS response_status, \
+        (SELECT response_body FROM completed) AS response_body";
 
 #[derive(QueryableByName)]
 struct CompletedCredit {
@@ -110,6 +113,11 @@ struct CompletedCredit {
     held: bool,
     #[diesel(sql_type = Nullable<BigInt>)]
     balance: Option<i64>,
+    /// The response as stored, read back from the statement that stored it.
+    #[diesel(sql_type = Nullable<SmallInt>)]
+    response_status: Option<i16>,
+    #[diesel(sql_type = Nullable<Bytea>)]
+    response_body: Option<Vec<u8>>,
 }
 
 fn credit_and_complete(
@@ -145,11 +153,21 @@ fn credit_and_complete(
         }
         CompletedCredit {
             balance: Some(balance),
+            response_status,
+            response_body,
             ..
-        } => Ok(Charged {
-            user_id: credit.user_id,
-            balance: Balance::from_trusted(balance),
-        }),
+        } => {
+            if let (Some(status), Some(body)) = (response_status, response_body) {
+                completion.keep(StoredResponse {
+                    status: u16::try_from(status).unwrap_or_default(),
+                    body,
+                });
+            }
+            Ok(Charged {
+                user_id: credit.user_id,
+                balance: Balance::from_trusted(balance),
+            })
+        }
         CompletedCredit { balance: None, .. } => Err(refusal(conn, user).map_err(db_error)?),
     }
 }
@@ -289,7 +307,7 @@ impl PointStore for PgPointStore {
             Some(completion) => {
                 let user_id = credit.user_id;
                 let slot = NumberSlot::probe(|n| {
-                    (completion.render)(&Charged {
+                    completion.render(&Charged {
                         user_id,
                         balance: Balance::from_trusted(n),
                     })

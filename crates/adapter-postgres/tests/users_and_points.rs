@@ -209,11 +209,8 @@ async fn a_completed_credit_stores_its_response_in_the_same_transaction() {
     else {
         panic!("a fresh key is acquired");
     };
-    let completion = Completion {
-        scope: scope(user, "k1"),
-        token,
-        render: render(),
-    };
+    let completion = Completion::new(scope(user, "k1"), token, render());
+    let receipt = completion.receipt();
     f.points
         .credit(credit(user, 70), now, Some(completion))
         .await
@@ -233,6 +230,8 @@ async fn a_completed_credit_stores_its_response_in_the_same_transaction() {
             body: b"70".to_vec()
         })
     );
+    // The caller answers with the bytes the statement stored, read back from it.
+    assert_eq!(receipt.take(), record.response);
 }
 
 #[tokio::test]
@@ -255,11 +254,8 @@ async fn a_credit_whose_key_was_taken_over_is_rolled_back() {
         .await
         .unwrap();
     assert!(fresh.is_some_and(|t| t != stale));
-    let completion = Completion {
-        scope: scope(user, "k2"),
-        token: stale,
-        render: render(),
-    };
+    let completion = Completion::new(scope(user, "k2"), stale, render());
+    let receipt = completion.receipt();
     let err = f
         .points
         .credit(credit(user, 70), now, Some(completion))
@@ -270,6 +266,11 @@ async fn a_credit_whose_key_was_taken_over_is_rolled_back() {
     };
     assert!(domain::error::has_cause::<LeaseLost>(&cause));
     assert_eq!(f.points.balance(user).await.unwrap().unwrap().get(), 0);
+    assert_eq!(
+        receipt.take(),
+        None,
+        "nothing was stored, so nothing is kept"
+    );
 }
 
 #[tokio::test]

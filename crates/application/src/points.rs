@@ -182,19 +182,19 @@ mod tests {
                     balance: Balance::from_trusted(500),
                 })
             });
-        let completion = Completion {
-            scope: IdempotencyScope {
+        let completion = Completion::new(
+            IdempotencyScope {
                 user_id: UserId::new(3).unwrap(),
                 method: "POST".into(),
                 path: "/api/v1/points/charge".into(),
                 key: IdempotencyKey::new("k").unwrap(),
             },
-            token: LeaseToken(42),
-            render: Box::new(|_: &Charged| StoredResponse {
+            LeaseToken(42),
+            |_: &Charged| StoredResponse {
                 status: 200,
                 body: vec![],
-            }),
-        };
+            },
+        );
         ChargePoints::new(Arc::new(points), clock())
             .execute(cmd(500), Some(completion))
             .await

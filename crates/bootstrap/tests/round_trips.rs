@@ -253,11 +253,7 @@ async fn a_charge_is_one_round_trip_and_a_keyed_charge_two() {
             else {
                 panic!("a fresh key proceeds");
             };
-            let completion = Completion {
-                scope,
-                token,
-                render: Box::new(render_charged),
-            };
+            let completion = Completion::new(scope, token, render_charged);
             charge
                 .execute(self::charge(user, 100), Some(completion))
                 .await

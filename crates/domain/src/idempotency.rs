@@ -7,6 +7,8 @@
 //! retry while the first is still running is told so. A request that died never
 //! blocks its key for good: once its lease lapses, a retry may take the key over.
 
+use std::sync::{Arc, Mutex};
+
 use chrono::{DateTime, Duration, Utc};
 
 use crate::{UserId, ValidationError};
@@ -110,15 +112,53 @@ impl IdempotencyRecord {
 
 /// The part of a use case's transaction that completes its idempotency claim.
 ///
-/// A store that performs an idempotent operation saves `render`'s rendering of the
-/// outcome as the key's response in the same transaction (or the same statement) as the
-/// effect, on condition that the key is still held under `token`; if it is not (the
-/// lease lapsed and another request took over), nothing is written. `render` must be a
-/// pure function of the outcome: the bytes stored are the bytes the first request sends.
+/// A store that performs an idempotent operation saves the response for its outcome as
+/// the key's response in the same transaction (or the same statement) as the effect, on
+/// condition that the key is still held under `token`; if it is not (the lease lapsed and
+/// another request took over), nothing is written. The store then [`keep`](Self::keep)s
+/// the exact response it stored, and the caller answers with those bytes, taken from its
+/// [`Receipt`]: the response is rendered once, and the first request and every replay
+/// get the same bytes.
 pub struct Completion<T> {
     pub scope: IdempotencyScope,
     pub token: LeaseToken,
-    pub render: Box<dyn Fn(&T) -> StoredResponse + Send + Sync>,
+    render: Box<dyn Fn(&T) -> StoredResponse + Send + Sync>,
+    kept: Arc<Mutex<Option<StoredResponse>>>,
+}
+
+impl<T> Completion<T> {
+    pub fn new(
+        scope: IdempotencyScope,
+        token: LeaseToken,
+        render: impl Fn(&T) -> StoredResponse + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            scope,
+            token,
+            render: Box::new(render),
+            kept: Arc::default(),
+        }
+    }
+
+    /// The response for `outcome`, to be stored with the effect (then [`keep`](Self::keep)
+    /// it). Also how a store that builds the response in SQL learns its shape.
+    pub fn render(&self, outcome: &T) -> StoredResponse {
+        (self.render)(outcome)
+    }
+
+    /// Records the response as stored by the transaction that commits the effect. A
+    /// transaction run again (after a deadlock) keeps its own, replacing the one of the
+    /// attempt that rolled back.
+    pub fn keep(&self, stored: StoredResponse) {
+        if let Ok(mut kept) = self.kept.lock() {
+            *kept = Some(stored);
+        }
+    }
+
+    /// Where the caller finds the stored response once the operation returns.
+    pub fn receipt(&self) -> Receipt {
+        Receipt(Arc::clone(&self.kept))
+    }
 }
 
 impl<T> std::fmt::Debug for Completion<T> {
@@ -127,6 +167,17 @@ impl<T> std::fmt::Debug for Completion<T> {
             .field("scope", &self.scope)
             .field("token", &self.token)
             .finish_non_exhaustive()
+    }
+}
+
+/// The caller's handle on the response a [`Completion`] stored.
+#[derive(Debug, Clone)]
+pub struct Receipt(Arc<Mutex<Option<StoredResponse>>>);
+
+impl Receipt {
+    /// The response stored with the effect; `None` when no store kept one.
+    pub fn take(&self) -> Option<StoredResponse> {
+        self.0.lock().ok().and_then(|mut kept| kept.take())
     }
 }
 
@@ -141,6 +192,27 @@ mod tests {
             locked_until,
             response,
         }
+    }
+
+    #[test]
+    fn a_receipt_gives_the_response_the_last_attempt_kept_once() {
+        let scope = IdempotencyScope {
+            user_id: UserId::new(1).unwrap(),
+            method: "POST".into(),
+            path: "/p".into(),
+            key: IdempotencyKey::new("k").unwrap(),
+        };
+        let completion = Completion::new(scope, LeaseToken(1), |n: &u8| StoredResponse {
+            status: 200,
+            body: vec![*n],
+        });
+        let receipt = completion.receipt();
+        assert_eq!(receipt.take(), None);
+        // A rolled-back attempt kept 1; the one that committed keeps 2.
+        completion.keep(completion.render(&1));
+        completion.keep(completion.render(&2));
+        assert_eq!(receipt.take().map(|r| r.body), Some(vec![2]));
+        assert_eq!(receipt.take(), None);
     }
 
     #[test]
