@@ -9,8 +9,9 @@
 //! [`CouponStore::issue`], [`OrderStore::place`], [`OrderStore::pay`]) take an
 //! `Option<`[`Completion`]`>`: the adapter stores the key's response in the same
 //! transaction (or statement) as the effect, only while the request still holds the key.
-//! The response commits with the effect or not at all, so a replay returns exactly what
-//! the first call answered (both are the completion's pure rendering of one outcome): never
+//! The response commits with the effect or not at all, and the adapter
+//! [keeps](Completion::keep) the bytes it stored, which are what the first call answers,
+//! so a replay returns exactly those bytes: never
 //! a stored answer for an effect that rolled back, never an effect without its answer
 //! (which a retry would repeat). Storing the response in a second call, after the port
 //! returned, would leave a crash between the two commits room to do just that. A refusal
