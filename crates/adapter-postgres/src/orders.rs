@@ -13,6 +13,8 @@
 //! Every deadline is the database's clock: `now()` (the transaction's start) stamps a
 //! new order, `statement_timestamp()` decides and stamps payment and expiry.
 
+use std::sync::LazyLock;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -26,7 +28,7 @@ use domain::order::{
     ProductSnapshot,
 };
 use domain::outbox::OrderPaid;
-use domain::points::Balance;
+use domain::points::{Balance, PointKind};
 use domain::ports::{CancelError, OrderStore, PayError, PlaceError};
 use domain::product::{Price, ProductName};
 use domain::user::ForUser;
@@ -73,9 +75,50 @@ macro_rules! lines_of_o {
     };
 }
 
+/// A statement's text with the stored names of statuses spliced in where it says
+/// `{not_paid}`, `{paid}`, `{expired}`, `{cancelled}` (orders), `{available}`, `{used}`
+/// (user coupons) or `{use_kind}` (a history row's kind), listed after the text (the
+/// compiler checks the list against the text): each name comes from its enum's
+/// one `as_str`, so the SQL and the parse that reads it back cannot disagree. Spliced in
+/// as literals, once per process, not bound as parameters: the planner then sees
+/// `status = 'NOT_PAID'` in every plan, generic ones included, and can use the partial
+/// index on unpaid orders; and the text stays fixed, so each connection still prepares
+/// it once.
+macro_rules! statuses {
+    ($sql:expr, $($name:ident),+ $(,)?) => {
+        format!($sql, $($name = stored_name!($name)),+)
+    };
+}
+
+/// The stored name behind each placeholder of [`statuses!`].
+macro_rules! stored_name {
+    (not_paid) => {
+        OrderStatus::NotPaid.as_str()
+    };
+    (paid) => {
+        OrderStatus::Paid.as_str()
+    };
+    (expired) => {
+        OrderStatus::Expired.as_str()
+    };
+    (cancelled) => {
+        OrderStatus::Cancelled.as_str()
+    };
+    (available) => {
+        StoredCouponState::Available.as_str()
+    };
+    (used) => {
+        StoredCouponState::Used.as_str()
+    };
+    (use_kind) => {
+        PointKind::Use.as_str()
+    };
+}
+
 /// Puts back what the orders in the CTE `left_unpaid (id, user_coupon_id)` held: the
 /// stock of their lines (product rows locked in ascending id first) and their coupons.
-/// Used right after the orders' own guarded move out of NOT_PAID, in that statement.
+/// Used right after the orders' own guarded move out of NOT_PAID, in that statement;
+/// its text holds the placeholder `{available}` for [`statuses!`].
 macro_rules! restore_effects {
     () => {
         "returned AS ( \
@@ -88,7 +131,7 @@ macro_rules! restore_effects {
              UPDATE products p SET stock = p.stock + r.quantity, updated_at = statement_timestamp() \
              FROM returned r JOIN locked k ON k.id = r.product_id WHERE p.id = r.product_id), \
          coupons_back AS ( \
-             UPDATE user_coupons SET status = 'AVAILABLE', used_at = NULL \
+             UPDATE user_coupons SET status = '{available}', used_at = NULL \
              WHERE id IN (SELECT user_coupon_id FROM left_unpaid WHERE user_coupon_id IS NOT NULL))"
     };
 }
@@ -163,8 +206,7 @@ impl OrderRecord {
         Ok(Some(Order {
             id: OrderId::from_trusted(id),
             user_id: UserId::from_trusted(self.user_id.ok_or_else(|| missing("user"))?),
-            status: OrderStatus::parse(&status)
-                .ok_or_else(|| anyhow::anyhow!("unknown order status {status:?}"))?,
+            status: OrderStatus::parse(&status)?,
             lines,
             total_amount: self.total_amount.ok_or_else(|| missing("total"))?,
             discount_amount: self.discount_amount.ok_or_else(|| missing("discount"))?,
@@ -221,14 +263,16 @@ struct Taken {
 
 /// Uses the coupon (only the user's, AVAILABLE and unexpired), then stores the order
 /// and its lines; returns nothing when the coupon could not be used.
-const STORE_ORDER: &str = "WITH used AS ( \
-         UPDATE user_coupons SET status = 'USED', used_at = now() \
-         WHERE id = $2 AND user_id = $1 AND status = 'AVAILABLE' AND expires_at > now() \
+static STORE_ORDER: LazyLock<String> = LazyLock::new(|| {
+    statuses!(
+        "WITH used AS ( \
+         UPDATE user_coupons SET status = '{used}', used_at = now() \
+         WHERE id = $2 AND user_id = $1 AND status = '{available}' AND expires_at > now() \
          RETURNING id), \
      o AS ( \
          INSERT INTO orders (user_id, status, total_amount, discount_amount, pay_amount, \
                              user_coupon_id, created_at, expires_at, updated_at) \
-         SELECT $1, 'NOT_PAID', $3, $4, $5, $2, now(), \
+         SELECT $1, '{not_paid}', $3, $4, $5, $2, now(), \
                 now() + $6 * interval '1 microsecond', now() \
          WHERE $2::bigint IS NULL OR EXISTS (SELECT 1 FROM used) \
          RETURNING *), \
@@ -247,7 +291,12 @@ const STORE_ORDER: &str = "WITH used AS ( \
                 array_agg(unit_price ORDER BY product_id) AS line_prices, \
                 array_agg(quantity ORDER BY product_id) AS line_quantities, \
                 array_agg(amount ORDER BY product_id) AS line_amounts \
-         FROM stored_lines) l";
+         FROM stored_lines) l",
+        used,
+        available,
+        not_paid
+    )
+});
 
 /// Why a placing attempt stopped before storing the order.
 enum Stopped {
@@ -337,7 +386,7 @@ fn place_tx(conn: &mut PgConnection, order: &OrderPlacement) -> Result<Order, Tx
         .map_err(|missing| TxError::Domain(Stopped::Short(missing.0)))?;
     let timeout_micros = order.payment_timeout.num_microseconds().unwrap_or(i64::MAX);
     let lines = &plan.lines;
-    let stored = statement(STORE_ORDER)
+    let stored = statement(&STORE_ORDER)
         .bind::<BigInt, _>(plan.user_id.get())
         .bind::<Nullable<BigInt>, _>(coupon_id)
         .bind::<BigInt, _>(plan.total_amount)
@@ -453,32 +502,43 @@ fn diagnose_place(
 
 /// Moves the user's order to PAID while it is NOT_PAID and before its deadline, both
 /// by the database's clock; returns it as paid, with its lines.
-const MARK_PAID: &str = concat!(
-    "WITH o AS ( \
-         UPDATE orders SET status = 'PAID', paid_at = statement_timestamp(), \
+static MARK_PAID: LazyLock<String> = LazyLock::new(|| {
+    statuses!(
+        concat!(
+            "WITH o AS ( \
+         UPDATE orders SET status = '{paid}', paid_at = statement_timestamp(), \
                            updated_at = statement_timestamp() \
-         WHERE id = $1 AND user_id = $2 AND status = 'NOT_PAID' \
+         WHERE id = $1 AND user_id = $2 AND status = '{not_paid}' \
            AND expires_at > statement_timestamp() \
          RETURNING *) \
      SELECT ",
-    order_columns!(),
-    " FROM o ",
-    lines_of_o!()
-);
+            order_columns!(),
+            " FROM o ",
+            lines_of_o!()
+        ),
+        paid,
+        not_paid
+    )
+});
 
 /// Debits the wallet if it covers the amount, and with it records the USE history row
 /// and the ORDER_PAID event; returns the balance after, or nothing when short.
-const DEBIT_FOR_ORDER: &str = "\
+static DEBIT_FOR_ORDER: LazyLock<String> = LazyLock::new(|| {
+    statuses!(
+        "\
     WITH debited AS ( \
         UPDATE point_wallets SET balance = balance - $2, updated_at = $3 \
         WHERE user_id = $1 AND balance >= $2 RETURNING balance), \
     used AS ( \
         INSERT INTO point_history (user_id, kind, amount, balance_after, order_id, created_at) \
-        SELECT $1, 'USE', $2, balance, $4, $3 FROM debited), \
+        SELECT $1, '{use_kind}', $2, balance, $4, $3 FROM debited), \
     event AS ( \
         INSERT INTO outbox_events (id, event_type, aggregate_id, payload, created_at, next_attempt_at) \
         SELECT $5, $6, $4, $7::jsonb, $3, $3 FROM debited) \
-    SELECT balance FROM debited";
+    SELECT balance FROM debited",
+        use_kind
+    )
+});
 
 #[derive(QueryableByName)]
 struct BalanceRow {
@@ -502,7 +562,7 @@ impl From<anyhow::Error> for Unpaid {
 }
 
 fn pay_tx(conn: &mut PgConnection, pay: OrderPayment) -> Result<Payment, TxError<Unpaid>> {
-    let paid = statement(MARK_PAID)
+    let paid = statement(&MARK_PAID)
         .bind::<BigInt, _>(pay.order_id.get())
         .bind::<BigInt, _>(pay.user_id.get())
         .get_result::<OrderRecord>(conn)
@@ -520,7 +580,7 @@ fn pay_tx(conn: &mut PgConnection, pay: OrderPayment) -> Result<Payment, TxError
     let event = OrderPaid::new(event_id.to_string(), &order, paid_at)
         .to_json()
         .map_err(|e| TxError::Db(DieselError::SerializationError(e.into())))?;
-    let balance = statement(DEBIT_FOR_ORDER)
+    let balance = statement(&DEBIT_FOR_ORDER)
         .bind::<BigInt, _>(order.user_id.get())
         .bind::<BigInt, _>(order.pay_amount)
         .bind::<Timestamptz, _>(paid_at)
@@ -544,32 +604,46 @@ fn pay_tx(conn: &mut PgConnection, pay: OrderPayment) -> Result<Payment, TxError
 
 /// Cancels the user's order while it is NOT_PAID and puts back what it held, in one
 /// statement; returns it as cancelled, with its lines.
-const CANCEL: &str = concat!(
-    "WITH left_unpaid AS ( \
-         UPDATE orders SET status = 'CANCELLED', updated_at = statement_timestamp() \
-         WHERE id = $1 AND user_id = $2 AND status = 'NOT_PAID' \
+static CANCEL: LazyLock<String> = LazyLock::new(|| {
+    statuses!(
+        concat!(
+            "WITH left_unpaid AS ( \
+         UPDATE orders SET status = '{cancelled}', updated_at = statement_timestamp() \
+         WHERE id = $1 AND user_id = $2 AND status = '{not_paid}' \
          RETURNING *), ",
-    restore_effects!(),
-    " SELECT ",
-    order_columns!(),
-    " FROM left_unpaid o ",
-    lines_of_o!()
-);
+            restore_effects!(),
+            " SELECT ",
+            order_columns!(),
+            " FROM left_unpaid o ",
+            lines_of_o!()
+        ),
+        cancelled,
+        not_paid,
+        available
+    )
+});
 
 /// Expires up to `$1` due orders (skipping any a payment or cancel holds right now)
 /// and puts back what they held, in one statement.
-const EXPIRE_DUE: &str = concat!(
-    "WITH due AS ( \
+static EXPIRE_DUE: LazyLock<String> = LazyLock::new(|| {
+    statuses!(
+        concat!(
+            "WITH due AS ( \
          SELECT id FROM orders \
-         WHERE status = 'NOT_PAID' AND expires_at <= statement_timestamp() \
+         WHERE status = '{not_paid}' AND expires_at <= statement_timestamp() \
          ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED), \
      left_unpaid AS ( \
-         UPDATE orders o SET status = 'EXPIRED', updated_at = statement_timestamp() \
-         FROM due WHERE o.id = due.id AND o.status = 'NOT_PAID' \
+         UPDATE orders o SET status = '{expired}', updated_at = statement_timestamp() \
+         FROM due WHERE o.id = due.id AND o.status = '{not_paid}' \
          RETURNING o.id, o.user_coupon_id), ",
-    restore_effects!(),
-    " SELECT count(*) AS expired FROM left_unpaid"
-);
+            restore_effects!(),
+            " SELECT count(*) AS expired FROM left_unpaid"
+        ),
+        not_paid,
+        expired,
+        available
+    )
+});
 
 #[derive(QueryableByName)]
 struct Expired {
@@ -610,8 +684,7 @@ fn diagnose_order(
     let order = match (found.owner, found.status, found.expires_at) {
         (Some(owner), Some(status), Some(expires_at)) => Some(FoundOrder {
             owner: UserId::from_trusted(owner),
-            status: OrderStatus::parse(&status)
-                .ok_or_else(|| anyhow::anyhow!("unknown order status {status:?}"))?,
+            status: OrderStatus::parse(&status)?,
             expires_at,
         }),
         _ => None,
@@ -754,7 +827,7 @@ impl OrderStore for PgOrderStore {
     async fn cancel(&self, user: UserId, id: OrderId) -> Result<Order, CancelError> {
         run(&self.pool, move |conn| {
             let cancelled = retrying(conn, |conn| {
-                statement(CANCEL)
+                statement(&CANCEL)
                     .bind::<BigInt, _>(id.get())
                     .bind::<BigInt, _>(user.get())
                     .get_result::<OrderRecord>(conn)
@@ -775,7 +848,7 @@ impl OrderStore for PgOrderStore {
     async fn expire_due(&self, limit: i64) -> anyhow::Result<u64> {
         run(&self.pool, move |conn| {
             let expired = retrying(conn, |conn| {
-                statement(EXPIRE_DUE)
+                statement(&EXPIRE_DUE)
                     .bind::<BigInt, _>(limit)
                     .get_result::<Expired>(conn)
             })

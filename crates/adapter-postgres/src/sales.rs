@@ -1,11 +1,14 @@
 //! [`SalesStore`] on PostgreSQL. Business days are computed by PostgreSQL from the IANA
 //! zone name (`AT TIME ZONE`), which also validates the name.
 
+use std::sync::LazyLock;
+
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Date, Text, Timestamptz};
 use domain::ProductId;
+use domain::order::OrderStatus;
 use domain::ports::SalesStore;
 use domain::product::{Price, ProductName, Stock};
 use domain::sales::{BestSeller, SalesWindow};
@@ -31,15 +34,22 @@ impl PgSalesStore {
 /// stamped `$3`. Recomputed from the orders, so a rerun replaces rather than adds. Paid
 /// orders never leave PAID, so a day's quantity only ever grows. Rows are upserted (and so
 /// locked) in key order whatever plan groups them: instances rolling up at the same time
-/// wait for each other instead of deadlocking.
-const ROLL_UP: &str = "\
+/// wait for each other instead of deadlocking. The PAID status's stored name is spliced
+/// in from [`OrderStatus::as_str`] once, as a literal (the planner can then use the
+/// partial index on paid orders in every plan).
+static ROLL_UP: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "\
     INSERT INTO daily_product_sales (business_date, product_id, quantity, updated_at) \
     SELECT (o.paid_at AT TIME ZONE $1)::date, l.product_id, SUM(l.quantity)::BIGINT, $3 \
     FROM orders o JOIN order_lines l ON l.order_id = o.id \
-    WHERE o.status = 'PAID' AND o.paid_at >= ($2::timestamp AT TIME ZONE $1) \
+    WHERE o.status = '{paid}' AND o.paid_at >= ($2::timestamp AT TIME ZONE $1) \
     GROUP BY 1, 2 ORDER BY 1, 2 \
     ON CONFLICT (business_date, product_id) \
-    DO UPDATE SET quantity = EXCLUDED.quantity, updated_at = EXCLUDED.updated_at";
+    DO UPDATE SET quantity = EXCLUDED.quantity, updated_at = EXCLUDED.updated_at",
+        paid = OrderStatus::Paid.as_str()
+    )
+});
 
 #[derive(QueryableByName)]
 struct Today {
@@ -83,7 +93,7 @@ impl SalesStore for PgSalesStore {
     ) -> anyhow::Result<()> {
         run(&self.pool, move |conn| {
             retrying(conn, |conn| {
-                statement(ROLL_UP)
+                statement(&ROLL_UP)
                     .bind::<Text, _>(&timezone)
                     .bind::<Date, _>(from)
                     .bind::<Timestamptz, _>(now)

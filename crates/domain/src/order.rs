@@ -97,6 +97,11 @@ pub enum OrderStatus {
 }
 
 impl OrderStatus {
+    /// Every status, in the order an order can reach them.
+    pub const ALL: [Self; 4] = [Self::NotPaid, Self::Paid, Self::Expired, Self::Cancelled];
+
+    /// The name stores keep it under (and the API shows): `NOT_PAID`, `PAID`, `EXPIRED`
+    /// or `CANCELLED`.
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::NotPaid => "NOT_PAID",
@@ -106,16 +111,23 @@ impl OrderStatus {
         }
     }
 
-    pub fn parse(raw: &str) -> Option<Self> {
-        match raw {
-            "NOT_PAID" => Some(Self::NotPaid),
-            "PAID" => Some(Self::Paid),
-            "EXPIRED" => Some(Self::Expired),
-            "CANCELLED" => Some(Self::Cancelled),
-            _ => None,
-        }
+    /// Reads a stored name back. Any other name is an error, so a corrupt or newer value
+    /// is reported instead of passing for some status.
+    ///
+    /// # Errors
+    /// [`UnknownOrderStatus`] for a name that is not one of [`Self::as_str`]'s.
+    pub fn parse(stored: &str) -> Result<Self, UnknownOrderStatus> {
+        Self::ALL
+            .into_iter()
+            .find(|status| status.as_str() == stored)
+            .ok_or_else(|| UnknownOrderStatus(stored.to_owned()))
     }
 }
+
+/// A stored order status that is none of [`OrderStatus`]'s names.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown stored order status {0:?}")]
+pub struct UnknownOrderStatus(pub String);
 
 /// The coupon an order applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -647,14 +659,19 @@ mod tests {
     }
 
     #[test]
-    fn statuses_round_trip() {
-        for s in [
-            OrderStatus::NotPaid,
-            OrderStatus::Paid,
-            OrderStatus::Expired,
-            OrderStatus::Cancelled,
-        ] {
-            assert_eq!(OrderStatus::parse(s.as_str()), Some(s));
+    fn stored_statuses_round_trip_and_unknown_names_are_errors() {
+        for s in OrderStatus::ALL {
+            assert_eq!(OrderStatus::parse(s.as_str()), Ok(s));
+        }
+        assert_eq!(
+            OrderStatus::ALL.map(OrderStatus::as_str),
+            ["NOT_PAID", "PAID", "EXPIRED", "CANCELLED"]
+        );
+        for unknown in ["", "not_paid", "PAID ", "REFUNDED"] {
+            assert_eq!(
+                OrderStatus::parse(unknown),
+                Err(UnknownOrderStatus(unknown.to_owned()))
+            );
         }
     }
 }
