@@ -25,14 +25,14 @@ use domain::idempotency::Completion;
 use domain::order::{
     AppliedCoupon, FoundOrder, FoundUserCoupon, Order, OrderFindings, OrderLine, OrderPayment,
     OrderPlacement, OrderPlan, OrderQuantity, OrderStatus, Payment, PlaceFindings, PlaceRefusal,
-    ProductSnapshot,
+    PricingError, ProductSnapshot,
 };
 use domain::outbox::OrderPaid;
 use domain::points::{Balance, PointKind};
 use domain::ports::{CancelError, OrderStore, PayError, PlaceError};
 use domain::product::{Price, ProductName};
 use domain::user::ForUser;
-use domain::{OrderId, Page, PageRequest, ProductId, UserCouponId, UserId};
+use domain::{Money, OrderId, Page, PageRequest, ProductId, UserCouponId, UserId};
 
 use crate::error::{TxError, db_error};
 use crate::idempotency::in_tx_completing;
@@ -198,7 +198,7 @@ impl OrderRecord {
                     unit_price: Price::from_trusted(price),
                     quantity: OrderQuantity::new(quantity)
                         .map_err(|e| anyhow::anyhow!("stored order line has {e}"))?,
-                    amount,
+                    amount: Money::from_trusted(amount),
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
@@ -208,9 +208,11 @@ impl OrderRecord {
             user_id: UserId::from_trusted(self.user_id.ok_or_else(|| missing("user"))?),
             status: OrderStatus::parse(&status)?,
             lines,
-            total_amount: self.total_amount.ok_or_else(|| missing("total"))?,
-            discount_amount: self.discount_amount.ok_or_else(|| missing("discount"))?,
-            pay_amount: self.pay_amount.ok_or_else(|| missing("pay amount"))?,
+            total_amount: Money::from_trusted(self.total_amount.ok_or_else(|| missing("total"))?),
+            discount_amount: Money::from_trusted(
+                self.discount_amount.ok_or_else(|| missing("discount"))?,
+            ),
+            pay_amount: Money::from_trusted(self.pay_amount.ok_or_else(|| missing("pay amount"))?),
             user_coupon_id: self.user_coupon_id.map(UserCouponId::from_trusted),
             created_at: self.created_at.ok_or_else(|| missing("created_at"))?,
             expires_at: self.expires_at.ok_or_else(|| missing("expires_at"))?,
@@ -306,7 +308,8 @@ enum Stopped {
     Coupon,
     /// The order's user does not exist (the order's foreign key).
     User,
-    /// The key's response could not be stored (its lease was lost): not a refusal.
+    /// Not a refusal: the key's response could not be stored (its lease was lost), or an
+    /// amount left the range of money.
     Failed(anyhow::Error),
 }
 
@@ -382,16 +385,20 @@ fn place_tx(conn: &mut PgConnection, order: &OrderPlacement) -> Result<Order, Tx
             price: Price::from_trusted(t.price),
         })
         .collect();
-    let plan = OrderPlan::price(order.user_id, &order.items, &snapshots, coupon)
-        .map_err(|missing| TxError::Domain(Stopped::Short(missing.0)))?;
+    let plan = OrderPlan::price(order.user_id, &order.items, &snapshots, coupon).map_err(
+        |err| match err {
+            PricingError::MissingProduct(product) => TxError::Domain(Stopped::Short(product)),
+            PricingError::OutOfRange => TxError::Domain(Stopped::Failed(err.into())),
+        },
+    )?;
     let timeout_micros = order.payment_timeout.num_microseconds().unwrap_or(i64::MAX);
     let lines = &plan.lines;
     let stored = statement(&STORE_ORDER)
         .bind::<BigInt, _>(plan.user_id.get())
         .bind::<Nullable<BigInt>, _>(coupon_id)
-        .bind::<BigInt, _>(plan.total_amount)
-        .bind::<BigInt, _>(plan.discount_amount)
-        .bind::<BigInt, _>(plan.pay_amount)
+        .bind::<BigInt, _>(plan.total_amount.get())
+        .bind::<BigInt, _>(plan.discount_amount.get())
+        .bind::<BigInt, _>(plan.pay_amount.get())
         .bind::<BigInt, _>(timeout_micros)
         .bind::<Array<BigInt>, _>(lines.iter().map(|l| l.product_id.get()).collect::<Vec<_>>())
         .bind::<Array<Text>, _>(
@@ -402,7 +409,7 @@ fn place_tx(conn: &mut PgConnection, order: &OrderPlacement) -> Result<Order, Tx
         )
         .bind::<Array<BigInt>, _>(lines.iter().map(|l| l.unit_price.get()).collect::<Vec<_>>())
         .bind::<Array<BigInt>, _>(lines.iter().map(|l| l.quantity.get()).collect::<Vec<_>>())
-        .bind::<Array<BigInt>, _>(lines.iter().map(|l| l.amount).collect::<Vec<_>>())
+        .bind::<Array<BigInt>, _>(lines.iter().map(|l| l.amount.get()).collect::<Vec<_>>())
         .get_result::<OrderRecord>(conn)
         .optional()
         .map_err(|err| match err {
@@ -582,7 +589,7 @@ fn pay_tx(conn: &mut PgConnection, pay: OrderPayment) -> Result<Payment, TxError
         .map_err(|e| TxError::Db(DieselError::SerializationError(e.into())))?;
     let balance = statement(&DEBIT_FOR_ORDER)
         .bind::<BigInt, _>(order.user_id.get())
-        .bind::<BigInt, _>(order.pay_amount)
+        .bind::<BigInt, _>(order.pay_amount.get())
         .bind::<Timestamptz, _>(paid_at)
         .bind::<BigInt, _>(order.id.get())
         .bind::<SqlUuid, _>(event_id)

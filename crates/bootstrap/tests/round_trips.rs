@@ -299,7 +299,7 @@ async fn placing_an_order_is_four_round_trips_and_paying_it_four() {
     let placed = placed.unwrap();
     assert_eq!(n, 4, "BEGIN, take the stock, store the order, COMMIT");
     assert_eq!(placed.lines.len(), 2);
-    assert_eq!(placed.total_amount, 2 * 1_000 + 2 * 2_500);
+    assert_eq!(placed.total_amount.get(), 2 * 1_000 + 2 * 2_500);
 
     let (paid, n) = f
         .trips
@@ -470,5 +470,5 @@ async fn an_order_keeps_the_price_taken_with_its_stock() {
         .await
         .unwrap();
     assert_eq!(placed.lines[0].unit_price.get(), 1_500);
-    assert_eq!(placed.total_amount, 3_000);
+    assert_eq!(placed.total_amount.get(), 3_000);
 }

@@ -8,6 +8,7 @@ pub mod coupon;
 pub mod error;
 pub mod id;
 pub mod idempotency;
+pub mod money;
 pub mod order;
 pub mod outbox;
 pub mod page;
@@ -19,4 +20,5 @@ pub mod user;
 
 pub use error::{StoreUnavailable, ValidationError};
 pub use id::{CouponId, OrderId, ProductId, UserCouponId, UserId};
+pub use money::Money;
 pub use page::{Page, PageRequest};

@@ -9,7 +9,7 @@ use chrono::{DateTime, Duration, Utc};
 use crate::coupon::{Discount, StoredCouponState};
 use crate::points::Balance;
 use crate::product::{Price, ProductName};
-use crate::{OrderId, ProductId, UserCouponId, UserId, ValidationError};
+use crate::{Money, OrderId, ProductId, UserCouponId, UserId, ValidationError};
 
 /// Units of one product in an order: `1..=1000`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -85,7 +85,8 @@ pub struct OrderLine {
     pub product_name: ProductName,
     pub unit_price: Price,
     pub quantity: OrderQuantity,
-    pub amount: i64,
+    /// `unit_price × quantity`.
+    pub amount: Money,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,52 +163,70 @@ pub struct OrderPlan {
     pub user_id: UserId,
     pub lines: Vec<OrderLine>,
     pub coupon: Option<AppliedCoupon>,
-    pub total_amount: i64,
-    pub discount_amount: i64,
-    pub pay_amount: i64,
+    pub total_amount: Money,
+    pub discount_amount: Money,
+    pub pay_amount: Money,
 }
 
-/// A referenced product that does not exist.
+/// Why an order could not be priced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("product {0} not found")]
-pub struct MissingProduct(pub ProductId);
+pub enum PricingError {
+    /// A referenced product that does not exist.
+    #[error("product {0} not found")]
+    MissingProduct(ProductId),
+    /// An amount out of range: with prices up to 1e9, 1,000 units a line and 50 lines,
+    /// and a discount never above the total, no order reaches it.
+    #[error("the order's amounts are out of range")]
+    OutOfRange,
+}
 
 impl OrderPlan {
     /// Prices `items` with the `snapshots` taken with their stock: total = Σ price ×
     /// quantity, discount per the coupon, pay = total − discount.
     ///
     /// # Errors
-    /// [`MissingProduct`] for the first item whose product is not among `snapshots`.
+    /// [`PricingError::MissingProduct`] for the first item whose product is not among
+    /// `snapshots`; [`PricingError::OutOfRange`] should an amount leave [`Money`]'s range.
     pub fn price(
         user_id: UserId,
         items: &OrderItems,
         snapshots: &[ProductSnapshot],
         coupon: Option<AppliedCoupon>,
-    ) -> Result<Self, MissingProduct> {
+    ) -> Result<Self, PricingError> {
         let mut lines = Vec::with_capacity(items.lines().len());
         for (product_id, quantity) in items.lines() {
             let product = snapshots
                 .iter()
                 .find(|p| p.id == *product_id)
-                .ok_or(MissingProduct(*product_id))?;
+                .ok_or(PricingError::MissingProduct(*product_id))?;
             lines.push(OrderLine {
                 product_id: *product_id,
                 product_name: product.name.clone(),
                 unit_price: product.price,
                 quantity: *quantity,
-                // ≤ 1e9 × 1000: no overflow.
-                amount: product.price.get() * quantity.get(),
+                amount: Money::new(product.price.get())
+                    .ok()
+                    .and_then(|price| price.checked_mul(quantity.get()))
+                    .ok_or(PricingError::OutOfRange)?,
             });
         }
-        let total_amount: i64 = lines.iter().map(|l| l.amount).sum();
-        let discount_amount = coupon.map_or(0, |c| c.discount.amount_off(total_amount));
+        let total_amount =
+            Money::checked_sum(lines.iter().map(|l| l.amount)).ok_or(PricingError::OutOfRange)?;
+        let discount_amount = match coupon {
+            Some(c) => Money::new(c.discount.amount_off(total_amount.get()))
+                .map_err(|_| PricingError::OutOfRange)?,
+            None => Money::ZERO,
+        };
+        let pay_amount = total_amount
+            .checked_sub(discount_amount)
+            .ok_or(PricingError::OutOfRange)?;
         Ok(Self {
             user_id,
             lines,
             coupon,
             total_amount,
             discount_amount,
-            pay_amount: total_amount - discount_amount,
+            pay_amount,
         })
     }
 }
@@ -287,9 +306,9 @@ pub struct Order {
     pub user_id: UserId,
     pub status: OrderStatus,
     pub lines: Vec<OrderLine>,
-    pub total_amount: i64,
-    pub discount_amount: i64,
-    pub pay_amount: i64,
+    pub total_amount: Money,
+    pub discount_amount: Money,
+    pub pay_amount: Money,
     pub user_coupon_id: Option<UserCouponId>,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
@@ -412,7 +431,7 @@ impl OrderFindings {
 pub struct Payment {
     pub order_id: OrderId,
     pub user_id: UserId,
-    pub paid_amount: i64,
+    pub paid_amount: Money,
     pub balance: Balance,
     pub paid_at: DateTime<Utc>,
 }
@@ -482,13 +501,17 @@ mod tests {
             let plan =
                 OrderPlan::price(UserId::new(1).unwrap(), &items, &[product(1, 1_000)], c).unwrap();
             assert_eq!(
-                (plan.total_amount, plan.discount_amount, plan.pay_amount),
+                (
+                    plan.total_amount.get(),
+                    plan.discount_amount.get(),
+                    plan.pay_amount.get()
+                ),
                 (3_000, discount, 3_000 - discount)
             );
-            assert_eq!(plan.lines[0].amount, 3_000);
+            assert_eq!(plan.lines[0].amount.get(), 3_000);
         }
         let missing = OrderPlan::price(UserId::new(1).unwrap(), &items, &[], None);
-        assert_eq!(missing, Err(MissingProduct(pid(1))));
+        assert_eq!(missing, Err(PricingError::MissingProduct(pid(1))));
     }
 
     fn findings() -> PlaceFindings {
@@ -629,9 +652,9 @@ mod tests {
             user_id: UserId::new(1).unwrap(),
             status,
             lines: vec![],
-            total_amount: 0,
-            discount_amount: 0,
-            pay_amount: 0,
+            total_amount: Money::ZERO,
+            discount_amount: Money::ZERO,
+            pay_amount: Money::ZERO,
             user_coupon_id: None,
             created_at: now,
             expires_at: now + Duration::seconds(expires_in),

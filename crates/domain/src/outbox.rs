@@ -73,12 +73,12 @@ impl OrderPaid {
                         product_id: l.product_id.get(),
                         quantity: l.quantity.get(),
                         unit_price: l.unit_price.get(),
-                        amount: l.amount,
+                        amount: l.amount.get(),
                     })
                     .collect(),
-                total_amount: order.total_amount,
-                discount_amount: order.discount_amount,
-                pay_amount: order.pay_amount,
+                total_amount: order.total_amount.get(),
+                discount_amount: order.discount_amount.get(),
+                pay_amount: order.pay_amount.get(),
                 paid_at,
             },
         }
@@ -128,7 +128,7 @@ mod tests {
     fn the_order_paid_body_is_the_data_platform_contract() {
         use crate::order::{OrderLine, OrderQuantity, OrderStatus};
         use crate::product::{Price, ProductName};
-        use crate::{OrderId, ProductId, UserId};
+        use crate::{Money, OrderId, ProductId, UserId};
         let paid_at = DateTime::parse_from_rfc3339("2026-11-23T09:00:00.5Z")
             .unwrap()
             .with_timezone(&Utc);
@@ -141,11 +141,11 @@ mod tests {
                 product_name: ProductName::new("p").unwrap(),
                 unit_price: Price::new(1_000).unwrap(),
                 quantity: OrderQuantity::new(3).unwrap(),
-                amount: 3_000,
+                amount: Money::from_trusted(3_000),
             }],
-            total_amount: 3_000,
-            discount_amount: 300,
-            pay_amount: 2_700,
+            total_amount: Money::from_trusted(3_000),
+            discount_amount: Money::from_trusted(300),
+            pay_amount: Money::from_trusted(2_700),
             user_coupon_id: None,
             created_at: paid_at,
             expires_at: paid_at,

@@ -28,7 +28,7 @@ pub use read::{GetOrder, GetOrderError, ListOrders, ListOrdersError};
 mod fixtures {
     use chrono::{Duration, Utc};
     use domain::order::{Order, OrderStatus};
-    use domain::{OrderId, UserId};
+    use domain::{Money, OrderId, UserId};
 
     pub(super) fn uid(raw: i64) -> UserId {
         UserId::new(raw).unwrap()
@@ -46,9 +46,9 @@ mod fixtures {
             user_id: uid(owner),
             status,
             lines: vec![],
-            total_amount: 3_000,
-            discount_amount: 0,
-            pay_amount: 3_000,
+            total_amount: Money::from_trusted(3_000),
+            discount_amount: Money::ZERO,
+            pay_amount: Money::from_trusted(3_000),
             user_coupon_id: None,
             created_at: now,
             expires_at: now + Duration::minutes(5),

@@ -90,6 +90,7 @@ mod tests {
     use super::*;
     use crate::orders::fixtures::{oid, uid};
     use chrono::Utc;
+    use domain::Money;
     use domain::points::Balance;
     use domain::ports::MockOrderStore;
 
@@ -111,7 +112,7 @@ mod tests {
                 Ok(Payment {
                     order_id: pay.order_id,
                     user_id: pay.user_id,
-                    paid_amount: 3_000,
+                    paid_amount: Money::from_trusted(3_000),
                     balance: Balance::from_trusted(7_000),
                     paid_at: Utc::now(),
                 })
