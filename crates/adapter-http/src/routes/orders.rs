@@ -433,3 +433,76 @@ pub async fn pay(
     )
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use utoipa::OpenApi;
+    use utoipa::openapi::RefOr;
+
+    /// Each documented status of `method path`, with its description.
+    fn documented(method: &str, path: &str) -> Vec<(String, String)> {
+        let doc = crate::openapi::ApiDoc::openapi();
+        let item = &doc.paths.paths[path];
+        let op = match method {
+            "get" => item.get.as_ref(),
+            _ => item.post.as_ref(),
+        }
+        .unwrap();
+        op.responses
+            .responses
+            .iter()
+            .map(|(status, response)| {
+                let description = match response {
+                    RefOr::T(response) => response.description.clone(),
+                    RefOr::Ref(_) => String::new(),
+                };
+                (status.clone(), description)
+            })
+            .collect()
+    }
+
+    fn statuses(documented: &[(String, String)]) -> Vec<&str> {
+        documented.iter().map(|(s, _)| s.as_str()).collect()
+    }
+
+    fn description<'a>(documented: &'a [(String, String)], status: &str) -> &'a str {
+        documented
+            .iter()
+            .find(|(s, _)| s == status)
+            .map_or("", |(_, d)| d.as_str())
+    }
+
+    #[test]
+    fn each_order_route_documents_the_refusals_its_own_error_maps_to() {
+        let pay = documented("post", "/api/v1/points/use");
+        assert_eq!(
+            statuses(&pay),
+            ["200", "400", "404", "409", "413", "415", "422"]
+        );
+        assert_eq!(
+            description(&pay, "409"),
+            "IDEMPOTENCY_KEY_IN_USE, ORDER_EXPIRED, ORDER_NOT_PAYABLE, INSUFFICIENT_BALANCE"
+        );
+        let place = documented("post", "/api/v1/orders");
+        assert_eq!(
+            description(&place, "404"),
+            "USER_NOT_FOUND, USER_COUPON_NOT_FOUND, PRODUCT_NOT_FOUND"
+        );
+        assert_eq!(
+            description(&place, "409"),
+            "IDEMPOTENCY_KEY_IN_USE, COUPON_NOT_USABLE, OUT_OF_STOCK"
+        );
+        // A read refuses nothing a payment or a cancel would.
+        let get = documented("get", "/api/v1/orders/{id}");
+        assert_eq!(statuses(&get), ["200", "400", "404"]);
+        assert_eq!(description(&get, "404"), "USER_NOT_FOUND, ORDER_NOT_FOUND");
+        let list = documented("get", "/api/v1/orders");
+        assert_eq!(statuses(&list), ["200", "400", "404"]);
+        let cancel = documented("post", "/api/v1/orders/{id}/cancel");
+        assert_eq!(
+            statuses(&cancel),
+            ["200", "400", "404", "409", "413", "415"]
+        );
+        assert!(description(&cancel, "409").starts_with("ORDER_NOT_CANCELLABLE"));
+    }
+}
