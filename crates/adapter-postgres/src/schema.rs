@@ -138,6 +138,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    user_subjects (subject) {
+        subject -> Text,
+        user_id -> Int8,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     users (id) {
         id -> Int8,
         created_at -> Timestamptz,
@@ -155,6 +163,7 @@ diesel::joinable!(point_history -> point_wallets (user_id));
 diesel::joinable!(point_wallets -> users (user_id));
 diesel::joinable!(user_coupons -> coupons (coupon_id));
 diesel::joinable!(user_coupons -> users (user_id));
+diesel::joinable!(user_subjects -> users (user_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     catalogue_stats,
@@ -169,5 +178,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     point_wallets,
     products,
     user_coupons,
+    user_subjects,
     users,
 );
