@@ -1,6 +1,7 @@
 //! The admin API's gate: `Authorization: Bearer <ADMIN_TOKEN>`, compared in constant
-//! time. Runs before any extractor, so an unauthorised request learns nothing about
-//! its body's validity.
+//! time, or, with end-user authentication on, a bearer token whose scope holds
+//! [`ADMIN_SCOPE`]. Runs before any extractor, so an unauthorised request learns
+//! nothing about its body's validity.
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -11,6 +12,7 @@ use actix_web::{Error, web};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::auth::{ADMIN_SCOPE, AuthError, Authentication, bearer_token};
 use crate::problem::ApiError;
 
 /// The configured token, kept only as its SHA-256 digest: comparing digests takes the
@@ -38,32 +40,55 @@ impl AdminToken {
     /// 403 `ADMIN_DISABLED` without a configured token; 401 `UNAUTHORIZED` for a
     /// missing, malformed or wrong one.
     pub fn check(&self, authorization: Option<&[u8]>) -> Result<(), ApiError> {
-        let Some(expected) = &self.0 else {
+        if self.0.is_none() {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "ADMIN_DISABLED",
                 "the admin API is disabled: no ADMIN_TOKEN is configured",
             ));
-        };
-        let presented = authorization
-            .and_then(bearer_token)
-            .map(|token| Sha256::digest(token.trim_ascii()));
-        match presented {
-            Some(digest) if bool::from(digest.as_slice().ct_eq(expected)) => Ok(()),
-            _ => Err(ApiError::new(
+        }
+        if self.matches(authorization) {
+            Ok(())
+        } else {
+            Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "UNAUTHORIZED",
                 "a valid admin bearer token is required",
-            )),
+            ))
         }
+    }
+
+    /// Whether a token is configured and `authorization` presents it.
+    fn matches(&self, authorization: Option<&[u8]>) -> bool {
+        let (Some(expected), Some(token)) = (&self.0, bearer_token(authorization)) else {
+            return false;
+        };
+        bool::from(Sha256::digest(token).as_slice().ct_eq(expected))
     }
 }
 
-/// The credentials of a `Bearer` authorization: the scheme name is case-insensitive
-/// (RFC 9110 §11.1), so `bearer` and `BEARER` work as `Bearer` does.
-fn bearer_token(authorization: &[u8]) -> Option<&[u8]> {
-    let (scheme, token) = authorization.split_at_checked(b"Bearer ".len())?;
-    scheme.eq_ignore_ascii_case(b"Bearer ").then_some(token)
+/// The admin gate's verdict on an `Authorization` header: the static token passes;
+/// with end-user authentication on, so does a valid token with [`ADMIN_SCOPE`], and
+/// any other is refused as RFC 6750 says (401 for a missing or invalid token, 403
+/// for one without the scope). With it off, [`AdminToken::check`] decides alone.
+///
+/// # Errors
+/// The refusal, as above.
+pub fn authorise(
+    token: &AdminToken,
+    auth: &Authentication,
+    authorization: Option<&[u8]>,
+) -> Result<(), ApiError> {
+    if token.matches(authorization) {
+        return Ok(());
+    }
+    if auth.verifier().is_none() {
+        return token.check(authorization);
+    }
+    match auth.authenticate(authorization)? {
+        Some(principal) if principal.admin => Ok(()),
+        _ => Err(AuthError::InsufficientScope(ADMIN_SCOPE).into()),
+    }
 }
 
 /// Middleware for the admin scope.
@@ -71,15 +96,19 @@ pub async fn require_admin(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
-    let verdict = match req.app_data::<web::Data<AdminToken>>() {
-        Some(token) => token.check(
-            req.headers()
-                .get(header::AUTHORIZATION)
-                .map(header::HeaderValue::as_bytes),
-        ),
-        None => AdminToken::new(None).check(None),
-    };
-    verdict?;
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(header::HeaderValue::as_bytes);
+    let disabled = AdminToken::new(None);
+    let token = req
+        .app_data::<web::Data<AdminToken>>()
+        .map_or(&disabled, |t| t.get_ref());
+    let off = Authentication::default();
+    let auth = req
+        .app_data::<web::Data<Authentication>>()
+        .map_or(&off, |a| a.get_ref());
+    authorise(token, auth, authorization)?;
     next.call(req).await
 }
 
@@ -105,6 +134,68 @@ mod tests {
             assert_eq!(gate.check(Some(bad)).unwrap_err().code(), "UNAUTHORIZED");
         }
         assert_eq!(gate.check(None).unwrap_err().code(), "UNAUTHORIZED");
+    }
+
+    fn jwt_on() -> Authentication {
+        Authentication::new(Some(
+            crate::auth::Verifier::hs256(SECRET, None, None).unwrap(),
+        ))
+    }
+
+    const SECRET: &[u8] = b"a-test-secret-of-at-least-32-bytes!!";
+
+    fn bearer(admin: bool) -> String {
+        let token = crate::auth::mint_hs256(
+            SECRET,
+            &crate::auth::TokenRequest {
+                subject: "ops",
+                admin,
+                ttl: std::time::Duration::from_secs(60),
+                issuer: None,
+                audience: None,
+            },
+        )
+        .unwrap();
+        format!("Bearer {token}")
+    }
+
+    fn verdict(token: &AdminToken, auth: &Authentication, header: Option<&str>) -> (u16, String) {
+        match authorise(token, auth, header.map(str::as_bytes)) {
+            Ok(()) => (200, String::new()),
+            Err(err) => (err.status().as_u16(), err.code().to_owned()),
+        }
+    }
+
+    #[test]
+    fn with_end_user_authentication_on_an_admin_scoped_token_passes_too() {
+        let admin = bearer(true);
+        let user = bearer(false);
+        for token in [AdminToken::new(Some("s3cret")), AdminToken::new(None)] {
+            assert_eq!(verdict(&token, &jwt_on(), Some(&admin)).0, 200);
+            assert_eq!(
+                verdict(&token, &jwt_on(), Some(&user)),
+                (403, "FORBIDDEN".into())
+            );
+            for refused in [None, Some("Bearer junk"), Some("Bearer s3cre")] {
+                assert_eq!(
+                    verdict(&token, &jwt_on(), refused),
+                    (401, "UNAUTHORIZED".into())
+                );
+            }
+        }
+        // The static token still passes, compared as before.
+        let token = AdminToken::new(Some("s3cret"));
+        assert_eq!(verdict(&token, &jwt_on(), Some("Bearer s3cret")).0, 200);
+        // With it off, a JWT is just a wrong static token.
+        let off = Authentication::default();
+        assert_eq!(
+            verdict(&token, &off, Some(&admin)),
+            (401, "UNAUTHORIZED".into())
+        );
+        assert_eq!(
+            verdict(&AdminToken::new(None), &off, Some(&admin)),
+            (403, "ADMIN_DISABLED".into())
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! [`app`] builds the whole actix `App`; the bootstrap crate serves it.
 
 pub mod admin;
+pub mod auth;
 pub mod dto;
 pub mod extract;
 pub mod idempotency;
@@ -28,6 +29,7 @@ use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::admin::{AdminToken, require_admin};
+use crate::auth::{Authentication, Verifier};
 use crate::problem::{ApiError, PROBLEM_JSON};
 use crate::routes::{best, coupons, jobs, ops, orders, points, products, resource, users};
 
@@ -37,6 +39,7 @@ pub struct HttpState {
     pub use_cases: web::Data<UseCases>,
     pub registry: web::Data<Registry>,
     admin_token: web::Data<AdminToken>,
+    authentication: web::Data<Authentication>,
     metrics: PrometheusMetrics,
 }
 
@@ -65,8 +68,18 @@ impl HttpState {
             use_cases: web::Data::new(use_cases),
             registry: web::Data::new(registry),
             admin_token: web::Data::new(AdminToken::new(admin_token)),
+            authentication: web::Data::new(Authentication::default()),
             metrics,
         })
+    }
+
+    /// Turns end-user authentication on with `verifier` (it is off by default).
+    #[must_use]
+    pub fn with_authentication(self, verifier: Verifier) -> Self {
+        Self {
+            authentication: web::Data::new(Authentication::new(Some(verifier))),
+            ..self
+        }
     }
 }
 
@@ -86,6 +99,7 @@ pub fn app(
         .app_data(state.use_cases.clone())
         .app_data(state.registry.clone())
         .app_data(state.admin_token.clone())
+        .app_data(state.authentication.clone())
         .app_data(extract::json_config())
         .app_data(extract::query_config())
         .app_data(extract::path_config())

@@ -1,9 +1,10 @@
 //! The OpenAPI document, generated from the handlers' annotations.
 
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{RefOr, Required, Schema};
 use utoipa::{Modify, OpenApi};
 
+use crate::auth::ADMIN_SCOPE;
 use crate::routes;
 
 #[derive(Debug, OpenApi)]
@@ -51,7 +52,9 @@ use crate::routes;
 )]
 pub struct ApiDoc;
 
-/// Declares the admin bearer-token scheme the admin routes refer to.
+/// Declares the bearer schemes: `admin`, the static `ADMIN_TOKEN`, and `bearer`, an
+/// identity provider's JWT (when end-user authentication is on). An admin route
+/// accepts either; a JWT needs the `shop:admin` scope there.
 #[derive(Debug)]
 struct AdminSecurity;
 
@@ -60,8 +63,39 @@ impl Modify for AdminSecurity {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "admin",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("The static ADMIN_TOKEN"))
+                    .build(),
+            ),
         );
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "A JWT from the identity provider, when end-user authentication is on \
+                         (AUTH_JWT_SECRET set); the admin API needs the scope `shop:admin`",
+                    ))
+                    .build(),
+            ),
+        );
+        for (path, item) in &mut openapi.paths.paths {
+            if !path.starts_with("/api/v1/admin/") {
+                continue;
+            }
+            for op in [&mut item.get, &mut item.post, &mut item.patch]
+                .into_iter()
+                .flatten()
+            {
+                op.security
+                    .get_or_insert_with(Vec::new)
+                    .push(SecurityRequirement::new("bearer", [ADMIN_SCOPE]));
+            }
+        }
     }
 }
 

@@ -50,6 +50,8 @@ pub struct ApiError {
     allow: Option<&'static str>,
     /// Seconds for the `Retry-After` header.
     retry_after: Option<u32>,
+    /// The `WWW-Authenticate` challenge of a 401 or 403 (RFC 6750 §3).
+    challenge: Option<String>,
 }
 
 impl ApiError {
@@ -61,6 +63,16 @@ impl ApiError {
             errors: None,
             allow: None,
             retry_after: None,
+            challenge: None,
+        }
+    }
+
+    /// The same refusal with a `WWW-Authenticate: challenge` header.
+    #[must_use]
+    pub fn with_challenge(self, challenge: String) -> Self {
+        Self {
+            challenge: Some(challenge),
+            ..self
         }
     }
 
@@ -203,6 +215,13 @@ impl ResponseError for ApiError {
         }
         if let Some(secs) = self.retry_after {
             response.insert_header((header::RETRY_AFTER, HeaderValue::from(secs)));
+        }
+        if let Some(value) = self
+            .challenge
+            .as_deref()
+            .and_then(|c| HeaderValue::from_str(c).ok())
+        {
+            response.insert_header((header::WWW_AUTHENTICATE, value));
         }
         response.body(self.body())
     }

@@ -23,6 +23,7 @@ use utoipa::openapi::{ContentBuilder, HeaderBuilder, RefOr, Response, ResponseBu
 use utoipa::{IntoResponses, ToSchema};
 
 use crate::admin::AdminToken;
+use crate::auth::{ADMIN_SCOPE, AuthError};
 use crate::problem::{ApiError, PROBLEM_JSON, Problem};
 
 /// The problems a client can be answered with (refusals; never a 5xx of an unknown
@@ -148,7 +149,8 @@ impl Refusals for Keyed {
 }
 
 /// The refusals of the admin API's bearer check (401 `UNAUTHORIZED`, 403
-/// `ADMIN_DISABLED`), taken from the check itself.
+/// `ADMIN_DISABLED`, and with end-user authentication on 403 `FORBIDDEN` for a token
+/// without the admin scope), taken from the check itself.
 #[derive(Debug)]
 pub struct AdminOnly;
 
@@ -160,7 +162,19 @@ impl Refusals for AdminOnly {
         ]
         .into_iter()
         .filter_map(Result::err)
+        .chain([AuthError::InsufficientScope(ADMIN_SCOPE).into()])
         .collect()
+    }
+}
+
+/// The refusals of a route that takes the [`Caller`](crate::auth::Caller) when
+/// end-user authentication is on: 401 `UNAUTHORIZED` for a missing or invalid token.
+#[derive(Debug)]
+pub struct Authenticated;
+
+impl Refusals for Authenticated {
+    fn refusals() -> Vec<ApiError> {
+        vec![AuthError::InvalidToken.into()]
     }
 }
 
@@ -227,7 +241,7 @@ mod tests {
     #[test]
     fn admin_refusals_come_from_the_bearer_check() {
         let codes: Vec<_> = AdminOnly::refusals().iter().map(ApiError::code).collect();
-        assert_eq!(codes, ["UNAUTHORIZED", "ADMIN_DISABLED"]);
+        assert_eq!(codes, ["UNAUTHORIZED", "ADMIN_DISABLED", "FORBIDDEN"]);
     }
 
     #[test]

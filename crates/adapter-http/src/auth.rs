@@ -1,0 +1,614 @@
+//! End-user authentication: the server as an OAuth 2.0 resource server that trusts JWT
+//! bearer tokens from an identity provider (RFC 6750), off unless key material is
+//! configured.
+//!
+//! [`Verifier`] checks a token against the keys the server trusts; [`Authentication`]
+//! (application data) holds the verifier, or none when authentication is off; the
+//! [`Caller`] extractor hands a handler the [`Principal`] a request's token names.
+//! Refusals are [`AuthError`]s: 401 `UNAUTHORIZED` or 403 `FORBIDDEN` with the
+//! `WWW-Authenticate` challenge RFC 6750 §3 asks for.
+//!
+//! Tokens are never logged, nor any part of one; a refusal says nothing about why the
+//! token was refused.
+
+use std::collections::HashSet;
+use std::future::{Ready, ready};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use actix_web::dev::Payload;
+use actix_web::http::StatusCode;
+use actix_web::http::header;
+use actix_web::{FromRequest, HttpRequest, web};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::problem::ApiError;
+
+/// The scope that lets a token call the admin API.
+pub const ADMIN_SCOPE: &str = "shop:admin";
+
+/// How far a token's `exp` and `nbf` may be off the server's clock.
+pub const LEEWAY_SECS: u64 = 60;
+
+/// The shortest HS256 secret accepted: a key as long as the hash (RFC 7518 §3.2).
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Who made a request, as a verified token says.
+///
+/// `subject` is the token's `sub` claim exactly as the identity provider wrote it: an
+/// opaque string, unique per end user within that provider, never empty. It is not a
+/// shop user id; mapping a subject to a user is the users' routes' business.
+/// `admin` is true when the token's `scope` claim (space-separated scopes, RFC 8693
+/// §4.2) contains [`ADMIN_SCOPE`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub subject: String,
+    pub admin: bool,
+}
+
+/// Why a request's credentials were refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthError {
+    /// No bearer token: 401 with a bare `Bearer` challenge (RFC 6750 §3.1: no error
+    /// code when the request carries no authentication).
+    MissingToken,
+    /// Malformed, badly signed, expired, not yet valid, or for another issuer or
+    /// audience: 401 `error="invalid_token"`, whatever the reason.
+    InvalidToken,
+    /// A valid token without the scope the route needs: 403 `error="insufficient_scope"`.
+    InsufficientScope(&'static str),
+}
+
+impl From<AuthError> for ApiError {
+    fn from(err: AuthError) -> Self {
+        match err {
+            AuthError::MissingToken => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHORIZED",
+                "a bearer token is required",
+            )
+            .with_challenge("Bearer".into()),
+            AuthError::InvalidToken => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHORIZED",
+                "the bearer token is not valid",
+            )
+            .with_challenge(r#"Bearer error="invalid_token""#.into()),
+            AuthError::InsufficientScope(scope) => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "FORBIDDEN",
+                format!("the bearer token lacks the scope {scope}"),
+            )
+            .with_challenge(format!(
+                r#"Bearer error="insufficient_scope", scope="{scope}""#
+            )),
+        }
+    }
+}
+
+/// One key the server trusts, with the one algorithm it verifies: the algorithm comes
+/// from the key's type, never from the token, so `alg: none` and algorithm confusion
+/// (an HMAC token against a public key, or the reverse) find no key.
+struct TrustedKey {
+    /// The `kid` a token names this key by; `None` matches a token without one or
+    /// with a `kid` no other key has.
+    kid: Option<String>,
+    algorithm: Algorithm,
+    key: DecodingKey,
+}
+
+/// The claims the server reads; any others are ignored.
+#[derive(Debug, Deserialize)]
+struct Claims {
+    sub: String,
+    #[serde(default)]
+    scope: Option<String>,
+}
+
+/// Checks bearer tokens: the signature with a trusted key, `exp` and `nbf` (required:
+/// `exp`; both with [`LEEWAY_SECS`]), `iss` and `aud` when configured (then required),
+/// and a non-empty `sub`.
+pub struct Verifier {
+    keys: Vec<TrustedKey>,
+    issuer: Option<String>,
+    audience: Option<String>,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("keys", &self.keys.len())
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .finish()
+    }
+}
+
+impl Verifier {
+    /// A verifier of HS256 tokens signed with `secret`.
+    ///
+    /// # Errors
+    /// When the secret is shorter than [`MIN_SECRET_BYTES`].
+    pub fn hs256(
+        secret: &[u8],
+        issuer: Option<String>,
+        audience: Option<String>,
+    ) -> anyhow::Result<Self> {
+        if secret.len() < MIN_SECRET_BYTES {
+            anyhow::bail!(
+                "the HS256 secret must be at least {MIN_SECRET_BYTES} bytes (got {})",
+                secret.len()
+            );
+        }
+        let key = DecodingKey::from_secret(secret)
+            .map_err(|e| anyhow::anyhow!("reading the HS256 secret: {e}"))?;
+        Ok(Self {
+            keys: vec![TrustedKey {
+                kid: None,
+                algorithm: Algorithm::HS256,
+                key,
+            }],
+            issuer,
+            audience,
+        })
+    }
+
+    /// The principal `token` names.
+    ///
+    /// # Errors
+    /// [`AuthError::InvalidToken`] for any token that does not pass every check.
+    pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::InvalidToken)?;
+        let trusted = self
+            .keys
+            .iter()
+            .find(|k| k.kid.is_some() && k.kid == header.kid)
+            .or_else(|| self.keys.iter().find(|k| k.kid.is_none()))
+            .ok_or(AuthError::InvalidToken)?;
+        let data = jsonwebtoken::decode::<Claims>(
+            token,
+            &trusted.key,
+            &self.validation(trusted.algorithm),
+        )
+        .map_err(|_| AuthError::InvalidToken)?;
+        let Claims { sub, scope } = data.claims;
+        if sub.is_empty() {
+            return Err(AuthError::InvalidToken);
+        }
+        Ok(Principal {
+            subject: sub,
+            admin: scope
+                .as_deref()
+                .is_some_and(|s| s.split_ascii_whitespace().any(|s| s == ADMIN_SCOPE)),
+        })
+    }
+
+    fn validation(&self, algorithm: Algorithm) -> Validation {
+        let mut validation = Validation::new(algorithm);
+        validation.leeway = LEEWAY_SECS;
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        let mut required: HashSet<String> = ["exp", "sub"].map(String::from).into();
+        if let Some(issuer) = &self.issuer {
+            validation.set_issuer(&[issuer]);
+            required.insert("iss".into());
+        }
+        match &self.audience {
+            Some(audience) => {
+                validation.set_audience(&[audience]);
+                required.insert("aud".into());
+            }
+            // No audience configured: a token's `aud`, if any, is not checked.
+            None => validation.validate_aud = false,
+        }
+        validation.required_spec_claims = required;
+        validation
+    }
+}
+
+/// Application data: the verifier when end-user authentication is on, none when off.
+#[derive(Debug, Clone, Default)]
+pub struct Authentication(Option<Arc<Verifier>>);
+
+impl Authentication {
+    pub fn new(verifier: Option<Verifier>) -> Self {
+        Self(verifier.map(Arc::new))
+    }
+
+    pub fn verifier(&self) -> Option<&Verifier> {
+        self.0.as_deref()
+    }
+
+    /// The principal of a request with `authorization` as its `Authorization` header;
+    /// `Ok(None)` when authentication is off (the header is then not looked at).
+    ///
+    /// # Errors
+    /// When authentication is on and the header carries no valid bearer token.
+    pub fn authenticate(
+        &self,
+        authorization: Option<&[u8]>,
+    ) -> Result<Option<Principal>, AuthError> {
+        let Some(verifier) = self.verifier() else {
+            return Ok(None);
+        };
+        let token = bearer_token(authorization).ok_or(AuthError::MissingToken)?;
+        let token = std::str::from_utf8(token).map_err(|_| AuthError::InvalidToken)?;
+        verifier.verify(token).map(Some)
+    }
+}
+
+/// The credentials of a `Bearer` authorization, trimmed: the scheme name is
+/// case-insensitive (RFC 9110 §11.1), so `bearer` and `BEARER` work as `Bearer` does.
+pub(crate) fn bearer_token(authorization: Option<&[u8]>) -> Option<&[u8]> {
+    let (scheme, token) = authorization?.split_at_checked(b"Bearer ".len())?;
+    let token = token.trim_ascii();
+    (scheme.eq_ignore_ascii_case(b"Bearer ") && !token.is_empty()).then_some(token)
+}
+
+/// The caller of a request, for a handler to take as an argument: with
+/// authentication on, the request must carry a valid bearer token (else the handler
+/// never runs and the client gets 401); with it off, every caller is anonymous.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// End-user authentication is off: the request says nothing trusted about who
+    /// made it.
+    Anonymous,
+    Authenticated(Principal),
+}
+
+impl Caller {
+    pub fn principal(&self) -> Option<&Principal> {
+        match self {
+            Self::Anonymous => None,
+            Self::Authenticated(principal) => Some(principal),
+        }
+    }
+}
+
+impl FromRequest for Caller {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let authorization = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(header::HeaderValue::as_bytes);
+        let caller = match req.app_data::<web::Data<Authentication>>() {
+            Some(auth) => auth.authenticate(authorization),
+            None => Ok(None),
+        };
+        ready(
+            caller
+                .map(|p| p.map_or(Self::Anonymous, Self::Authenticated))
+                .map_err(ApiError::from),
+        )
+    }
+}
+
+/// What a minted token says: for `shop-server token` and tests.
+#[derive(Debug, Clone)]
+pub struct TokenRequest<'a> {
+    pub subject: &'a str,
+    pub admin: bool,
+    pub ttl: Duration,
+    pub issuer: Option<&'a str>,
+    pub audience: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct MintedClaims<'a> {
+    sub: &'a str,
+    iat: u64,
+    exp: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    iss: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    aud: Option<&'a str>,
+}
+
+/// An HS256 token signed with `secret`, valid from now for `request.ttl`.
+///
+/// # Errors
+/// When the secret is too short or the clock is before 1970.
+pub fn mint_hs256(secret: &[u8], request: &TokenRequest<'_>) -> anyhow::Result<String> {
+    if secret.len() < MIN_SECRET_BYTES {
+        anyhow::bail!("the HS256 secret must be at least {MIN_SECRET_BYTES} bytes");
+    }
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let claims = MintedClaims {
+        sub: request.subject,
+        iat: now,
+        exp: now.saturating_add(request.ttl.as_secs()),
+        scope: request.admin.then_some(ADMIN_SCOPE),
+        iss: request.issuer,
+        aud: request.audience,
+    };
+    let key = EncodingKey::from_secret(secret)
+        .map_err(|e| anyhow::anyhow!("reading the HS256 secret: {e}"))?;
+    jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key)
+        .map_err(|e| anyhow::anyhow!("signing the token: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::ResponseError;
+    use jsonwebtoken::{encode, get_current_timestamp};
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    const SECRET: &[u8] = b"a-test-secret-of-at-least-32-bytes!!";
+    const ISSUER: &str = "https://id.example";
+    const AUDIENCE: &str = "shop";
+
+    fn verifier() -> Verifier {
+        Verifier::hs256(SECRET, Some(ISSUER.into()), Some(AUDIENCE.into())).unwrap()
+    }
+
+    fn now() -> i64 {
+        i64::try_from(get_current_timestamp()).unwrap()
+    }
+
+    fn claims() -> Value {
+        json!({"sub": "user-1", "iss": ISSUER, "aud": AUDIENCE, "exp": now() + 600})
+    }
+
+    fn with(changes: Value) -> Value {
+        let mut claims = claims();
+        for (k, v) in changes.as_object().unwrap() {
+            if v.is_null() {
+                claims.as_object_mut().unwrap().remove(k);
+            } else {
+                claims[k] = v.clone();
+            }
+        }
+        claims
+    }
+
+    fn sign(claims: &Value) -> String {
+        sign_with(claims, SECRET)
+    }
+
+    fn sign_with(claims: &Value, secret: &[u8]) -> String {
+        encode(
+            &Header::new(Algorithm::HS256),
+            claims,
+            &EncodingKey::from_secret(secret).unwrap(),
+        )
+        .unwrap()
+    }
+
+    /// Unpadded base64url (RFC 7515 §2), for hand-made tokens.
+    fn b64(bytes: &[u8]) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    fn verify(token: &str) -> Result<Principal, AuthError> {
+        verifier().verify(token)
+    }
+
+    #[test]
+    fn the_right_token_names_its_subject() {
+        assert_eq!(
+            verify(&sign(&claims())),
+            Ok(Principal {
+                subject: "user-1".into(),
+                admin: false
+            })
+        );
+    }
+
+    #[test]
+    fn the_admin_scope_makes_an_admin_and_other_scopes_do_not() {
+        let admin = |scope: &str| verify(&sign(&with(json!({"scope": scope})))).map(|p| p.admin);
+        assert_eq!(admin("openid shop:admin profile"), Ok(true));
+        assert_eq!(admin("shop:admin"), Ok(true));
+        assert_eq!(admin("openid shop:administrator"), Ok(false));
+        assert_eq!(admin("shop:admin:read"), Ok(false));
+        assert_eq!(admin(""), Ok(false));
+    }
+
+    #[test]
+    fn malformed_and_wrongly_signed_tokens_are_invalid() {
+        let good = sign(&claims());
+        for bad in [
+            "",
+            "not-a-token",
+            "a.b.c",
+            &good[..good.len() - 2],
+            &format!("{good}x"),
+            &sign_with(&claims(), b"another-secret-of-at-least-32-bytes!"),
+        ] {
+            assert_eq!(verify(bad), Err(AuthError::InvalidToken), "{bad}");
+        }
+    }
+
+    #[test]
+    fn expiry_and_not_before_are_checked_with_a_minute_of_leeway() {
+        let at = |claim: &str, offset: i64| verify(&sign(&with(json!({claim: now() + offset}))));
+        assert_eq!(at("exp", -120), Err(AuthError::InvalidToken));
+        assert!(at("exp", -30).is_ok(), "within the leeway");
+        assert_eq!(at("nbf", 120), Err(AuthError::InvalidToken));
+        assert!(at("nbf", 30).is_ok(), "within the leeway");
+        // A claim of the wrong type is refused, not skipped.
+        for claim in ["exp", "nbf"] {
+            let token = sign(&with(json!({claim: "99999999999"})));
+            assert_eq!(verify(&token), Err(AuthError::InvalidToken), "{claim}");
+        }
+        assert_eq!(
+            verify(&sign(&with(json!({"exp": null})))),
+            Err(AuthError::InvalidToken),
+            "exp is required"
+        );
+    }
+
+    #[test]
+    fn issuer_audience_and_subject_are_required_and_checked() {
+        for changes in [
+            json!({"iss": "https://evil.example"}),
+            json!({"iss": null}),
+            json!({"aud": "other"}),
+            json!({"aud": null}),
+            json!({"sub": null}),
+            json!({"sub": ""}),
+            json!({"sub": 42}),
+        ] {
+            assert_eq!(
+                verify(&sign(&with(changes.clone()))),
+                Err(AuthError::InvalidToken),
+                "{changes}"
+            );
+        }
+        assert!(verify(&sign(&with(json!({"aud": ["other", AUDIENCE]})))).is_ok());
+    }
+
+    #[test]
+    fn without_issuer_or_audience_configured_they_are_not_checked() {
+        let open = Verifier::hs256(SECRET, None, None).unwrap();
+        let token = sign(&with(json!({"iss": "anyone", "aud": "anything"})));
+        assert!(open.verify(&token).is_ok());
+        assert!(
+            open.verify(&sign(&json!({"sub": "u", "exp": now() + 60})))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn alg_none_and_other_algorithms_are_refused() {
+        let payload = b64(claims().to_string().as_bytes());
+        let unsigned = |alg: &str| {
+            let header = b64(json!({"alg": alg, "typ": "JWT"}).to_string().as_bytes());
+            format!("{header}.{payload}.")
+        };
+        for alg in ["none", "None", "NONE"] {
+            assert_eq!(
+                verify(&unsigned(alg)),
+                Err(AuthError::InvalidToken),
+                "{alg}"
+            );
+        }
+        // A token whose header names RS256, signed with the shared secret (what a
+        // verifier that took the algorithm from the token and the secret as the key
+        // would accept), and one signed with HS512: the algorithm is the key's, never
+        // the token's.
+        let header = b64(json!({"alg": "RS256", "typ": "JWT"}).to_string().as_bytes());
+        let message = format!("{header}.{payload}");
+        let signature = jsonwebtoken::crypto::sign(
+            message.as_bytes(),
+            &EncodingKey::from_secret(SECRET).unwrap(),
+            Algorithm::HS256,
+        )
+        .unwrap();
+        assert_eq!(
+            verify(&format!("{message}.{signature}")),
+            Err(AuthError::InvalidToken)
+        );
+        // The same construction under an HS256 header passes: the refusal above is
+        // the algorithm's.
+        let header = b64(json!({"alg": "HS256", "typ": "JWT"}).to_string().as_bytes());
+        let message = format!("{header}.{payload}");
+        let signature = jsonwebtoken::crypto::sign(
+            message.as_bytes(),
+            &EncodingKey::from_secret(SECRET).unwrap(),
+            Algorithm::HS256,
+        )
+        .unwrap();
+        assert!(verify(&format!("{message}.{signature}")).is_ok());
+        let hs512 = encode(
+            &Header::new(Algorithm::HS512),
+            &claims(),
+            &EncodingKey::from_secret(SECRET).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(verify(&hs512), Err(AuthError::InvalidToken));
+    }
+
+    #[test]
+    fn a_short_secret_is_refused() {
+        assert!(Verifier::hs256(b"short", None, None).is_err());
+        assert!(mint_hs256(b"short", &request("u", false)).is_err());
+    }
+
+    fn request(subject: &str, admin: bool) -> TokenRequest<'_> {
+        TokenRequest {
+            subject,
+            admin,
+            ttl: Duration::from_secs(3600),
+            issuer: Some(ISSUER),
+            audience: Some(AUDIENCE),
+        }
+    }
+
+    #[test]
+    fn minted_tokens_verify() {
+        let admin = mint_hs256(SECRET, &request("ops", true)).unwrap();
+        assert_eq!(
+            verify(&admin),
+            Ok(Principal {
+                subject: "ops".into(),
+                admin: true
+            })
+        );
+        let user = mint_hs256(SECRET, &request("u", false)).unwrap();
+        assert_eq!(verify(&user).map(|p| p.admin), Ok(false));
+    }
+
+    #[test]
+    fn bearer_credentials_are_read_from_the_authorization_header() {
+        let auth = Authentication::new(Some(verifier()));
+        let token = sign(&claims());
+        for header in [format!("Bearer {token}"), format!("bearer  {token} ")] {
+            assert!(
+                auth.authenticate(Some(header.as_bytes())).is_ok(),
+                "{header}"
+            );
+        }
+        for missing in [None, Some(&b"Bearer "[..]), Some(b"Basic abc"), Some(b"")] {
+            assert_eq!(auth.authenticate(missing), Err(AuthError::MissingToken));
+        }
+        assert_eq!(
+            auth.authenticate(Some(b"Bearer \xff.x.y")),
+            Err(AuthError::InvalidToken)
+        );
+        // Off: nothing is looked at.
+        assert_eq!(
+            Authentication::default().authenticate(Some(b"Bearer junk")),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn refusals_carry_the_rfc_6750_challenge() {
+        let challenge = |err: AuthError| {
+            let response = ApiError::from(err).error_response();
+            (
+                response.status().as_u16(),
+                response
+                    .headers()
+                    .get(header::WWW_AUTHENTICATE)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned),
+            )
+        };
+        assert_eq!(
+            challenge(AuthError::MissingToken),
+            (401, Some("Bearer".into()))
+        );
+        assert_eq!(
+            challenge(AuthError::InvalidToken),
+            (401, Some(r#"Bearer error="invalid_token""#.into()))
+        );
+        assert_eq!(
+            challenge(AuthError::InsufficientScope(ADMIN_SCOPE)),
+            (
+                403,
+                Some(r#"Bearer error="insufficient_scope", scope="shop:admin""#.into())
+            )
+        );
+    }
+}
