@@ -3,15 +3,15 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Timestamptz};
+use diesel::sql_types::{BigInt, Bool, Text, Timestamptz};
 use domain::UserId;
 use domain::ports::UserRepository;
-use domain::user::User;
+use domain::user::{Registration, Subject, User};
 
 use crate::error::db_error;
 use crate::pool::{PgPool, run};
 use crate::retry::retrying;
-use crate::schema::users;
+use crate::schema::{user_subjects, users};
 use crate::statement::statement;
 
 #[derive(QueryableByName)]
@@ -19,6 +19,48 @@ struct NewId {
     #[diesel(sql_type = BigInt)]
     id: i64,
 }
+
+#[derive(QueryableByName)]
+struct SubjectUser {
+    #[diesel(sql_type = BigInt)]
+    user_id: i64,
+    #[diesel(sql_type = Timestamptz)]
+    created_at: DateTime<Utc>,
+    #[diesel(sql_type = Bool)]
+    created: bool,
+}
+
+/// The user of a subject, and whether this statement created it: one statement that
+/// reads the mapping and, only when there is none, inserts it with a user id drawn from
+/// the users' sequence, then the user and their wallet with that id (the mapping's
+/// foreign key is checked at the end of the statement, when the user exists).
+///
+/// A concurrent registration of the same new subject makes `ON CONFLICT` wait for it and
+/// then insert nothing; the user and wallet are inserted only from the mapping's row, so
+/// the losing side creates no user (it only spends a sequence value). It then returns no
+/// row, because its snapshot predates the winner's commit: [`EXISTING`] reads the
+/// winner's mapping with a fresh one.
+const FOR_SUBJECT: &str = "\
+    WITH found AS ( \
+        SELECT s.user_id, u.created_at FROM user_subjects s \
+        JOIN users u ON u.id = s.user_id WHERE s.subject = $1), \
+    m AS ( \
+        INSERT INTO user_subjects (subject, user_id, created_at) \
+        SELECT $1, nextval(pg_get_serial_sequence('users', 'id')), $2 \
+        WHERE NOT EXISTS (SELECT 1 FROM found) \
+        ON CONFLICT (subject) DO NOTHING \
+        RETURNING user_id), \
+    u AS ( \
+        INSERT INTO users (id, created_at) SELECT user_id, $2 FROM m RETURNING id), \
+    w AS ( \
+        INSERT INTO point_wallets (user_id, balance, updated_at) SELECT id, 0, $2 FROM u) \
+    SELECT user_id, created_at, false AS created FROM found \
+    UNION ALL SELECT id, $2, true FROM u";
+
+/// The user a subject already maps to, read after losing the race to register it.
+const EXISTING: &str = "\
+    SELECT s.user_id, u.created_at, false AS created FROM user_subjects s \
+    JOIN users u ON u.id = s.user_id WHERE s.subject = $1";
 
 /// Users and their wallets in PostgreSQL.
 #[derive(Debug, Clone)]
@@ -66,6 +108,62 @@ impl UserRepository for PgUserRepository {
                 .first::<DateTime<Utc>>(conn)
                 .optional()
                 .map(|found| found.map(|created_at| User { id, created_at }))
+                .map_err(db_error)
+        })
+        .await
+    }
+
+    #[tracing::instrument(name = "pg.users.for_subject", skip_all)]
+    async fn for_subject(
+        &self,
+        subject: &Subject,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<(User, Registration)> {
+        let subject = subject.as_str().to_owned();
+        run(&self.pool, move |conn| {
+            let row = retrying(conn, |conn| {
+                statement(FOR_SUBJECT)
+                    .bind::<Text, _>(subject.as_str())
+                    .bind::<Timestamptz, _>(now)
+                    .get_result::<SubjectUser>(conn)
+                    .optional()
+            })
+            .map_err(db_error)?;
+            let row = match row {
+                Some(row) => row,
+                // Lost the race: the winner committed before `ON CONFLICT` gave way (had
+                // it rolled back, this statement would have inserted), so it is there.
+                None => statement(EXISTING)
+                    .bind::<Text, _>(subject.as_str())
+                    .get_result::<SubjectUser>(conn)
+                    .map_err(db_error)?,
+            };
+            let registration = if row.created {
+                Registration::Created
+            } else {
+                Registration::Existing
+            };
+            Ok((
+                User {
+                    id: UserId::from_trusted(row.user_id),
+                    created_at: row.created_at,
+                },
+                registration,
+            ))
+        })
+        .await
+    }
+
+    #[tracing::instrument(name = "pg.users.user_for_subject", skip_all)]
+    async fn user_for_subject(&self, subject: &Subject) -> anyhow::Result<Option<UserId>> {
+        let subject = subject.as_str().to_owned();
+        run(&self.pool, move |conn| {
+            user_subjects::table
+                .find(subject)
+                .select(user_subjects::user_id)
+                .first::<i64>(conn)
+                .optional()
+                .map(|found| found.map(UserId::from_trusted))
                 .map_err(db_error)
         })
         .await

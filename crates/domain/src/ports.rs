@@ -34,7 +34,7 @@ use crate::page::{KeysetPage, KeysetRequest};
 use crate::points::{Balance, Charged, Credit, PointHistoryEntry};
 use crate::product::{NewProduct, Product, ProductPatch, Restock};
 use crate::sales::{BestSeller, SalesWindow};
-use crate::user::{ForUser, User};
+use crate::user::{ForUser, Registration, Subject, User};
 use crate::{CouponId, OrderId, Page, PageRequest, ProductId, UserId};
 
 /// The time now. A port so tests can fix it.
@@ -78,6 +78,26 @@ pub trait UserRepository: Send + Sync {
     /// # Errors
     /// Only when the store fails.
     async fn find(&self, id: UserId) -> anyhow::Result<Option<User>>;
+
+    /// The user of `subject`: created at `now` with an empty wallet, together with the
+    /// mapping, when the subject is new ([`Registration::Created`]); else the one the
+    /// subject already has ([`Registration::Existing`]). A subject never gets two users,
+    /// however many instances register it at once, and a registration that loses such a
+    /// race leaves no user behind.
+    ///
+    /// # Errors
+    /// Only when the store fails.
+    async fn for_subject(
+        &self,
+        subject: &Subject,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<(User, Registration)>;
+
+    /// The user `subject` maps to, or `None` when it has not been registered.
+    ///
+    /// # Errors
+    /// Only when the store fails.
+    async fn user_for_subject(&self, subject: &Subject) -> anyhow::Result<Option<UserId>>;
 }
 
 /// Why a credit was not applied.

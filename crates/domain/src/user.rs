@@ -1,8 +1,12 @@
-//! Users. A user is an id and a creation time; their wallet is created with them.
+//! Users. A user is an id and a creation time; their wallet is created with them. A
+//! user may also be known to an identity provider by a [`Subject`], which names that one
+//! user for good.
+
+use std::fmt;
 
 use chrono::{DateTime, Utc};
 
-use crate::UserId;
+use crate::{UserId, ValidationError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
@@ -25,5 +29,87 @@ impl<T> ForUser<T> {
             Self::UnknownUser => None,
             Self::Found(found) => Some(found),
         }
+    }
+}
+
+/// Who a user is to the identity provider: a token's `sub` claim, compared exactly as
+/// given (never trimmed nor case-folded). 1–255 characters, no control characters.
+///
+/// A subject names at most one user, and the pairing never changes.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Subject(String);
+
+impl Subject {
+    pub const MAX_CHARS: usize = 255;
+
+    /// # Errors
+    /// [`ValidationError`] on `sub` when empty, longer than 255 characters or holding a
+    /// control character.
+    pub fn new(raw: &str) -> Result<Self, ValidationError> {
+        ValidationError::refuse_control_characters("sub", raw)?;
+        if raw.is_empty() {
+            return Err(ValidationError::new("sub", "must not be empty"));
+        }
+        if raw.chars().count() > Self::MAX_CHARS {
+            return Err(ValidationError::new(
+                "sub",
+                "must be at most 255 characters",
+            ));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A subject is an identifier an identity provider issued, not a secret; it is still
+/// shown only in part, as its length, so that logs do not become a directory of users.
+impl fmt::Debug for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Subject({} chars)", self.0.chars().count())
+    }
+}
+
+/// Whether registering a subject made its user or found the one it already had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registration {
+    /// The subject was new: its user, with an empty wallet, was created now.
+    Created,
+    /// The subject already had this user.
+    Existing,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_subject_is_kept_exactly_as_given() {
+        let subject = Subject::new(" auth0|Abc ").unwrap();
+        assert_eq!(subject.as_str(), " auth0|Abc ");
+    }
+
+    #[test]
+    fn a_subject_is_one_to_255_characters() {
+        assert_eq!(Subject::new("").unwrap_err().field, "sub");
+        assert!(Subject::new("a").is_ok());
+        // Characters, not bytes: 255 two-byte characters are a valid subject.
+        assert!(Subject::new(&"é".repeat(255)).is_ok());
+        assert!(Subject::new(&"é".repeat(256)).is_err());
+    }
+
+    #[test]
+    fn a_subject_holds_no_control_character() {
+        for raw in ["a\u{0}b", "a\nb", "a\u{1b}b", "a\u{7f}b"] {
+            assert_eq!(Subject::new(raw).unwrap_err().field, "sub", "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn a_subject_is_not_printed_in_debug_output() {
+        let subject = Subject::new("user-1234").unwrap();
+        assert_eq!(format!("{subject:?}"), "Subject(9 chars)");
     }
 }
