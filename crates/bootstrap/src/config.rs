@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use adapter_http::auth::MIN_SECRET_BYTES;
 use anyhow::Context;
 use figment::Figment;
 use figment::providers::{Env, Serialized};
@@ -56,6 +57,22 @@ pub struct Config {
     pub log_format: String,
     /// Seed a demo catalogue into an empty database at start-up.
     pub seed_demo_data: bool,
+    /// HS256 secret of end-user bearer tokens (at least 32 bytes); unset or empty
+    /// leaves end-user authentication off.
+    pub auth_jwt_secret: Option<String>,
+    /// The `iss` a token must carry; unset means not checked.
+    pub auth_jwt_issuer: Option<String>,
+    /// The `aud` a token must name; unset means not checked.
+    pub auth_jwt_audience: Option<String>,
+    /// Refuse to start without key material (the production profile).
+    pub auth_required: bool,
+}
+
+impl Config {
+    /// Whether end-user authentication is on: key material is configured.
+    pub fn auth_enabled(&self) -> bool {
+        self.auth_jwt_secret.is_some()
+    }
 }
 
 impl Default for Config {
@@ -82,12 +99,16 @@ impl Default for Config {
             coupon_issue_queue_limit: 1_024,
             log_format: "text".into(),
             seed_demo_data: false,
+            auth_jwt_secret: None,
+            auth_jwt_issuer: None,
+            auth_jwt_audience: None,
+            auth_required: false,
         }
     }
 }
 
 /// Number and boolean settings: figment's `Env` provider parses their text.
-const TYPED: [&str; 14] = [
+const TYPED: [&str; 15] = [
     "OUTBOX_RETENTION_DAYS",
     "OUTBOX_DELIVERY_CONCURRENCY",
     "OUTBOX_SHUTDOWN_GRACE_MS",
@@ -102,12 +123,13 @@ const TYPED: [&str; 14] = [
     "SHUTDOWN_TIMEOUT_SECS",
     "COUPON_ISSUE_QUEUE_LIMIT",
     "SEED_DEMO_DATA",
+    "AUTH_REQUIRED",
 ];
 
 /// Text settings, taken verbatim. `Env` parses every value (`0123` becomes the number 123,
 /// `true` a boolean, `"x"` loses its quotes), so these variables' text reaches figment as
 /// string values instead.
-const VERBATIM: [&str; 7] = [
+const VERBATIM: [&str; 10] = [
     "DATABASE_URL",
     "BIND_ADDR",
     "ADMIN_TOKEN",
@@ -115,6 +137,9 @@ const VERBATIM: [&str; 7] = [
     "DATA_PLATFORM_CA_FILE",
     "BUSINESS_TIMEZONE",
     "LOG_FORMAT",
+    "AUTH_JWT_SECRET",
+    "AUTH_JWT_ISSUER",
+    "AUTH_JWT_AUDIENCE",
 ];
 
 /// The `VERBATIM` variables that are set, each as a figment string value: `Env::iter` yields
@@ -140,12 +165,49 @@ impl Config {
     /// # Errors
     /// When a variable has the wrong type or a value is out of range.
     pub fn from_env() -> anyhow::Result<Self> {
-        let config: Self = Figment::from(Serialized::defaults(Self::default()))
+        Self::read_env()?.validated()
+    }
+
+    /// Reads only what `shop-server token` needs, the `AUTH_*` settings, checked as
+    /// [`Self::from_env`] checks them (no `DATABASE_URL` needed).
+    ///
+    /// # Errors
+    /// When a variable has the wrong type or an `AUTH_*` setting is invalid.
+    pub fn auth_from_env() -> anyhow::Result<Self> {
+        let mut config = Self::read_env()?;
+        config.validate_auth()?;
+        Ok(config)
+    }
+
+    fn read_env() -> anyhow::Result<Self> {
+        Figment::from(Serialized::defaults(Self::default()))
             .merge(Env::raw().only(&TYPED))
             .merge(verbatim_env())
             .extract()
-            .context("reading configuration from the environment")?;
-        config.validated()
+            .context("reading configuration from the environment")
+    }
+
+    /// Empty `AUTH_*` texts mean unset; `AUTH_REQUIRED` needs key material; the
+    /// secret has a minimum length.
+    fn validate_auth(&mut self) -> anyhow::Result<()> {
+        self.auth_jwt_secret = self.auth_jwt_secret.take().filter(|s| !s.is_empty());
+        self.auth_jwt_issuer = self.auth_jwt_issuer.take().filter(|s| !s.is_empty());
+        self.auth_jwt_audience = self.auth_jwt_audience.take().filter(|s| !s.is_empty());
+        if self.auth_required && !self.auth_enabled() {
+            anyhow::bail!(
+                "AUTH_REQUIRED=true but no key material is configured: set AUTH_JWT_SECRET \
+                 (the HS256 secret of end-user tokens) or unset AUTH_REQUIRED"
+            );
+        }
+        if let Some(secret) = &self.auth_jwt_secret
+            && secret.len() < MIN_SECRET_BYTES
+        {
+            anyhow::bail!(
+                "AUTH_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes (got {})",
+                secret.len()
+            );
+        }
+        Ok(())
     }
 
     /// Normalises and checks the settings.
@@ -159,6 +221,7 @@ impl Config {
         self.admin_token = self.admin_token.filter(|t| !t.trim().is_empty());
         self.data_platform_url = self.data_platform_url.filter(|u| !u.trim().is_empty());
         self.data_platform_ca_file = self.data_platform_ca_file.filter(|f| !f.trim().is_empty());
+        self.validate_auth()?;
         if self.db_pool_size == 0 {
             anyhow::bail!("DB_POOL_SIZE must be at least 1");
         }
@@ -420,6 +483,52 @@ mod tests {
                     .data_platform_ca_file,
                 None
             );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn end_user_authentication_is_off_unless_a_secret_is_set() {
+        const SECRET: &str = "0123456789abcdef0123456789abcdef";
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("DATABASE_URL", "postgres://x/y");
+            let config = Config::from_env().map_err(|e| e.to_string())?;
+            assert!(!config.auth_enabled() && !config.auth_required);
+            jail.set_env("AUTH_JWT_SECRET", "");
+            assert!(
+                !Config::from_env()
+                    .map_err(|e| e.to_string())?
+                    .auth_enabled()
+            );
+            // Verbatim: a secret of digits stays text.
+            jail.set_env("AUTH_JWT_SECRET", SECRET);
+            jail.set_env("AUTH_JWT_ISSUER", "0123");
+            jail.set_env("AUTH_JWT_AUDIENCE", "true");
+            let config = Config::from_env().map_err(|e| e.to_string())?;
+            assert_eq!(config.auth_jwt_secret.as_deref(), Some(SECRET));
+            assert_eq!(config.auth_jwt_issuer.as_deref(), Some("0123"));
+            assert_eq!(config.auth_jwt_audience.as_deref(), Some("true"));
+            jail.set_env("AUTH_JWT_SECRET", "too-short");
+            let err = Config::from_env().unwrap_err().to_string();
+            assert!(err.contains("AUTH_JWT_SECRET"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn auth_required_without_key_material_is_a_start_up_error() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("DATABASE_URL", "postgres://x/y");
+            jail.set_env("AUTH_REQUIRED", "true");
+            let err = Config::from_env().unwrap_err().to_string();
+            assert!(
+                err.contains("AUTH_REQUIRED") && err.contains("AUTH_JWT_SECRET"),
+                "{err}"
+            );
+            jail.set_env("AUTH_JWT_SECRET", "0123456789abcdef0123456789abcdef");
+            assert!(Config::from_env().map_err(|e| e.to_string())?.auth_required);
             Ok(())
         });
     }

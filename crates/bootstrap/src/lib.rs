@@ -3,6 +3,7 @@
 //!
 //! [`Application::build`] is what `main` runs and what the end-to-end tests reuse.
 
+pub mod cli;
 pub mod config;
 mod jobs;
 pub mod relay;
@@ -16,6 +17,7 @@ use actix_web::HttpServer;
 use actix_web::dev::{Server, ServerHandle};
 use adapter_dataplatform::{HttpDataPlatform, LoggingDataPlatform};
 use adapter_http::HttpState;
+use adapter_http::auth::Verifier;
 use adapter_postgres::{
     IssueBatcher, IssueBatcherLimits, PgCouponStore, PgHealthCheck, PgIdempotencyStore,
     PgOrderStore, PgOutboxStore, PgPointStore, PgPool, PgProductRepository, PgSalesStore,
@@ -146,11 +148,32 @@ impl Application {
             tracing::info!("seeded a demo catalogue into the empty database");
         }
         let registry = Registry::new();
-        let state = HttpState::new(
+        let mut state = HttpState::new(
             use_cases.clone(),
             registry.clone(),
             config.admin_token.as_deref(),
         )?;
+        match &config.auth_jwt_secret {
+            Some(secret) => {
+                let verifier = Verifier::hs256(
+                    secret.as_bytes(),
+                    config.auth_jwt_issuer.clone(),
+                    config.auth_jwt_audience.clone(),
+                )
+                .context("AUTH_JWT_SECRET")?;
+                tracing::info!(
+                    issuer = config.auth_jwt_issuer.as_deref(),
+                    audience = config.auth_jwt_audience.as_deref(),
+                    "end-user authentication on: HS256 bearer tokens"
+                );
+                state = state.with_authentication(verifier);
+            }
+            None => tracing::warn!(
+                "end-user authentication is DISABLED: no AUTH_JWT_SECRET is configured, so \
+                 any client may act for any user (set AUTH_REQUIRED=true to refuse to start \
+                 like this)"
+            ),
+        }
 
         let listener = TcpListener::bind(&config.bind_addr)
             .with_context(|| format!("binding {}", config.bind_addr))?;

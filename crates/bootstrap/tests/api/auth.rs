@@ -1,0 +1,132 @@
+//! End-user authentication on (`AUTH_JWT_SECRET` set): the admin API takes a token with
+//! the `shop:admin` scope as it takes `ADMIN_TOKEN`, and refuses others as RFC 6750 says.
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode, get_current_timestamp};
+use reqwest::{Method, Response};
+use serde_json::{Value, json};
+
+use crate::helpers::{ADMIN_TOKEN, TestApp, assert_problem, spawn_app, spawn_app_with};
+
+const SECRET: &str = "an-end-to-end-secret-of-32-bytes+";
+const ISSUER: &str = "https://id.example";
+const AUDIENCE: &str = "shop";
+
+async fn spawn_with_auth() -> TestApp {
+    spawn_app_with(|c| {
+        c.auth_jwt_secret = Some(SECRET.into());
+        c.auth_jwt_issuer = Some(ISSUER.into());
+        c.auth_jwt_audience = Some(AUDIENCE.into());
+    })
+    .await
+}
+
+/// A token for `subject`, expiring `exp_in` seconds from now, with `scope`.
+fn token(subject: &str, scope: Option<&str>, exp_in: i64) -> String {
+    let now = i64::try_from(get_current_timestamp()).unwrap();
+    let mut claims = json!({"sub": subject, "iss": ISSUER, "aud": AUDIENCE, "exp": now + exp_in});
+    if let Some(scope) = scope {
+        claims["scope"] = json!(scope);
+    }
+    encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(SECRET.as_bytes()).unwrap(),
+    )
+    .unwrap()
+}
+
+async fn create_product(app: &TestApp, authorization: Option<&str>) -> Response {
+    let mut req = app
+        .client
+        .request(Method::POST, app.url("/api/v1/admin/products"))
+        .json(&json!({"name": "Mug", "description": "350 ml", "price": 12000, "stock": 5}));
+    if let Some(value) = authorization {
+        req = req.header("authorization", value);
+    }
+    req.send().await.unwrap()
+}
+
+fn challenge(res: &Response) -> String {
+    res.headers()
+        .get("www-authenticate")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn products(app: &TestApp) -> String {
+    app.db
+        .query_scalar("SELECT count(*) FROM products")
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_admin_scoped_token_may_call_the_admin_api_and_a_token_without_the_scope_may_not() {
+    let app = spawn_with_auth().await;
+    let user = format!("Bearer {}", token("alice", Some("openid profile"), 600));
+    let res = create_product(&app, Some(&user)).await;
+    let www = challenge(&res);
+    assert_problem(res, 403, "FORBIDDEN").await;
+    assert!(www.contains(r#"error="insufficient_scope""#), "{www}");
+    assert_eq!(products(&app), "0", "nothing created on refusal");
+
+    let admin = format!("Bearer {}", token("ops", Some("openid shop:admin"), 600));
+    let res = create_product(&app, Some(&admin)).await;
+    assert_eq!(res.status().as_u16(), 201);
+    // The static token still works alongside.
+    let res = create_product(&app, Some(&format!("Bearer {ADMIN_TOKEN}"))).await;
+    assert_eq!(res.status().as_u16(), 201);
+    assert_eq!(products(&app), "2");
+}
+
+#[tokio::test]
+async fn a_missing_or_invalid_token_on_an_admin_route_is_401_with_a_bearer_challenge() {
+    let app = spawn_with_auth().await;
+    let res = create_product(&app, None).await;
+    assert_eq!(
+        challenge(&res),
+        "Bearer",
+        "no error code without credentials"
+    );
+    assert_problem(res, 401, "UNAUTHORIZED").await;
+
+    let expired = token("ops", Some("shop:admin"), -120);
+    let wrong_key = encode(
+        &Header::new(Algorithm::HS256),
+        &json!({"sub": "ops", "iss": ISSUER, "aud": AUDIENCE, "exp": 4_102_444_800_u64, "scope": "shop:admin"}),
+        &EncodingKey::from_secret(b"not-the-server-secret-of-32-bytes").unwrap(),
+    )
+    .unwrap();
+    for bad in [expired.as_str(), &wrong_key, "not.a.token", "junk"] {
+        let res = create_product(&app, Some(&format!("Bearer {bad}"))).await;
+        let www = challenge(&res);
+        let body: Value = assert_problem(res, 401, "UNAUTHORIZED").await;
+        assert_eq!(www, r#"Bearer error="invalid_token""#, "{bad}");
+        assert!(!body.to_string().contains(bad), "the token is not echoed");
+    }
+    assert_eq!(products(&app), "0");
+}
+
+#[tokio::test]
+async fn with_authentication_off_a_token_is_just_a_wrong_admin_token() {
+    let app = spawn_app().await;
+    let admin = format!("Bearer {}", token("ops", Some("shop:admin"), 600));
+    let res = create_product(&app, Some(&admin)).await;
+    assert_problem(res, 401, "UNAUTHORIZED").await;
+    assert_eq!(products(&app), "0");
+}
+
+#[tokio::test]
+async fn the_openapi_document_declares_the_bearer_scheme_on_admin_routes() {
+    let app = spawn_app().await;
+    let doc: Value = app.get("/openapi.json").await.json().await.unwrap();
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["bearerFormat"],
+        "JWT"
+    );
+    let security = &doc["paths"]["/api/v1/admin/products"]["post"]["security"];
+    assert_eq!(
+        security,
+        &json!([{"admin": []}, {"bearer": ["shop:admin"]}])
+    );
+}
