@@ -1,10 +1,12 @@
-//! Creating and looking up users.
+//! Creating and looking up users, and knowing which user an identity provider's
+//! subject is.
 
+use std::fmt;
 use std::sync::Arc;
 
 use domain::UserId;
 use domain::ports::{Clock, UserRepository};
-use domain::user::User;
+use domain::user::{Registration, Subject, User};
 
 /// Registers a new user with an empty wallet.
 #[derive(Clone)]
@@ -59,7 +61,135 @@ impl GetUser {
     }
 }
 
-crate::debug_opaque!(CreateUser, GetUser);
+/// This instance's memory of which user each subject is: bounded (the least useful
+/// entries are evicted), shared by [`RegisterSubject`] and [`ResolveSubject`].
+///
+/// A subject's user never changes once registered, so an entry never goes stale and
+/// instances need not agree on what they hold. Only found users are kept: a subject not
+/// registered yet may be registered by any instance at any time.
+#[derive(Clone)]
+pub struct SubjectCache(Arc<quick_cache::sync::Cache<Subject, UserId>>);
+
+impl SubjectCache {
+    /// A cache of at most `capacity` subjects.
+    pub fn new(capacity: usize) -> Self {
+        Self(Arc::new(quick_cache::sync::Cache::new(capacity)))
+    }
+
+    /// How many subjects it holds now.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The most subjects it holds.
+    pub fn capacity(&self) -> u64 {
+        self.0.capacity()
+    }
+
+    fn get(&self, subject: &Subject) -> Option<UserId> {
+        self.0.get(subject)
+    }
+
+    fn remember(&self, subject: &Subject, user: UserId) {
+        self.0.insert(subject.clone(), user);
+    }
+}
+
+impl fmt::Debug for SubjectCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SubjectCache")
+            .field("len", &self.len())
+            .field("capacity", &self.capacity())
+            .finish()
+    }
+}
+
+/// Registers the caller's subject: creates its user (with an empty wallet) the first
+/// time, returns that same user every time after.
+#[derive(Clone)]
+pub struct RegisterSubject {
+    users: Arc<dyn UserRepository>,
+    clock: Arc<dyn Clock>,
+    cache: SubjectCache,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterSubjectError {
+    #[error(transparent)]
+    Unknown(#[from] anyhow::Error),
+}
+
+impl RegisterSubject {
+    pub fn new(users: Arc<dyn UserRepository>, clock: Arc<dyn Clock>, cache: SubjectCache) -> Self {
+        Self {
+            users,
+            clock,
+            cache,
+        }
+    }
+
+    /// Always asks the store, which alone knows whether the subject is new; the answer
+    /// is remembered for [`ResolveSubject`].
+    ///
+    /// # Errors
+    /// [`RegisterSubjectError::Unknown`] when the store fails.
+    #[tracing::instrument(name = "register_subject", skip_all)]
+    pub async fn execute(
+        &self,
+        subject: &Subject,
+    ) -> Result<(User, Registration), RegisterSubjectError> {
+        let (user, registration) = self.users.for_subject(subject, self.clock.now()).await?;
+        self.cache.remember(subject, user.id);
+        Ok((user, registration))
+    }
+}
+
+/// Which user the caller's subject is, for every authenticated request: from this
+/// instance's [`SubjectCache`] when it has the subject (no round trip), else from the
+/// store, once.
+#[derive(Clone)]
+pub struct ResolveSubject {
+    users: Arc<dyn UserRepository>,
+    cache: SubjectCache,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveSubjectError {
+    /// The subject has no user yet: it registers with `POST /users` first.
+    #[error("the subject is not registered")]
+    Unregistered,
+    #[error(transparent)]
+    Unknown(#[from] anyhow::Error),
+}
+
+impl ResolveSubject {
+    pub fn new(users: Arc<dyn UserRepository>, cache: SubjectCache) -> Self {
+        Self { users, cache }
+    }
+
+    /// # Errors
+    /// [`ResolveSubjectError::Unregistered`] when the subject has no user;
+    /// [`ResolveSubjectError::Unknown`] when the store fails.
+    #[tracing::instrument(name = "resolve_subject", skip_all)]
+    pub async fn execute(&self, subject: &Subject) -> Result<UserId, ResolveSubjectError> {
+        if let Some(user) = self.cache.get(subject) {
+            return Ok(user);
+        }
+        let user = self
+            .users
+            .user_for_subject(subject)
+            .await?
+            .ok_or(ResolveSubjectError::Unregistered)?;
+        self.cache.remember(subject, user);
+        Ok(user)
+    }
+}
+
+crate::debug_opaque!(CreateUser, GetUser, RegisterSubject, ResolveSubject);
 
 #[cfg(test)]
 mod tests {
@@ -136,5 +266,133 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(user.id.get(), 9);
+    }
+
+    fn subject(raw: &str) -> Subject {
+        Subject::new(raw).unwrap()
+    }
+
+    fn user(id: i64) -> User {
+        User {
+            id: UserId::new(id).unwrap(),
+            created_at: Utc.timestamp_opt(1_000, 0).single().unwrap(),
+        }
+    }
+
+    #[tokio::test]
+    async fn registering_asks_the_store_with_the_clock_every_time() {
+        let mut users = MockUserRepository::new();
+        let mut first = true;
+        users
+            .expect_for_subject()
+            .withf(|subject, now| subject.as_str() == "idp|a" && now.timestamp() == 1_000)
+            .times(2)
+            .returning(move |_, _| {
+                let registration = if first {
+                    Registration::Created
+                } else {
+                    Registration::Existing
+                };
+                first = false;
+                Ok((user(7), registration))
+            });
+        let register = RegisterSubject::new(Arc::new(users), clock_at(1_000), SubjectCache::new(8));
+        let (created, registration) = register.execute(&subject("idp|a")).await.unwrap();
+        assert_eq!((created.id.get(), registration), (7, Registration::Created));
+        let (again, registration) = register.execute(&subject("idp|a")).await.unwrap();
+        assert_eq!((again.id.get(), registration), (7, Registration::Existing));
+    }
+
+    #[tokio::test]
+    async fn a_registered_subject_resolves_without_asking_the_store() {
+        let mut users = MockUserRepository::new();
+        users
+            .expect_for_subject()
+            .returning(|_, _| Ok((user(7), Registration::Created)));
+        users.expect_user_for_subject().times(0);
+        let users: Arc<dyn UserRepository> = Arc::new(users);
+        let cache = SubjectCache::new(8);
+        RegisterSubject::new(users.clone(), clock_at(0), cache.clone())
+            .execute(&subject("idp|a"))
+            .await
+            .unwrap();
+        let resolved = ResolveSubject::new(users, cache)
+            .execute(&subject("idp|a"))
+            .await
+            .unwrap();
+        assert_eq!(resolved.get(), 7);
+    }
+
+    #[tokio::test]
+    async fn a_subject_is_read_from_the_store_once_then_remembered() {
+        let mut users = MockUserRepository::new();
+        users
+            .expect_user_for_subject()
+            .withf(|subject| subject.as_str() == "idp|b")
+            .times(1)
+            .returning(|_| Ok(Some(UserId::new(9).unwrap())));
+        let resolve = ResolveSubject::new(Arc::new(users), SubjectCache::new(8));
+        for _ in 0..3 {
+            assert_eq!(resolve.execute(&subject("idp|b")).await.unwrap().get(), 9);
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unregistered_subject_is_refused_and_not_remembered() {
+        let mut users = MockUserRepository::new();
+        // Asked each time: the subject may be registered in between, by any instance.
+        users
+            .expect_user_for_subject()
+            .times(2)
+            .returning(|_| Ok(None));
+        let cache = SubjectCache::new(8);
+        let resolve = ResolveSubject::new(Arc::new(users), cache.clone());
+        for _ in 0..2 {
+            let err = resolve.execute(&subject("idp|c")).await.unwrap_err();
+            assert!(matches!(err, ResolveSubjectError::Unregistered));
+        }
+        assert!(cache.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_store_failure_while_resolving_or_registering_is_unknown() {
+        let mut users = MockUserRepository::new();
+        users
+            .expect_user_for_subject()
+            .returning(|_| Err(anyhow::anyhow!("boom")));
+        users
+            .expect_for_subject()
+            .returning(|_, _| Err(anyhow::anyhow!("boom")));
+        let users: Arc<dyn UserRepository> = Arc::new(users);
+        let cache = SubjectCache::new(8);
+        let err = ResolveSubject::new(users.clone(), cache.clone())
+            .execute(&subject("idp|d"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ResolveSubjectError::Unknown(_)));
+        let err = RegisterSubject::new(users, clock_at(0), cache.clone())
+            .execute(&subject("idp|d"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, RegisterSubjectError::Unknown(_)));
+        assert!(cache.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_cache_holds_at_most_its_capacity() {
+        let mut users = MockUserRepository::new();
+        users
+            .expect_user_for_subject()
+            .returning(|_| Ok(Some(UserId::new(1).unwrap())));
+        let cache = SubjectCache::new(16);
+        let resolve = ResolveSubject::new(Arc::new(users), cache.clone());
+        for n in 0..1_000 {
+            resolve
+                .execute(&subject(&format!("idp|{n}")))
+                .await
+                .unwrap();
+        }
+        assert!(cache.len() <= 16, "{cache:?}");
+        assert!(!cache.is_empty());
     }
 }

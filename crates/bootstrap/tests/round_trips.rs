@@ -27,7 +27,7 @@ use application::orders::{
     PlaceOrder, PlaceOrderCommand, PlaceOrderError,
 };
 use application::points::{ChargeCommand, ChargePoints, GetBalance, GetPointHistory};
-use application::users::CreateUser;
+use application::users::{CreateUser, RegisterSubject, ResolveSubject, SubjectCache};
 use chrono::{DateTime, Duration, Utc};
 use domain::idempotency::{
     Completion, Fingerprint, IdempotencyKey, IdempotencyScope, StoredResponse,
@@ -36,6 +36,7 @@ use domain::order::{OrderItems, OrderQuantity, OrderStatus};
 use domain::points::{ChargeAmount, Charged};
 use domain::ports::{Clock, ProductRepository, SystemClock};
 use domain::product::{Description, NewProduct, Price, ProductName, Stock};
+use domain::user::{Registration, Subject};
 use domain::{OrderId, PageRequest, ProductId, UserId};
 
 /// A clock stopped at one instant: whatever the instance believes the time is, the
@@ -201,6 +202,38 @@ async fn creating_a_user_with_their_wallet_is_one_round_trip() {
     let (user, n) = f.trips.count(f.create_user().execute()).await;
     user.unwrap();
     assert_eq!(n, 1);
+}
+
+/// Registering a subject is one round trip, first time or not; resolving it costs none
+/// on the instance that registered it, and one on another instance, once.
+#[tokio::test]
+async fn registering_a_subject_is_one_round_trip_and_resolving_a_known_one_none() {
+    let f = Fixture::new();
+    let users = Arc::new(PgUserRepository::new(f.pool.clone()));
+    let cache = SubjectCache::new(64);
+    let register = RegisterSubject::new(users.clone(), f.clock.clone(), cache.clone());
+    let resolve = ResolveSubject::new(users.clone(), cache);
+    let subject = |raw: &str| Subject::new(raw).unwrap();
+    // Warm the connection's statements.
+    register.execute(&subject("warm")).await.unwrap();
+    ResolveSubject::new(users.clone(), SubjectCache::new(64))
+        .execute(&subject("warm"))
+        .await
+        .unwrap();
+
+    let (created, n) = f.trips.count(register.execute(&subject("new"))).await;
+    assert_eq!((created.unwrap().1, n), (Registration::Created, 1));
+    let (again, n) = f.trips.count(register.execute(&subject("new"))).await;
+    assert_eq!((again.unwrap().1, n), (Registration::Existing, 1));
+    let (resolved, n) = f.trips.count(resolve.execute(&subject("new"))).await;
+    resolved.unwrap();
+    assert_eq!(n, 0, "the registering instance remembers the subject");
+
+    let other_instance = ResolveSubject::new(users, SubjectCache::new(64));
+    let (first, n_first) = f.trips.count(other_instance.execute(&subject("new"))).await;
+    let (then, n_then) = f.trips.count(other_instance.execute(&subject("new"))).await;
+    assert_eq!(first.unwrap(), then.unwrap());
+    assert_eq!((n_first, n_then), (1, 0));
 }
 
 #[tokio::test]
