@@ -70,6 +70,8 @@ impl std::fmt::Debug for Ports {
 pub struct UseCases {
     pub create_user: users::CreateUser,
     pub get_user: users::GetUser,
+    pub register_subject: users::RegisterSubject,
+    pub resolve_subject: users::ResolveSubject,
     pub charge_points: points::ChargePoints,
     pub get_balance: points::GetBalance,
     pub get_point_history: points::GetPointHistory,
@@ -100,9 +102,16 @@ pub struct UseCases {
 impl UseCases {
     pub fn new(ports: &Ports, settings: &Settings) -> Self {
         let ranking = sales::RankingCache::default();
+        let subjects = users::SubjectCache::default();
         Self {
             create_user: users::CreateUser::new(ports.users.clone(), ports.clock.clone()),
             get_user: users::GetUser::new(ports.users.clone()),
+            register_subject: users::RegisterSubject::new(
+                ports.users.clone(),
+                ports.clock.clone(),
+                subjects.clone(),
+            ),
+            resolve_subject: users::ResolveSubject::new(ports.users.clone(), subjects),
             charge_points: points::ChargePoints::new(ports.points.clone(), ports.clock.clone()),
             get_balance: points::GetBalance::new(ports.points.clone()),
             get_point_history: points::GetPointHistory::new(ports.points.clone()),

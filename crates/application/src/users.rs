@@ -71,6 +71,10 @@ impl GetUser {
 pub struct SubjectCache(Arc<quick_cache::sync::Cache<Subject, UserId>>);
 
 impl SubjectCache {
+    /// How many subjects an instance remembers by default: each entry is a subject of at
+    /// most 255 characters and an id, so a full cache holds a few tens of megabytes.
+    pub const DEFAULT_CAPACITY: usize = 100_000;
+
     /// A cache of at most `capacity` subjects.
     pub fn new(capacity: usize) -> Self {
         Self(Arc::new(quick_cache::sync::Cache::new(capacity)))
@@ -96,6 +100,12 @@ impl SubjectCache {
 
     fn remember(&self, subject: &Subject, user: UserId) {
         self.0.insert(subject.clone(), user);
+    }
+}
+
+impl Default for SubjectCache {
+    fn default() -> Self {
+        Self::new(Self::DEFAULT_CAPACITY)
     }
 }
 

@@ -4,15 +4,16 @@ use actix_web::http::StatusCode;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use application::UseCases;
-use application::users::{CreateUserError, GetUserError};
+use application::users::{CreateUserError, GetUserError, RegisterSubjectError};
 use domain::UserId;
-use domain::user::User;
+use domain::user::{Registration, Subject, User};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::auth::{AuthError, Caller};
 use crate::dto::{BodyRefusals, path_id};
 use crate::problem::ApiError;
-use crate::refusals::{Invalid, Refused};
+use crate::refusals::{Authenticated, Invalid, Refused};
 use crate::strict_json::StrictValue;
 use chrono::{DateTime, Utc};
 
@@ -44,6 +45,14 @@ impl From<CreateUserError> for ApiError {
     }
 }
 
+impl From<RegisterSubjectError> for ApiError {
+    fn from(err: RegisterSubjectError) -> Self {
+        match err {
+            RegisterSubjectError::Unknown(e) => Self::unknown(&e),
+        }
+    }
+}
+
 crate::refusals!(GetUserError {
     UserNotFound;
     unlisted Unknown
@@ -59,19 +68,26 @@ impl From<GetUserError> for ApiError {
 }
 
 /// Registers a user with an empty wallet. The body, if any, must be a JSON object.
+///
+/// With end-user authentication on, the user is the bearer token's subject's: created
+/// the first time (201), the same user every time after (200). A subject never gets two
+/// users, however many requests race.
 #[utoipa::path(
     post, path = "/api/v1/users", tag = "users",
     operation_id = "createUser",
     request_body(content = CreateUserRequest, description = "Optional: no body, or a JSON object (`{}`); its fields are ignored", content_type = "application/json"),
+    security((), ("bearer" = [])),
     responses(
         (status = 201, description = "Created", body = UserResponse,
          headers(("Location" = String, description = "URL of the new user"))),
-        Refused<Invalid>,
+        (status = 200, description = "End-user authentication on: the token's subject already had this user", body = UserResponse),
+        Refused<(Invalid, Authenticated)>,
         BodyRefusals,
     )
 )]
 pub async fn create_user(
     use_cases: web::Data<UseCases>,
+    caller: Caller,
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
@@ -99,10 +115,23 @@ pub async fn create_user(
             ));
         }
     }
-    let user = use_cases.create_user.execute().await?;
-    Ok(HttpResponse::Created()
+    let Some(principal) = caller.principal() else {
+        let user = use_cases.create_user.execute().await?;
+        return Ok(created(user));
+    };
+    // A verified token whose subject the shop cannot hold (over 255 characters, or a
+    // control character) is refused as any unusable token is, saying nothing more.
+    let subject = Subject::new(&principal.subject).map_err(|_| AuthError::InvalidToken)?;
+    match use_cases.register_subject.execute(&subject).await? {
+        (user, Registration::Created) => Ok(created(user)),
+        (user, Registration::Existing) => Ok(HttpResponse::Ok().json(UserResponse::from(user))),
+    }
+}
+
+fn created(user: User) -> HttpResponse {
+    HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/api/v1/users/{}", user.id)))
-        .json(UserResponse::from(user)))
+        .json(UserResponse::from(user))
 }
 
 /// One user.

@@ -21,4 +21,5 @@ mod ops;
 mod orders;
 mod points;
 mod products;
+mod user_subjects;
 mod users;
