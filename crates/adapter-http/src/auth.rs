@@ -20,6 +20,7 @@ use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, web};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
@@ -151,6 +152,55 @@ impl Verifier {
             }],
             issuer,
             audience,
+        })
+    }
+
+    /// A verifier of tokens signed with the public keys of a JWK set (RFC 7517): an RSA
+    /// key verifies RS256 only, a P-256 key ES256 only, each found by the token's `kid`.
+    /// Keys of another type, for encryption, or naming another algorithm are skipped.
+    /// With public keys from elsewhere, the issuer and the audience are required.
+    ///
+    /// # Errors
+    /// When the set cannot be read or holds no usable key.
+    pub fn from_jwk_set(json: &str, issuer: String, audience: String) -> anyhow::Result<Self> {
+        let set: JwkSet =
+            serde_json::from_str(json).map_err(|e| anyhow::anyhow!("reading the JWK set: {e}"))?;
+        let mut keys = Vec::new();
+        for jwk in &set.keys {
+            let kid = jwk.common.key_id.clone();
+            let (algorithm, named) = match &jwk.algorithm {
+                AlgorithmParameters::RSA(_) => (Algorithm::RS256, KeyAlgorithm::RS256),
+                AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 => {
+                    (Algorithm::ES256, KeyAlgorithm::ES256)
+                }
+                _ => {
+                    tracing::warn!(?kid, "JWK of an unsupported type skipped");
+                    continue;
+                }
+            };
+            let for_signatures = !matches!(
+                jwk.common.public_key_use,
+                Some(PublicKeyUse::Encryption | PublicKeyUse::Other(_))
+            );
+            if !for_signatures || jwk.common.key_algorithm.is_some_and(|alg| alg != named) {
+                tracing::warn!(?kid, "JWK not for {algorithm:?} signatures skipped");
+                continue;
+            }
+            let key = DecodingKey::from_jwk(jwk)
+                .map_err(|e| anyhow::anyhow!("reading the JWK {kid:?}: {e}"))?;
+            keys.push(TrustedKey {
+                kid,
+                algorithm,
+                key,
+            });
+        }
+        if keys.is_empty() {
+            anyhow::bail!("the JWK set holds no RS256 or ES256 signing key");
+        }
+        Ok(Self {
+            keys,
+            issuer: Some(issuer),
+            audience: Some(audience),
         })
     }
 
@@ -526,6 +576,98 @@ mod tests {
         )
         .unwrap();
         assert_eq!(verify(&hs512), Err(AuthError::InvalidToken));
+    }
+
+    /// Two P-256 key pairs (PKCS #8 DER, and the public point) and an RSA public key,
+    /// made for these tests only.
+    const EC_A_PRIVATE: &str = "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgERaQ0ERV+hqS10NhlMryJsZXpUl6yV7MCR7STkxXZzehRANCAASwz+XB9KtsMWH8QReGCI2KYCykZ8y/JaKEWRd8XCxEGZVgbC/L87nNPBYRSb+lPHUk2EiTpRrKCAxI4ZMPPF27";
+    const EC_A: (&str, &str) = (
+        "sM_lwfSrbDFh_EEXhgiNimAspGfMvyWihFkXfFwsRBk",
+        "lWBsL8vzuc08FhFJv6U8dSTYSJOlGsoIDEjhkw88Xbs",
+    );
+    const EC_B_PRIVATE: &str = "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgPf/74t0FuZKXHvudDmX5WW9ddWaaVsS2nxMaMN7PW/6hRANCAAR8a4ec9eqqEIK50vFxrLr/Ft2X1YZEGv6b+LuDO4fCbMj0CHG9Oam8kZaXxzWZ/UNwV0Fo75WniMTkrnSpyENh";
+    const EC_B: (&str, &str) = (
+        "fGuHnPXqqhCCudLxcay6_xbdl9WGRBr-m_i7gzuHwmw",
+        "yPQIcb05qbyRlpfHNZn9Q3BXQWjvlaeIxOSudKnIQ2E",
+    );
+    const RSA_N: &str = "tlIXWhS8xB89vlven5dGFKoctDs6VhstzaHJ8F5wSFcFLAo7FvT9BcdMULEKdlBzhOqPWs6DPcGukYhL6L-Oqq3bNOhbW8C_YFnLCg57sfGPxbI86WRx__U0gprOg-r7PruAqUmJfeNHqKEVggS2cyDHkhGVRnYJdW32ap2HoEN2TRFR0FJ05Olt2sgg13rUpoiTsCYRJD_DeGp3oiUZcG0MEPIAznpSCgCTrqQ3Cd1oa1pPt7PAVw56lJrF8S3KS3oK7pvvnZSuE9-3vds02_GYhHRt1JizN_xD6h5dheb98ly_VbkdgbCS6Xx7spG67ozXynq_40avlQQIWYV57Q";
+
+    fn ec_jwk(kid: &str, (x, y): (&str, &str)) -> Value {
+        json!({"kty": "EC", "crv": "P-256", "x": x, "y": y, "kid": kid, "use": "sig", "alg": "ES256"})
+    }
+
+    fn jwks_verifier(keys: Value) -> anyhow::Result<Verifier> {
+        Verifier::from_jwk_set(
+            &json!({ "keys": keys }).to_string(),
+            ISSUER.into(),
+            AUDIENCE.into(),
+        )
+    }
+
+    fn es256(private: &str, kid: &str) -> String {
+        use base64::Engine;
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(private)
+            .unwrap();
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(kid.into());
+        encode(&header, &claims(), &EncodingKey::from_ec_der(&der)).unwrap()
+    }
+
+    #[test]
+    fn a_jwk_set_verifies_es256_tokens_by_kid() {
+        let set = jwks_verifier(json!([ec_jwk("a", EC_A), ec_jwk("b", EC_B)])).unwrap();
+        assert!(set.verify(&es256(EC_A_PRIVATE, "a")).is_ok());
+        assert!(set.verify(&es256(EC_B_PRIVATE, "b")).is_ok());
+        // Signed by one key, naming the other.
+        assert_eq!(
+            set.verify(&es256(EC_A_PRIVATE, "b")),
+            Err(AuthError::InvalidToken)
+        );
+        // A key the set does not hold (a rotated-out or a foreign key).
+        let only_b = jwks_verifier(json!([ec_jwk("b", EC_B)])).unwrap();
+        assert_eq!(
+            only_b.verify(&es256(EC_A_PRIVATE, "a")),
+            Err(AuthError::InvalidToken)
+        );
+    }
+
+    #[test]
+    fn an_hs256_token_against_a_public_key_set_is_refused() {
+        let rsa = json!({"kty": "RSA", "n": RSA_N, "e": "AQAB", "kid": "r"});
+        let set = jwks_verifier(json!([rsa, ec_jwk("a", EC_A)])).unwrap();
+        // HMAC with the public key's bytes as the secret: the classic confusion.
+        for (kid, secret) in [("r", RSA_N), ("a", EC_A.0)] {
+            let mut header = Header::new(Algorithm::HS256);
+            header.kid = Some(kid.into());
+            let token = encode(
+                &header,
+                &claims(),
+                &EncodingKey::from_secret(secret.as_bytes()).unwrap(),
+            )
+            .unwrap();
+            assert_eq!(set.verify(&token), Err(AuthError::InvalidToken), "{kid}");
+        }
+        // An ES256 token naming the RSA key's kid is refused too.
+        assert_eq!(
+            set.verify(&es256(EC_A_PRIVATE, "r")),
+            Err(AuthError::InvalidToken)
+        );
+    }
+
+    #[test]
+    fn unusable_jwks_are_skipped_and_a_set_without_a_usable_key_is_refused() {
+        let oct = json!({"kty": "oct", "k": "c2VjcmV0", "kid": "h"});
+        let enc = json!({"kty": "EC", "crv": "P-256", "x": EC_A.0, "y": EC_A.1, "kid": "e", "use": "enc"});
+        let other_alg = json!({"kty": "EC", "crv": "P-256", "x": EC_A.0, "y": EC_A.1, "kid": "o", "alg": "RS256"});
+        assert!(jwks_verifier(json!([oct.clone(), enc.clone(), other_alg.clone()])).is_err());
+        assert!(jwks_verifier(json!([])).is_err());
+        assert!(Verifier::from_jwk_set("not json", ISSUER.into(), AUDIENCE.into()).is_err());
+        let set = jwks_verifier(json!([oct, enc, other_alg, ec_jwk("a", EC_A)])).unwrap();
+        assert_eq!(set.keys.len(), 1);
+        // The set's issuer and audience are required.
+        let token = es256(EC_A_PRIVATE, "a");
+        assert!(set.verify(&token).is_ok());
     }
 
     #[test]

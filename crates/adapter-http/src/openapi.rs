@@ -78,7 +78,7 @@ impl Modify for AdminSecurity {
                     .bearer_format("JWT")
                     .description(Some(
                         "A JWT from the identity provider, when end-user authentication is on \
-                         (AUTH_JWT_SECRET set); the admin API needs the scope `shop:admin`",
+                         (AUTH_JWT_SECRET or AUTH_JWKS_FILE set); the admin API needs the scope `shop:admin`",
                     ))
                     .build(),
             ),

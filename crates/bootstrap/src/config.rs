@@ -60,9 +60,12 @@ pub struct Config {
     /// HS256 secret of end-user bearer tokens (at least 32 bytes); unset or empty
     /// leaves end-user authentication off.
     pub auth_jwt_secret: Option<String>,
-    /// The `iss` a token must carry; unset means not checked.
+    /// A JWK set file of the identity provider's public keys (RS256, ES256), read at
+    /// start-up; instead of `auth_jwt_secret`.
+    pub auth_jwks_file: Option<String>,
+    /// The `iss` a token must carry; unset means not checked (required with JWKS).
     pub auth_jwt_issuer: Option<String>,
-    /// The `aud` a token must name; unset means not checked.
+    /// The `aud` a token must name; unset means not checked (required with JWKS).
     pub auth_jwt_audience: Option<String>,
     /// Refuse to start without key material (the production profile).
     pub auth_required: bool,
@@ -71,7 +74,7 @@ pub struct Config {
 impl Config {
     /// Whether end-user authentication is on: key material is configured.
     pub fn auth_enabled(&self) -> bool {
-        self.auth_jwt_secret.is_some()
+        self.auth_jwt_secret.is_some() || self.auth_jwks_file.is_some()
     }
 }
 
@@ -100,6 +103,7 @@ impl Default for Config {
             log_format: "text".into(),
             seed_demo_data: false,
             auth_jwt_secret: None,
+            auth_jwks_file: None,
             auth_jwt_issuer: None,
             auth_jwt_audience: None,
             auth_required: false,
@@ -129,7 +133,7 @@ const TYPED: [&str; 15] = [
 /// Text settings, taken verbatim. `Env` parses every value (`0123` becomes the number 123,
 /// `true` a boolean, `"x"` loses its quotes), so these variables' text reaches figment as
 /// string values instead.
-const VERBATIM: [&str; 10] = [
+const VERBATIM: [&str; 11] = [
     "DATABASE_URL",
     "BIND_ADDR",
     "ADMIN_TOKEN",
@@ -138,6 +142,7 @@ const VERBATIM: [&str; 10] = [
     "BUSINESS_TIMEZONE",
     "LOG_FORMAT",
     "AUTH_JWT_SECRET",
+    "AUTH_JWKS_FILE",
     "AUTH_JWT_ISSUER",
     "AUTH_JWT_AUDIENCE",
 ];
@@ -191,13 +196,23 @@ impl Config {
     /// secret has a minimum length.
     fn validate_auth(&mut self) -> anyhow::Result<()> {
         self.auth_jwt_secret = self.auth_jwt_secret.take().filter(|s| !s.is_empty());
+        self.auth_jwks_file = self.auth_jwks_file.take().filter(|s| !s.trim().is_empty());
         self.auth_jwt_issuer = self.auth_jwt_issuer.take().filter(|s| !s.is_empty());
         self.auth_jwt_audience = self.auth_jwt_audience.take().filter(|s| !s.is_empty());
         if self.auth_required && !self.auth_enabled() {
             anyhow::bail!(
                 "AUTH_REQUIRED=true but no key material is configured: set AUTH_JWT_SECRET \
-                 (the HS256 secret of end-user tokens) or unset AUTH_REQUIRED"
+                 (the HS256 secret of end-user tokens) or AUTH_JWKS_FILE, or unset \
+                 AUTH_REQUIRED"
             );
+        }
+        if self.auth_jwks_file.is_some() {
+            if self.auth_jwt_secret.is_some() {
+                anyhow::bail!("set AUTH_JWT_SECRET or AUTH_JWKS_FILE, not both");
+            }
+            if self.auth_jwt_issuer.is_none() || self.auth_jwt_audience.is_none() {
+                anyhow::bail!("AUTH_JWKS_FILE needs AUTH_JWT_ISSUER and AUTH_JWT_AUDIENCE");
+            }
         }
         if let Some(secret) = &self.auth_jwt_secret
             && secret.len() < MIN_SECRET_BYTES
@@ -529,6 +544,29 @@ mod tests {
             );
             jail.set_env("AUTH_JWT_SECRET", "0123456789abcdef0123456789abcdef");
             assert!(Config::from_env().map_err(|e| e.to_string())?.auth_required);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_jwks_file_needs_issuer_and_audience_and_excludes_the_secret() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("DATABASE_URL", "postgres://x/y");
+            jail.set_env("AUTH_REQUIRED", "true");
+            jail.set_env("AUTH_JWKS_FILE", "/etc/shop/0123.json");
+            let err = Config::from_env().unwrap_err().to_string();
+            assert!(err.contains("AUTH_JWT_ISSUER"), "{err}");
+            jail.set_env("AUTH_JWT_ISSUER", "https://id.example");
+            jail.set_env("AUTH_JWT_AUDIENCE", "shop");
+            let config = Config::from_env().map_err(|e| e.to_string())?;
+            assert!(config.auth_enabled());
+            assert_eq!(
+                config.auth_jwks_file.as_deref(),
+                Some("/etc/shop/0123.json")
+            );
+            jail.set_env("AUTH_JWT_SECRET", "0123456789abcdef0123456789abcdef");
+            assert!(Config::from_env().is_err(), "not both");
             Ok(())
         });
     }

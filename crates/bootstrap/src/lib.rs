@@ -153,25 +153,44 @@ impl Application {
             registry.clone(),
             config.admin_token.as_deref(),
         )?;
-        match &config.auth_jwt_secret {
-            Some(secret) => {
-                let verifier = Verifier::hs256(
+        let verifier = match (&config.auth_jwt_secret, &config.auth_jwks_file) {
+            (Some(secret), _) => Some(
+                Verifier::hs256(
                     secret.as_bytes(),
                     config.auth_jwt_issuer.clone(),
                     config.auth_jwt_audience.clone(),
                 )
-                .context("AUTH_JWT_SECRET")?;
+                .context("AUTH_JWT_SECRET")?,
+            ),
+            (None, Some(file)) => {
+                let json = std::fs::read_to_string(file)
+                    .with_context(|| format!("AUTH_JWKS_FILE {file:?}"))?;
+                let (Some(issuer), Some(audience)) =
+                    (&config.auth_jwt_issuer, &config.auth_jwt_audience)
+                else {
+                    anyhow::bail!("AUTH_JWKS_FILE needs AUTH_JWT_ISSUER and AUTH_JWT_AUDIENCE");
+                };
+                Some(
+                    Verifier::from_jwk_set(&json, issuer.clone(), audience.clone())
+                        .with_context(|| format!("AUTH_JWKS_FILE {file:?}"))?,
+                )
+            }
+            (None, None) => None,
+        };
+        match verifier {
+            Some(verifier) => {
                 tracing::info!(
                     issuer = config.auth_jwt_issuer.as_deref(),
                     audience = config.auth_jwt_audience.as_deref(),
-                    "end-user authentication on: HS256 bearer tokens"
+                    ?verifier,
+                    "end-user authentication on"
                 );
                 state = state.with_authentication(verifier);
             }
             None => tracing::warn!(
-                "end-user authentication is DISABLED: no AUTH_JWT_SECRET is configured, so \
-                 any client may act for any user (set AUTH_REQUIRED=true to refuse to start \
-                 like this)"
+                "end-user authentication is DISABLED: neither AUTH_JWT_SECRET nor \
+                 AUTH_JWKS_FILE is configured, so any client may act for any user (set \
+                 AUTH_REQUIRED=true to refuse to start like this)"
             ),
         }
 

@@ -130,3 +130,45 @@ async fn the_openapi_document_declares_the_bearer_scheme_on_admin_routes() {
         &json!([{"admin": []}, {"bearer": ["shop:admin"]}])
     );
 }
+
+/// A P-256 key pair made for this test (PKCS #8 DER in base64, and the public point).
+const EC_PRIVATE: &str = "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgERaQ0ERV+hqS10NhlMryJsZXpUl6yV7MCR7STkxXZzehRANCAASwz+XB9KtsMWH8QReGCI2KYCykZ8y/JaKEWRd8XCxEGZVgbC/L87nNPBYRSb+lPHUk2EiTpRrKCAxI4ZMPPF27";
+const EC_X: &str = "sM_lwfSrbDFh_EEXhgiNimAspGfMvyWihFkXfFwsRBk";
+const EC_Y: &str = "lWBsL8vzuc08FhFJv6U8dSTYSJOlGsoIDEjhkw88Xbs";
+
+#[tokio::test]
+async fn with_a_jwks_file_es256_tokens_of_its_keys_are_accepted() {
+    use base64::Engine;
+    let file = std::env::temp_dir().join(format!("jwks-{}.json", uuid::Uuid::new_v4()));
+    let set = json!({"keys": [{"kty": "EC", "crv": "P-256", "x": EC_X, "y": EC_Y, "kid": "k1"}]});
+    std::fs::write(&file, set.to_string()).unwrap();
+    let path = file.to_string_lossy().into_owned();
+    let app = spawn_app_with(|c| {
+        c.auth_jwks_file = Some(path);
+        c.auth_jwt_issuer = Some(ISSUER.into());
+        c.auth_jwt_audience = Some(AUDIENCE.into());
+    })
+    .await;
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(EC_PRIVATE)
+        .unwrap();
+    let sign = |kid: &str, algorithm: Algorithm| {
+        let now = get_current_timestamp();
+        let mut header = Header::new(algorithm);
+        header.kid = Some(kid.into());
+        let claims = json!({"sub": "ops", "iss": ISSUER, "aud": AUDIENCE, "exp": now + 600, "scope": "shop:admin"});
+        let key = match algorithm {
+            Algorithm::ES256 => EncodingKey::from_ec_der(&der),
+            _ => EncodingKey::from_secret(EC_X.as_bytes()).unwrap(),
+        };
+        format!("Bearer {}", encode(&header, &claims, &key).unwrap())
+    };
+    let res = create_product(&app, Some(&sign("k1", Algorithm::ES256))).await;
+    assert_eq!(res.status().as_u16(), 201);
+    for refused in [sign("k2", Algorithm::ES256), sign("k1", Algorithm::HS256)] {
+        let res = create_product(&app, Some(&refused)).await;
+        assert_problem(res, 401, "UNAUTHORIZED").await;
+    }
+    assert_eq!(products(&app), "1");
+    let _ = std::fs::remove_file(file);
+}
