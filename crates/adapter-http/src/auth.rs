@@ -13,7 +13,7 @@
 
 use std::collections::HashSet;
 use std::future::{Ready, ready};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix_web::dev::Payload;
@@ -107,19 +107,29 @@ struct Claims {
     scope: Option<String>,
 }
 
+/// What a verifier does when a token names a `kid` it holds no key for: typically,
+/// wake whatever refetches the JWK set. Called on the request path, so it must return
+/// at once (never fetch in place).
+pub type UnknownKidHook = Arc<dyn Fn() + Send + Sync>;
+
 /// Checks bearer tokens: the signature with a trusted key, `exp` and `nbf` (required:
 /// `exp`; both with [`LEEWAY_SECS`]), `iss` and `aud` when configured (then required),
 /// and a non-empty `sub`.
+///
+/// The keys of a JWK set can be replaced while the verifier is in use
+/// ([`Verifier::replace_jwk_set`]): a check takes the current set under a read lock held
+/// only to clone an `Arc`, so it never waits for a fetch.
 pub struct Verifier {
-    keys: Vec<TrustedKey>,
+    keys: RwLock<Arc<Vec<TrustedKey>>>,
     issuer: Option<String>,
     audience: Option<String>,
+    on_unknown_kid: Option<UnknownKidHook>,
 }
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Verifier")
-            .field("keys", &self.keys.len())
+            .field("keys", &self.keys().len())
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
             .finish()
@@ -145,13 +155,14 @@ impl Verifier {
         let key = DecodingKey::from_secret(secret)
             .map_err(|e| anyhow::anyhow!("reading the HS256 secret: {e}"))?;
         Ok(Self {
-            keys: vec![TrustedKey {
+            keys: RwLock::new(Arc::new(vec![TrustedKey {
                 kid: None,
                 algorithm: Algorithm::HS256,
                 key,
-            }],
+            }])),
             issuer,
             audience,
+            on_unknown_kid: None,
         })
     }
 
@@ -163,6 +174,53 @@ impl Verifier {
     /// # Errors
     /// When the set cannot be read or holds no usable key.
     pub fn from_jwk_set(json: &str, issuer: String, audience: String) -> anyhow::Result<Self> {
+        let verifier = Self::without_keys(issuer, audience);
+        verifier.replace_jwk_set(json)?;
+        Ok(verifier)
+    }
+
+    /// A verifier for the keys of a JWK set not read yet: it refuses every token until
+    /// [`Verifier::replace_jwk_set`] gives it keys.
+    pub fn without_keys(issuer: String, audience: String) -> Self {
+        Self {
+            keys: RwLock::new(Arc::new(Vec::new())),
+            issuer: Some(issuer),
+            audience: Some(audience),
+            on_unknown_kid: None,
+        }
+    }
+
+    /// Calls `hook` whenever a token names a `kid` the verifier holds no key for.
+    #[must_use]
+    pub fn on_unknown_kid(self, hook: UnknownKidHook) -> Self {
+        Self {
+            on_unknown_kid: Some(hook),
+            ..self
+        }
+    }
+
+    /// How many keys the verifier holds now.
+    pub fn key_count(&self) -> usize {
+        self.keys().len()
+    }
+
+    /// Replaces the keys with those of the JWK set `json` (read as
+    /// [`Verifier::from_jwk_set`] does) and returns how many there are now.
+    ///
+    /// # Errors
+    /// When the set cannot be read or holds no usable key: the keys held are then kept.
+    pub fn replace_jwk_set(&self, json: &str) -> anyhow::Result<usize> {
+        let keys = Self::read_jwk_set(json)?;
+        let count = keys.len();
+        *self.keys.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(keys);
+        Ok(count)
+    }
+
+    fn keys(&self) -> Arc<Vec<TrustedKey>> {
+        Arc::clone(&self.keys.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn read_jwk_set(json: &str) -> anyhow::Result<Vec<TrustedKey>> {
         let set: JwkSet =
             serde_json::from_str(json).map_err(|e| anyhow::anyhow!("reading the JWK set: {e}"))?;
         let mut keys = Vec::new();
@@ -197,11 +255,7 @@ impl Verifier {
         if keys.is_empty() {
             anyhow::bail!("the JWK set holds no RS256 or ES256 signing key");
         }
-        Ok(Self {
-            keys,
-            issuer: Some(issuer),
-            audience: Some(audience),
-        })
+        Ok(keys)
     }
 
     /// The principal `token` names.
@@ -210,12 +264,19 @@ impl Verifier {
     /// [`AuthError::InvalidToken`] for any token that does not pass every check.
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::InvalidToken)?;
-        let trusted = self
-            .keys
+        let keys = self.keys();
+        let Some(trusted) = keys
             .iter()
             .find(|k| k.kid.is_some() && k.kid == header.kid)
-            .or_else(|| self.keys.iter().find(|k| k.kid.is_none()))
-            .ok_or(AuthError::InvalidToken)?;
+            .or_else(|| keys.iter().find(|k| k.kid.is_none()))
+        else {
+            if header.kid.is_some()
+                && let Some(hook) = &self.on_unknown_kid
+            {
+                hook();
+            }
+            return Err(AuthError::InvalidToken);
+        };
         let data = jsonwebtoken::decode::<Claims>(
             token,
             &trusted.key,
@@ -264,6 +325,11 @@ pub struct Authentication(Option<Arc<Verifier>>);
 impl Authentication {
     pub fn new(verifier: Option<Verifier>) -> Self {
         Self(verifier.map(Arc::new))
+    }
+
+    /// Authentication on with a verifier shared with whatever refreshes its keys.
+    pub fn shared(verifier: Arc<Verifier>) -> Self {
+        Self(Some(verifier))
     }
 
     pub fn verifier(&self) -> Option<&Verifier> {
@@ -664,10 +730,56 @@ mod tests {
         assert!(jwks_verifier(json!([])).is_err());
         assert!(Verifier::from_jwk_set("not json", ISSUER.into(), AUDIENCE.into()).is_err());
         let set = jwks_verifier(json!([oct, enc, other_alg, ec_jwk("a", EC_A)])).unwrap();
-        assert_eq!(set.keys.len(), 1);
+        assert_eq!(set.key_count(), 1);
         // The set's issuer and audience are required.
         let token = es256(EC_A_PRIVATE, "a");
         assert!(set.verify(&token).is_ok());
+    }
+
+    #[test]
+    fn replacing_the_jwk_set_rotates_keys_and_a_bad_set_keeps_the_old_ones() {
+        let set = jwks_verifier(json!([ec_jwk("a", EC_A)])).unwrap();
+        let a = es256(EC_A_PRIVATE, "a");
+        let b = es256(EC_B_PRIVATE, "b");
+        assert!(set.verify(&a).is_ok());
+        assert_eq!(set.verify(&b), Err(AuthError::InvalidToken));
+        let rotated = json!({"keys": [ec_jwk("b", EC_B)]}).to_string();
+        assert_eq!(set.replace_jwk_set(&rotated).unwrap(), 1);
+        assert!(set.verify(&b).is_ok());
+        assert_eq!(set.verify(&a), Err(AuthError::InvalidToken), "rotated out");
+        for bad in [
+            "",
+            "not json",
+            r#"{"keys": []}"#,
+            r#"{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}"#,
+        ] {
+            assert!(set.replace_jwk_set(bad).is_err(), "{bad}");
+            assert!(set.verify(&b).is_ok(), "kept after {bad}");
+        }
+        // No keys yet: every token is refused until a set arrives.
+        let empty = Verifier::without_keys(ISSUER.into(), AUDIENCE.into());
+        assert_eq!(empty.verify(&a), Err(AuthError::InvalidToken));
+        empty.replace_jwk_set(&rotated).unwrap();
+        assert!(empty.verify(&b).is_ok());
+    }
+
+    #[test]
+    fn an_unknown_kid_calls_the_hook_and_a_known_one_does_not() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&calls);
+        let set = jwks_verifier(json!([ec_jwk("a", EC_A)]))
+            .unwrap()
+            .on_unknown_kid(Arc::new(move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }));
+        assert!(set.verify(&es256(EC_A_PRIVATE, "a")).is_ok());
+        // Known kid, wrong signature: not a reason to refetch.
+        assert!(set.verify(&es256(EC_B_PRIVATE, "a")).is_err());
+        assert!(set.verify("not-a-token").is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+        assert!(set.verify(&es256(EC_B_PRIVATE, "b")).is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 
     #[test]

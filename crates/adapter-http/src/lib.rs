@@ -15,6 +15,8 @@ pub mod refusals;
 pub mod routes;
 pub mod strict_json;
 
+use std::sync::Arc;
+
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
@@ -73,11 +75,12 @@ impl HttpState {
         })
     }
 
-    /// Turns end-user authentication on with `verifier` (it is off by default).
+    /// Turns end-user authentication on with `verifier` (it is off by default); an
+    /// `Arc` lets whatever refreshes the verifier's keys share it.
     #[must_use]
-    pub fn with_authentication(self, verifier: Verifier) -> Self {
+    pub fn with_authentication(self, verifier: impl Into<Arc<Verifier>>) -> Self {
         Self {
-            authentication: web::Data::new(Authentication::new(Some(verifier))),
+            authentication: web::Data::new(Authentication::shared(verifier.into())),
             ..self
         }
     }
