@@ -63,6 +63,12 @@ pub struct Config {
     /// A JWK set file of the identity provider's public keys (RS256, ES256), read at
     /// start-up; instead of `auth_jwt_secret`.
     pub auth_jwks_file: Option<String>,
+    /// A URL serving the identity provider's JWK set (its `jwks_uri`), fetched at
+    /// start-up, every `auth_jwks_refresh_secs`, and (at most once a minute) when a
+    /// token names an unknown `kid`; instead of `auth_jwt_secret` and `auth_jwks_file`.
+    pub auth_jwks_url: Option<String>,
+    /// How often the JWK set at `auth_jwks_url` is fetched again.
+    pub auth_jwks_refresh_secs: u64,
     /// The `iss` a token must carry; unset means not checked (required with JWKS).
     pub auth_jwt_issuer: Option<String>,
     /// The `aud` a token must name; unset means not checked (required with JWKS).
@@ -74,7 +80,9 @@ pub struct Config {
 impl Config {
     /// Whether end-user authentication is on: key material is configured.
     pub fn auth_enabled(&self) -> bool {
-        self.auth_jwt_secret.is_some() || self.auth_jwks_file.is_some()
+        self.auth_jwt_secret.is_some()
+            || self.auth_jwks_file.is_some()
+            || self.auth_jwks_url.is_some()
     }
 }
 
@@ -104,6 +112,8 @@ impl Default for Config {
             seed_demo_data: false,
             auth_jwt_secret: None,
             auth_jwks_file: None,
+            auth_jwks_url: None,
+            auth_jwks_refresh_secs: 600,
             auth_jwt_issuer: None,
             auth_jwt_audience: None,
             auth_required: false,
@@ -112,7 +122,7 @@ impl Default for Config {
 }
 
 /// Number and boolean settings: figment's `Env` provider parses their text.
-const TYPED: [&str; 15] = [
+const TYPED: [&str; 16] = [
     "OUTBOX_RETENTION_DAYS",
     "OUTBOX_DELIVERY_CONCURRENCY",
     "OUTBOX_SHUTDOWN_GRACE_MS",
@@ -128,12 +138,13 @@ const TYPED: [&str; 15] = [
     "COUPON_ISSUE_QUEUE_LIMIT",
     "SEED_DEMO_DATA",
     "AUTH_REQUIRED",
+    "AUTH_JWKS_REFRESH_SECS",
 ];
 
 /// Text settings, taken verbatim. `Env` parses every value (`0123` becomes the number 123,
 /// `true` a boolean, `"x"` loses its quotes), so these variables' text reaches figment as
 /// string values instead.
-const VERBATIM: [&str; 11] = [
+const VERBATIM: [&str; 12] = [
     "DATABASE_URL",
     "BIND_ADDR",
     "ADMIN_TOKEN",
@@ -143,6 +154,7 @@ const VERBATIM: [&str; 11] = [
     "LOG_FORMAT",
     "AUTH_JWT_SECRET",
     "AUTH_JWKS_FILE",
+    "AUTH_JWKS_URL",
     "AUTH_JWT_ISSUER",
     "AUTH_JWT_AUDIENCE",
 ];
@@ -157,6 +169,10 @@ fn verbatim_env() -> Serialized<Dict> {
         .collect();
     Serialized::defaults(text)
 }
+
+/// The bounds of `AUTH_JWKS_REFRESH_SECS`: no more often than the unknown-`kid`
+/// refetch's minute, at least daily.
+pub const AUTH_JWKS_REFRESH_SECS: std::ops::RangeInclusive<u64> = 60..=86_400;
 
 /// The largest `COUPON_ISSUE_QUEUE_LIMIT`: far beyond any sensible value.
 const COUPON_ISSUE_QUEUE_MAX: usize = 1_000_000;
@@ -197,22 +213,44 @@ impl Config {
     fn validate_auth(&mut self) -> anyhow::Result<()> {
         self.auth_jwt_secret = self.auth_jwt_secret.take().filter(|s| !s.is_empty());
         self.auth_jwks_file = self.auth_jwks_file.take().filter(|s| !s.trim().is_empty());
+        self.auth_jwks_url = self.auth_jwks_url.take().filter(|s| !s.trim().is_empty());
         self.auth_jwt_issuer = self.auth_jwt_issuer.take().filter(|s| !s.is_empty());
         self.auth_jwt_audience = self.auth_jwt_audience.take().filter(|s| !s.is_empty());
         if self.auth_required && !self.auth_enabled() {
             anyhow::bail!(
                 "AUTH_REQUIRED=true but no key material is configured: set AUTH_JWT_SECRET \
-                 (the HS256 secret of end-user tokens) or AUTH_JWKS_FILE, or unset \
-                 AUTH_REQUIRED"
+                 (the HS256 secret of end-user tokens), AUTH_JWKS_FILE or AUTH_JWKS_URL, or \
+                 unset AUTH_REQUIRED"
             );
         }
-        if self.auth_jwks_file.is_some() {
-            if self.auth_jwt_secret.is_some() {
-                anyhow::bail!("set AUTH_JWT_SECRET or AUTH_JWKS_FILE, not both");
+        let sources = [
+            self.auth_jwt_secret.is_some(),
+            self.auth_jwks_file.is_some(),
+            self.auth_jwks_url.is_some(),
+        ];
+        if sources.into_iter().filter(|set| *set).count() > 1 {
+            anyhow::bail!("set one of AUTH_JWT_SECRET, AUTH_JWKS_FILE and AUTH_JWKS_URL");
+        }
+        for (name, set) in [
+            ("AUTH_JWKS_FILE", self.auth_jwks_file.is_some()),
+            ("AUTH_JWKS_URL", self.auth_jwks_url.is_some()),
+        ] {
+            if set && (self.auth_jwt_issuer.is_none() || self.auth_jwt_audience.is_none()) {
+                anyhow::bail!("{name} needs AUTH_JWT_ISSUER and AUTH_JWT_AUDIENCE");
             }
-            if self.auth_jwt_issuer.is_none() || self.auth_jwt_audience.is_none() {
-                anyhow::bail!("AUTH_JWKS_FILE needs AUTH_JWT_ISSUER and AUTH_JWT_AUDIENCE");
-            }
+        }
+        if let Some(url) = &self.auth_jwks_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            anyhow::bail!("AUTH_JWKS_URL must be an http:// or https:// URL");
+        }
+        if !AUTH_JWKS_REFRESH_SECS.contains(&self.auth_jwks_refresh_secs) {
+            anyhow::bail!(
+                "AUTH_JWKS_REFRESH_SECS must be {}..={} (got {})",
+                AUTH_JWKS_REFRESH_SECS.start(),
+                AUTH_JWKS_REFRESH_SECS.end(),
+                self.auth_jwks_refresh_secs
+            );
         }
         if let Some(secret) = &self.auth_jwt_secret
             && secret.len() < MIN_SECRET_BYTES
@@ -567,6 +605,50 @@ mod tests {
             );
             jail.set_env("AUTH_JWT_SECRET", "0123456789abcdef0123456789abcdef");
             assert!(Config::from_env().is_err(), "not both");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_jwks_url_needs_issuer_and_audience_and_is_the_only_key_source() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("DATABASE_URL", "postgres://x/y");
+            jail.set_env("AUTH_REQUIRED", "true");
+            jail.set_env("AUTH_JWKS_URL", "https://id.example/.well-known/jwks.json");
+            let err = Config::from_env().unwrap_err().to_string();
+            assert!(
+                err.contains("AUTH_JWKS_URL") && err.contains("AUTH_JWT_ISSUER"),
+                "{err}"
+            );
+            jail.set_env("AUTH_JWT_ISSUER", "https://id.example");
+            jail.set_env("AUTH_JWT_AUDIENCE", "shop");
+            let config = Config::from_env().map_err(|e| e.to_string())?;
+            assert!(config.auth_enabled());
+            assert_eq!(config.auth_jwks_refresh_secs, 600);
+            for (name, bad) in [
+                ("AUTH_JWKS_REFRESH_SECS", "59"),
+                ("AUTH_JWKS_REFRESH_SECS", "86401"),
+            ] {
+                jail.set_env(name, bad);
+                let err = Config::from_env().unwrap_err().to_string();
+                assert!(err.contains(name), "{err}");
+            }
+            jail.set_env("AUTH_JWKS_REFRESH_SECS", "60");
+            assert_eq!(
+                Config::from_env()
+                    .map_err(|e| e.to_string())?
+                    .auth_jwks_refresh_secs,
+                60
+            );
+            jail.set_env("AUTH_JWKS_FILE", "/etc/shop/jwks.json");
+            assert!(Config::from_env().is_err(), "not a file too");
+            jail.set_env("AUTH_JWKS_FILE", "");
+            jail.set_env("AUTH_JWT_SECRET", "0123456789abcdef0123456789abcdef");
+            assert!(Config::from_env().is_err(), "not a secret too");
+            jail.set_env("AUTH_JWT_SECRET", "");
+            jail.set_env("AUTH_JWKS_URL", "id.example/jwks");
+            assert!(Config::from_env().is_err(), "not a URL");
             Ok(())
         });
     }

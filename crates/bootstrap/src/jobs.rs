@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::Config;
+use crate::jwks::{JwksRefresher, UNKNOWN_KID_REFETCH_EVERY};
 use crate::relay::RelaySettings;
 
 mod outbox_gauge;
@@ -46,9 +47,18 @@ pub(crate) fn spawn_all(
     use_cases: &UseCases,
     pool: &PgPool,
     registry: &Registry,
+    jwks: Option<JwksRefresher>,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<JoinSet<()>> {
     let mut jobs = JoinSet::new();
+
+    if let Some(jwks) = jwks {
+        jobs.spawn(jwks.run(
+            Duration::from_secs(config.auth_jwks_refresh_secs),
+            UNKNOWN_KID_REFETCH_EVERY,
+            stop.clone(),
+        ));
+    }
 
     let idempotency = use_cases.idempotency.clone();
     every(

@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod config;
 mod jobs;
+mod jwks;
 pub mod relay;
 pub mod telemetry;
 
@@ -153,15 +154,16 @@ impl Application {
             registry.clone(),
             config.admin_token.as_deref(),
         )?;
+        let mut jwks_refresher = None;
         let verifier = match (&config.auth_jwt_secret, &config.auth_jwks_file) {
-            (Some(secret), _) => Some(
+            (Some(secret), _) => Some(Arc::new(
                 Verifier::hs256(
                     secret.as_bytes(),
                     config.auth_jwt_issuer.clone(),
                     config.auth_jwt_audience.clone(),
                 )
                 .context("AUTH_JWT_SECRET")?,
-            ),
+            )),
             (None, Some(file)) => {
                 let json = std::fs::read_to_string(file)
                     .with_context(|| format!("AUTH_JWKS_FILE {file:?}"))?;
@@ -170,12 +172,41 @@ impl Application {
                 else {
                     anyhow::bail!("AUTH_JWKS_FILE needs AUTH_JWT_ISSUER and AUTH_JWT_AUDIENCE");
                 };
-                Some(
+                Some(Arc::new(
                     Verifier::from_jwk_set(&json, issuer.clone(), audience.clone())
                         .with_context(|| format!("AUTH_JWKS_FILE {file:?}"))?,
-                )
+                ))
             }
-            (None, None) => None,
+            (None, None) => match &config.auth_jwks_url {
+                Some(url) => {
+                    let (Some(issuer), Some(audience)) =
+                        (&config.auth_jwt_issuer, &config.auth_jwt_audience)
+                    else {
+                        anyhow::bail!("AUTH_JWKS_URL needs AUTH_JWT_ISSUER and AUTH_JWT_AUDIENCE");
+                    };
+                    let refresher =
+                        jwks::JwksRefresher::new(url, issuer.clone(), audience.clone())?;
+                    match refresher.fetch().await {
+                        Ok(_) => {}
+                        Err(e) if config.auth_required => {
+                            return Err(e.context(format!(
+                                "AUTH_JWKS_URL {url:?} (AUTH_REQUIRED=true refuses to start \
+                                 without the identity provider's keys)"
+                            )));
+                        }
+                        Err(e) => tracing::error!(
+                            url,
+                            error = format!("{e:#}"),
+                            "fetching the JWK set failed: starting with no keys, so every \
+                             bearer token is refused until a refetch succeeds"
+                        ),
+                    }
+                    let verifier = refresher.verifier();
+                    jwks_refresher = Some(refresher);
+                    Some(verifier)
+                }
+                None => None,
+            },
         };
         match verifier {
             Some(verifier) => {
@@ -188,8 +219,8 @@ impl Application {
                 state = state.with_authentication(verifier);
             }
             None => tracing::warn!(
-                "end-user authentication is DISABLED: neither AUTH_JWT_SECRET nor \
-                 AUTH_JWKS_FILE is configured, so any client may act for any user (set \
+                "end-user authentication is DISABLED: none of AUTH_JWT_SECRET, \
+                 AUTH_JWKS_FILE and AUTH_JWKS_URL is configured, so any client may act for any user (set \
                  AUTH_REQUIRED=true to refuse to start like this)"
             ),
         }
@@ -206,7 +237,14 @@ impl Application {
         let server = server.run();
 
         let (stop_jobs, stopped) = watch::channel(false);
-        let jobs = jobs::spawn_all(&config, &use_cases, &pool, &registry, stopped)?;
+        let jobs = jobs::spawn_all(
+            &config,
+            &use_cases,
+            &pool,
+            &registry,
+            jwks_refresher,
+            stopped,
+        )?;
         Ok(Self {
             address,
             server,

@@ -1,0 +1,331 @@
+//! The identity provider's public keys from its JWK set URL (`AUTH_JWKS_URL`).
+//!
+//! The set is fetched once at start-up, then every `AUTH_JWKS_REFRESH_SECS`, and when a
+//! token names a `kid` the verifier holds no key for — then at most once per
+//! [`UNKNOWN_KID_REFETCH_EVERY`] counted from the last fetch, whatever started it. That
+//! token itself is refused (401): the request never waits for a fetch; a request after
+//! the fetch finds the new key. A fetch that fails, times out, or brings a set the
+//! verifier cannot use keeps the keys held (logged as a warning).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use adapter_http::auth::Verifier;
+use anyhow::Context;
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+
+/// How long one fetch of the set may take.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest set read: a provider's set holds a handful of keys.
+const MAX_SET_BYTES: usize = 1 << 20;
+/// The shortest time between a fetch and a refetch a token with an unknown `kid` asks
+/// for, per instance.
+pub(crate) const UNKNOWN_KID_REFETCH_EVERY: Duration = Duration::from_secs(60);
+
+/// Fetches the set at one URL into a verifier, and wakes on its unknown-`kid` hook.
+pub(crate) struct JwksRefresher {
+    url: String,
+    client: reqwest::Client,
+    verifier: Arc<Verifier>,
+    wake: Arc<Notify>,
+}
+
+impl JwksRefresher {
+    /// A verifier without keys yet, and what fills it from `url`.
+    ///
+    /// # Errors
+    /// When the HTTP client cannot be built.
+    pub(crate) fn new(url: &str, issuer: String, audience: String) -> anyhow::Result<Self> {
+        let wake = Arc::new(Notify::new());
+        let hook = Arc::clone(&wake);
+        let verifier = Verifier::without_keys(issuer, audience)
+            .on_unknown_kid(Arc::new(move || hook.notify_one()));
+        let client = reqwest::Client::builder()
+            .timeout(FETCH_TIMEOUT)
+            .build()
+            .context("building the JWKS client")?;
+        Ok(Self {
+            url: url.to_owned(),
+            client,
+            verifier: Arc::new(verifier),
+            wake,
+        })
+    }
+
+    pub(crate) fn verifier(&self) -> Arc<Verifier> {
+        Arc::clone(&self.verifier)
+    }
+
+    /// Fetches the set and gives its keys to the verifier; returns how many it holds.
+    ///
+    /// # Errors
+    /// When the URL does not answer 200 within [`FETCH_TIMEOUT`] with a set holding a
+    /// usable key: the verifier's keys are then unchanged.
+    pub(crate) async fn fetch(&self) -> anyhow::Result<usize> {
+        let response = self
+            .client
+            .get(&self.url)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await?
+            .error_for_status()?;
+        if response
+            .content_length()
+            .is_some_and(|n| n > MAX_SET_BYTES as u64)
+        {
+            anyhow::bail!("the JWK set is larger than {MAX_SET_BYTES} bytes");
+        }
+        let body = response.bytes().await?;
+        if body.len() > MAX_SET_BYTES {
+            anyhow::bail!("the JWK set is larger than {MAX_SET_BYTES} bytes");
+        }
+        let json = std::str::from_utf8(&body).context("the JWK set is not UTF-8")?;
+        self.verifier.replace_jwk_set(json)
+    }
+
+    async fn fetch_logged(&self) {
+        match self.fetch().await {
+            Ok(keys) => tracing::debug!(url = %self.url, keys, "fetched the JWK set"),
+            Err(e) => tracing::warn!(
+                url = %self.url,
+                error = format!("{e:#}"),
+                keys = self.verifier.key_count(),
+                "fetching the JWK set failed; keeping the keys held"
+            ),
+        }
+    }
+
+    /// Refetches every `refresh_every` after the last fetch, and when woken by an
+    /// unknown `kid` no sooner than `min_refetch` after it, until `stop` turns true. The
+    /// start-up fetch is the caller's.
+    pub(crate) async fn run(
+        self,
+        refresh_every: Duration,
+        min_refetch: Duration,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut last = Instant::now();
+        loop {
+            let woken = tokio::select! {
+                () = tokio::time::sleep_until(last + refresh_every) => false,
+                () = self.wake.notified() => true,
+                _ = stop.changed() => break,
+            };
+            if woken {
+                tokio::select! {
+                    () = tokio::time::sleep_until(last + min_refetch) => {}
+                    _ = stop.changed() => break,
+                }
+            }
+            self.fetch_logged().await;
+            last = Instant::now();
+        }
+        tracing::debug!(job = "jwks-refresh", "scheduler stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine;
+    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode, get_current_timestamp};
+    use serde_json::{Value, json};
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    use super::*;
+
+    const ISSUER: &str = "https://id.example";
+    const AUDIENCE: &str = "shop";
+    /// Two P-256 key pairs (PKCS #8 DER, and the public point), made for these tests
+    /// only (the same as adapter-http's verifier tests).
+    const EC_A_PRIVATE: &str = "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgERaQ0ERV+hqS10NhlMryJsZXpUl6yV7MCR7STkxXZzehRANCAASwz+XB9KtsMWH8QReGCI2KYCykZ8y/JaKEWRd8XCxEGZVgbC/L87nNPBYRSb+lPHUk2EiTpRrKCAxI4ZMPPF27";
+    const EC_A: (&str, &str) = (
+        "sM_lwfSrbDFh_EEXhgiNimAspGfMvyWihFkXfFwsRBk",
+        "lWBsL8vzuc08FhFJv6U8dSTYSJOlGsoIDEjhkw88Xbs",
+    );
+    const EC_B_PRIVATE: &str = "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgPf/74t0FuZKXHvudDmX5WW9ddWaaVsS2nxMaMN7PW/6hRANCAAR8a4ec9eqqEIK50vFxrLr/Ft2X1YZEGv6b+LuDO4fCbMj0CHG9Oam8kZaXxzWZ/UNwV0Fo75WniMTkrnSpyENh";
+    const EC_B: (&str, &str) = (
+        "fGuHnPXqqhCCudLxcay6_xbdl9WGRBr-m_i7gzuHwmw",
+        "yPQIcb05qbyRlpfHNZn9Q3BXQWjvlaeIxOSudKnIQ2E",
+    );
+    const LONG: Duration = Duration::from_secs(3600);
+
+    fn set(keys: &[(&str, (&str, &str))]) -> Value {
+        let keys: Vec<Value> = keys
+            .iter()
+            .map(|(kid, (x, y))| {
+                json!({"kty": "EC", "crv": "P-256", "x": x, "y": y, "kid": kid, "use": "sig", "alg": "ES256"})
+            })
+            .collect();
+        json!({ "keys": keys })
+    }
+
+    fn token(private: &str, kid: &str) -> String {
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(private)
+            .unwrap();
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(kid.into());
+        let claims = json!({"sub": "u", "iss": ISSUER, "aud": AUDIENCE, "exp": get_current_timestamp() + 600});
+        encode(&header, &claims, &EncodingKey::from_ec_der(&der)).unwrap()
+    }
+
+    /// A JWKS server answering `set` (replacing what it answered before).
+    async fn serve(server: &MockServer, response: ResponseTemplate) {
+        server.reset().await;
+        Mock::given(method("GET"))
+            .and(path("/jwks"))
+            .respond_with(response)
+            .mount(server)
+            .await;
+    }
+
+    async fn fetches(server: &MockServer) -> usize {
+        server.received_requests().await.unwrap_or_default().len()
+    }
+
+    async fn started(server: &MockServer) -> JwksRefresher {
+        let refresher = JwksRefresher::new(
+            &format!("{}/jwks", server.uri()),
+            ISSUER.into(),
+            AUDIENCE.into(),
+        )
+        .unwrap();
+        assert_eq!(refresher.fetch().await.unwrap(), 1);
+        refresher
+    }
+
+    /// Polls `check` for up to 5 s.
+    async fn eventually(mut check: impl FnMut() -> bool) -> bool {
+        for _ in 0..100 {
+            if check() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        check()
+    }
+
+    #[tokio::test]
+    async fn a_token_with_a_new_kid_is_accepted_once_the_set_has_rotated() {
+        let server = MockServer::start().await;
+        serve(
+            &server,
+            ResponseTemplate::new(200).set_body_json(set(&[("a", EC_A)])),
+        )
+        .await;
+        let refresher = started(&server).await;
+        let verifier = refresher.verifier();
+        let (_stop, stopped) = watch::channel(false);
+        tokio::spawn(refresher.run(LONG, Duration::from_millis(200), stopped));
+
+        let a = token(EC_A_PRIVATE, "a");
+        let b = token(EC_B_PRIVATE, "b");
+        assert!(verifier.verify(&a).is_ok());
+        serve(
+            &server,
+            ResponseTemplate::new(200).set_body_json(set(&[("b", EC_B)])),
+        )
+        .await;
+        // The first token naming b is refused and asks for a refetch; later ones pass.
+        assert!(verifier.verify(&b).is_err());
+        assert!(
+            eventually(|| verifier.verify(&b).is_ok()).await,
+            "the new key was never fetched"
+        );
+        assert!(verifier.verify(&a).is_err(), "a was rotated out");
+    }
+
+    #[tokio::test]
+    async fn unknown_kids_refetch_at_most_once_per_interval() {
+        let server = MockServer::start().await;
+        serve(
+            &server,
+            ResponseTemplate::new(200).set_body_json(set(&[("a", EC_A)])),
+        )
+        .await;
+        let refresher = started(&server).await;
+        let verifier = refresher.verifier();
+        let (_stop, stopped) = watch::channel(false);
+        let min_refetch = Duration::from_millis(1000);
+        tokio::spawn(refresher.run(LONG, min_refetch, stopped));
+        let start = Instant::now();
+        assert_eq!(fetches(&server).await, 1, "the start-up fetch");
+
+        let unknown = token(EC_B_PRIVATE, "z");
+        for _ in 0..50 {
+            assert!(verifier.verify(&unknown).is_err());
+        }
+        tokio::time::sleep(min_refetch / 2).await;
+        assert_eq!(fetches(&server).await, 1, "no refetch within the interval");
+        tokio::time::sleep_until(start + min_refetch * 3 / 2).await;
+        assert_eq!(fetches(&server).await, 2, "one refetch for the 50 tokens");
+        tokio::time::sleep_until(start + min_refetch * 5 / 2).await;
+        assert_eq!(fetches(&server).await, 2, "nothing asked since");
+        // A known kid never asks.
+        assert!(verifier.verify(&token(EC_A_PRIVATE, "a")).is_ok());
+        tokio::time::sleep_until(start + min_refetch * 7 / 2).await;
+        assert_eq!(fetches(&server).await, 2);
+    }
+
+    #[tokio::test]
+    async fn the_set_is_refreshed_periodically() {
+        let server = MockServer::start().await;
+        serve(
+            &server,
+            ResponseTemplate::new(200).set_body_json(set(&[("a", EC_A)])),
+        )
+        .await;
+        let refresher = started(&server).await;
+        let verifier = refresher.verifier();
+        let (stop, stopped) = watch::channel(false);
+        let job = tokio::spawn(refresher.run(Duration::from_millis(300), LONG, stopped));
+        serve(
+            &server,
+            ResponseTemplate::new(200).set_body_json(set(&[("b", EC_B)])),
+        )
+        .await;
+        let a = token(EC_A_PRIVATE, "a");
+        assert!(
+            eventually(|| verifier.verify(&a).is_err()).await,
+            "the periodic refresh never rotated a out"
+        );
+        stop.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(2), job)
+            .await
+            .expect("the job stops")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failing_or_unreachable_endpoint_keeps_the_last_good_keys() {
+        let server = MockServer::start().await;
+        serve(
+            &server,
+            ResponseTemplate::new(200).set_body_json(set(&[("a", EC_A)])),
+        )
+        .await;
+        let refresher = started(&server).await;
+        let a = token(EC_A_PRIVATE, "a");
+        for bad in [
+            ResponseTemplate::new(503),
+            ResponseTemplate::new(200).set_body_string("not json"),
+            ResponseTemplate::new(200).set_body_json(json!({"keys": []})),
+            ResponseTemplate::new(200).set_delay(FETCH_TIMEOUT + Duration::from_secs(1)),
+        ] {
+            serve(&server, bad).await;
+            assert!(refresher.fetch().await.is_err());
+            assert!(refresher.verifier().verify(&a).is_ok());
+        }
+        // Through the job: the endpoint gone, an unknown kid's refetch fails.
+        let verifier = refresher.verifier();
+        let (_stop, stopped) = watch::channel(false);
+        tokio::spawn(refresher.run(LONG, Duration::from_millis(100), stopped));
+        drop(server);
+        assert!(verifier.verify(&token(EC_B_PRIVATE, "b")).is_err());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(verifier.verify(&a).is_ok());
+        assert_eq!(verifier.key_count(), 1);
+    }
+}
