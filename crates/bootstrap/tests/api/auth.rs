@@ -1,4 +1,4 @@
-//! End-user authentication on (`AUTH_JWT_SECRET` set): the admin API takes a token with
+//! End-user authentication on (`AUTH_JWT_SECRET`, `AUTH_JWKS_FILE` or `AUTH_JWKS_URL` set): the admin API takes a token with
 //! the `shop:admin` scope as it takes `ADMIN_TOKEN`, and refuses others as RFC 6750 says.
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode, get_current_timestamp};
@@ -171,4 +171,82 @@ async fn with_a_jwks_file_es256_tokens_of_its_keys_are_accepted() {
     }
     assert_eq!(products(&app), "1");
     let _ = std::fs::remove_file(file);
+}
+
+fn es256_admin_token(kid: &str) -> String {
+    use base64::Engine;
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(EC_PRIVATE)
+        .unwrap();
+    let mut header = Header::new(Algorithm::ES256);
+    header.kid = Some(kid.into());
+    let claims = json!({"sub": "ops", "iss": ISSUER, "aud": AUDIENCE, "exp": get_current_timestamp() + 600, "scope": "shop:admin"});
+    let token = encode(&header, &claims, &EncodingKey::from_ec_der(&der)).unwrap();
+    format!("Bearer {token}")
+}
+
+#[tokio::test]
+async fn with_a_jwks_url_tokens_of_the_fetched_keys_are_accepted() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let idp = MockServer::start().await;
+    let set = json!({"keys": [{"kty": "EC", "crv": "P-256", "x": EC_X, "y": EC_Y, "kid": "k1"}]});
+    Mock::given(method("GET"))
+        .and(path("/jwks"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(set))
+        .mount(&idp)
+        .await;
+    let url = format!("{}/jwks", idp.uri());
+    let app = spawn_app_with(|c| {
+        c.auth_jwks_url = Some(url);
+        c.auth_jwt_issuer = Some(ISSUER.into());
+        c.auth_jwt_audience = Some(AUDIENCE.into());
+        c.auth_required = true;
+    })
+    .await;
+    let res = create_product(&app, Some(&es256_admin_token("k1"))).await;
+    assert_eq!(res.status().as_u16(), 201);
+    let res = create_product(&app, Some(&es256_admin_token("k2"))).await;
+    assert_problem(res, 401, "UNAUTHORIZED").await;
+    assert_eq!(products(&app), "1");
+}
+
+#[tokio::test]
+async fn an_unreachable_jwks_url_refuses_start_up_only_when_authentication_is_required() {
+    // A port nothing listens on: bound, then released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}/jwks");
+    let db = adapter_postgres::test_support::TestDatabase::create().unwrap();
+    let config = |required: bool| bootstrap::Config {
+        database_url: db.url().to_owned(),
+        bind_addr: "127.0.0.1:0".into(),
+        http_workers: 1,
+        auth_jwks_url: Some(url.clone()),
+        auth_jwt_issuer: Some(ISSUER.into()),
+        auth_jwt_audience: Some(AUDIENCE.into()),
+        auth_required: required,
+        ..bootstrap::Config::default()
+    };
+    let err = bootstrap::Application::build(config(true))
+        .await
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("AUTH_JWKS_URL"), "{err:#}");
+    // Not required: the server starts and refuses every token until a fetch succeeds.
+    let app = bootstrap::Application::build(config(false)).await.unwrap();
+    let (port, handle) = (app.port(), app.handle());
+    let running = tokio::spawn(app.run_until_stopped());
+    let res = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/api/v1/admin/products"))
+        .header("authorization", es256_admin_token("k1"))
+        .json(&json!({"name": "Mug", "description": "350 ml", "price": 12000, "stock": 5}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 401);
+    handle.stop(true).await;
+    running.await.unwrap().unwrap();
 }
