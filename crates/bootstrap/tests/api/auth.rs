@@ -1,5 +1,6 @@
-//! End-user authentication on (`AUTH_JWT_SECRET`, `AUTH_JWKS_FILE` or `AUTH_JWKS_URL` set): the admin API takes a token with
-//! the `shop:admin` scope as it takes `ADMIN_TOKEN`, and refuses others as RFC 6750 says.
+//! End-user authentication on (`AUTH_JWT_SECRET`, `AUTH_JWKS_FILE` or `AUTH_JWKS_URL`
+//! set): the admin API takes a token with the `shop:admin` scope as it takes
+//! `ADMIN_TOKEN`, and refuses others as RFC 6750 says.
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode, get_current_timestamp};
 use reqwest::{Method, Response};
