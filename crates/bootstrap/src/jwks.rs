@@ -259,14 +259,21 @@ mod tests {
         }
         tokio::time::sleep(min_refetch / 2).await;
         assert_eq!(fetches(&server).await, 1, "no refetch within the interval");
-        tokio::time::sleep_until(start + min_refetch * 3 / 2).await;
-        assert_eq!(fetches(&server).await, 2, "one refetch for the 50 tokens");
-        tokio::time::sleep_until(start + min_refetch * 5 / 2).await;
-        assert_eq!(fetches(&server).await, 2, "nothing asked since");
-        // A known kid never asks.
+        // Polled rather than timed, so a loaded machine does not fail the test.
+        let mut refetched = false;
+        for _ in 0..100 {
+            if fetches(&server).await >= 2 {
+                refetched = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(refetched, "the unknown kid never triggered a refetch");
+        assert!(start.elapsed() >= min_refetch, "not before the interval");
+        // A known kid never asks; nothing asked since the 50 tokens.
         assert!(verifier.verify(&token(EC_A_PRIVATE, "a")).is_ok());
-        tokio::time::sleep_until(start + min_refetch * 7 / 2).await;
-        assert_eq!(fetches(&server).await, 2);
+        tokio::time::sleep(min_refetch * 2).await;
+        assert_eq!(fetches(&server).await, 2, "one refetch for the 50 tokens");
     }
 
     #[tokio::test]
