@@ -95,7 +95,7 @@ impl Default for Config {
             data_platform_url: None,
             data_platform_ca_file: None,
             outbox_retention_days: 7,
-            outbox_delivery_concurrency: 16,
+            outbox_delivery_concurrency: 64,
             outbox_shutdown_grace_ms: 2_000,
             order_payment_timeout_secs: 300,
             order_expiry_scan_secs: 30,
@@ -479,7 +479,7 @@ mod tests {
                     config.outbox_delivery_concurrency,
                     config.outbox_shutdown_grace_ms
                 ),
-                (16, 2_000)
+                (64, 2_000)
             );
             jail.set_env("OUTBOX_DELIVERY_CONCURRENCY", "4");
             jail.set_env("OUTBOX_SHUTDOWN_GRACE_MS", "500");
