@@ -1,25 +1,35 @@
 //! The data platform (데이터 플랫폼) adapters: [`HttpDataPlatform`] posts each event to
-//! `DATA_PLATFORM_URL`; [`LoggingDataPlatform`] (the "mock API") logs it when no URL is
-//! configured. Retries are the relay's (with backoff, persisted in the outbox), not
-//! this adapter's: one call is one attempt.
+//! `DATA_PLATFORM_URL` (signed when a [`WebhookSecret`] is given);
+//! [`LoggingDataPlatform`] (the "mock API") logs it when no URL is configured. Retries
+//! are the relay's (with backoff, persisted in the outbox), not this adapter's: one call
+//! is one attempt.
+
+mod signing;
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use async_trait::async_trait;
 use domain::outbox::OutboxEvent;
 use domain::ports::DataPlatform;
 
+pub use signing::{MAX_SECRET_BYTES, MIN_SECRET_BYTES, WebhookSecret};
+
 /// Posts events as JSON with `Idempotency-Key: <eventId>`; any 2xx is delivered.
 ///
 /// `http://` or `https://` (rustls, with the webpki roots plus any extra roots from
 /// `DATA_PLATFORM_CA_FILE`). Redirects are never followed: a 3xx would turn the POST
 /// into a body-less GET whose 2xx lost the event, so a 3xx is a failed attempt.
+///
+/// With a secret ([`Self::signed`]), every POST also carries the Standard Webhooks
+/// headers `webhook-id` (the event id), `webhook-timestamp` (Unix seconds, taken per
+/// attempt) and `webhook-signature` over the exact body bytes sent.
 #[derive(Debug, Clone)]
 pub struct HttpDataPlatform {
     client: reqwest::Client,
     url: String,
+    secret: Option<WebhookSecret>,
 }
 
 impl HttpDataPlatform {
@@ -54,7 +64,18 @@ impl HttpDataPlatform {
             ),
             None => "building the data platform HTTP client".to_owned(),
         })?;
-        Ok(Self { client, url })
+        Ok(Self {
+            client,
+            url,
+            secret: None,
+        })
+    }
+
+    /// Signs every delivery with `secret` (`DATA_PLATFORM_SECRET`).
+    #[must_use]
+    pub fn signed(mut self, secret: WebhookSecret) -> Self {
+        self.secret = Some(secret);
+        self
     }
 }
 
@@ -81,14 +102,26 @@ fn extra_roots(path: &Path) -> anyhow::Result<Vec<reqwest::Certificate>> {
 impl DataPlatform for HttpDataPlatform {
     #[tracing::instrument(name = "data_platform.deliver", skip_all, fields(event_id = %event.id))]
     async fn deliver(&self, event: &OutboxEvent) -> anyhow::Result<()> {
-        let response = self
+        let body = event.payload.clone().into_bytes();
+        let mut request = self
             .client
             .post(&self.url)
             .header("Idempotency-Key", &event.id)
-            .header("Content-Type", "application/json")
-            .body(event.payload.clone())
-            .send()
-            .await?;
+            .header("Content-Type", "application/json");
+        if let Some(secret) = &self.secret {
+            let timestamp = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |since| since.as_secs());
+            request = request
+                .header("webhook-id", &event.id)
+                .header("webhook-timestamp", timestamp.to_string())
+                .header(
+                    "webhook-signature",
+                    secret.sign(&event.id, timestamp, &body),
+                );
+        }
+        // The signed bytes are the bytes sent.
+        let response = request.body(body).send().await?;
         let status = response.status();
         if status.is_success() {
             Ok(())

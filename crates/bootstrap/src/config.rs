@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use adapter_dataplatform::WebhookSecret;
 use adapter_http::auth::MIN_SECRET_BYTES;
 use anyhow::Context;
 use figment::Figment;
@@ -24,6 +25,9 @@ pub struct Config {
     pub data_platform_url: Option<String>,
     /// PEM file of extra trusted roots (a private CA) for an `https://` data platform.
     pub data_platform_ca_file: Option<String>,
+    /// `whsec_<base64>`: signs every HTTP delivery (Standard Webhooks headers); unset or
+    /// empty sends them unsigned.
+    pub data_platform_secret: Option<String>,
     /// How long delivered outbox events are kept before the hourly purge deletes them.
     pub outbox_retention_days: u64,
     /// Data-platform deliveries the relay keeps in flight at once.
@@ -94,6 +98,7 @@ impl Default for Config {
             admin_token: None,
             data_platform_url: None,
             data_platform_ca_file: None,
+            data_platform_secret: None,
             outbox_retention_days: 7,
             outbox_delivery_concurrency: 64,
             outbox_shutdown_grace_ms: 2_000,
@@ -144,12 +149,13 @@ const TYPED: [&str; 16] = [
 /// Text settings, taken verbatim. `Env` parses every value (`0123` becomes the number 123,
 /// `true` a boolean, `"x"` loses its quotes), so these variables' text reaches figment as
 /// string values instead.
-const VERBATIM: [&str; 12] = [
+const VERBATIM: [&str; 13] = [
     "DATABASE_URL",
     "BIND_ADDR",
     "ADMIN_TOKEN",
     "DATA_PLATFORM_URL",
     "DATA_PLATFORM_CA_FILE",
+    "DATA_PLATFORM_SECRET",
     "BUSINESS_TIMEZONE",
     "LOG_FORMAT",
     "AUTH_JWT_SECRET",
@@ -263,6 +269,15 @@ impl Config {
         Ok(())
     }
 
+    /// Empty `DATA_PLATFORM_*` texts mean unset; the secret must parse.
+    fn validate_data_platform(&mut self) -> anyhow::Result<()> {
+        self.data_platform_secret = self.data_platform_secret.take().filter(|s| !s.is_empty());
+        if let Some(secret) = &self.data_platform_secret {
+            WebhookSecret::parse(secret)?;
+        }
+        Ok(())
+    }
+
     /// Normalises and checks the settings.
     ///
     /// # Errors
@@ -274,6 +289,7 @@ impl Config {
         self.admin_token = self.admin_token.filter(|t| !t.trim().is_empty());
         self.data_platform_url = self.data_platform_url.filter(|u| !u.trim().is_empty());
         self.data_platform_ca_file = self.data_platform_ca_file.filter(|f| !f.trim().is_empty());
+        self.validate_data_platform()?;
         self.validate_auth()?;
         if self.db_pool_size == 0 {
             anyhow::bail!("DB_POOL_SIZE must be at least 1");
@@ -536,6 +552,42 @@ mod tests {
                     .data_platform_ca_file,
                 None
             );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_data_platform_secret_must_be_whsec_and_base64_and_empty_means_unset() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("DATABASE_URL", "postgres://x/y");
+            jail.set_env("DATA_PLATFORM_URL", "https://p.example/events");
+            jail.set_env("DATA_PLATFORM_SECRET", "");
+            assert_eq!(
+                Config::from_env()
+                    .map_err(|e| e.to_string())?
+                    .data_platform_secret,
+                None
+            );
+            let good = "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+            jail.set_env("DATA_PLATFORM_SECRET", good);
+            assert_eq!(
+                Config::from_env()
+                    .map_err(|e| e.to_string())?
+                    .data_platform_secret
+                    .as_deref(),
+                Some(good)
+            );
+            for bad in [
+                "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+                "whsec_not*base64",
+                "whsec_AAECAwQ=",
+            ] {
+                jail.set_env("DATA_PLATFORM_SECRET", bad);
+                let err = Config::from_env().unwrap_err().to_string();
+                assert!(err.contains("DATA_PLATFORM_SECRET"), "{bad}: {err}");
+                assert!(!err.contains(bad), "the secret is not echoed: {err}");
+            }
             Ok(())
         });
     }

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use actix_web::HttpServer;
 use actix_web::dev::{Server, ServerHandle};
-use adapter_dataplatform::{HttpDataPlatform, LoggingDataPlatform};
+use adapter_dataplatform::{HttpDataPlatform, LoggingDataPlatform, WebhookSecret};
 use adapter_http::HttpState;
 use adapter_http::auth::Verifier;
 use adapter_postgres::{
@@ -118,14 +118,20 @@ impl Application {
             sales: Arc::new(PgSalesStore::new(pool.clone())),
             outbox: Arc::new(PgOutboxStore::new(pool.clone())),
             data_platform: match &config.data_platform_url {
-                Some(url) => Arc::new(HttpDataPlatform::new(
-                    url.clone(),
-                    Duration::from_secs(5),
-                    config
-                        .data_platform_ca_file
-                        .as_deref()
-                        .map(std::path::Path::new),
-                )?),
+                Some(url) => {
+                    let mut platform = HttpDataPlatform::new(
+                        url.clone(),
+                        Duration::from_secs(5),
+                        config
+                            .data_platform_ca_file
+                            .as_deref()
+                            .map(std::path::Path::new),
+                    )?;
+                    if let Some(secret) = &config.data_platform_secret {
+                        platform = platform.signed(WebhookSecret::parse(secret)?);
+                    }
+                    Arc::new(platform)
+                }
                 None => {
                     tracing::info!("no DATA_PLATFORM_URL: paid orders are logged, not sent");
                     Arc::new(LoggingDataPlatform)

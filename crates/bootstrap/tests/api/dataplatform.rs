@@ -255,3 +255,71 @@ async fn a_delivery_that_finishes_within_the_shutdown_grace_is_marked_delivered(
         "its 2xx came within the grace period"
     );
 }
+
+/// The receiver's side of a signed delivery, written independently of the server's code:
+/// Python's `hmac`, `hashlib` and `base64` (exit 0 when a `v1,` signature matches).
+fn python_verifies(secret: &str, request: &wiremock::Request) -> bool {
+    use std::io::Write;
+    const VERIFY_PY: &str = r#"
+import base64, hashlib, hmac, sys
+secret, msg_id, timestamp, header = sys.argv[1:5]
+key = base64.b64decode(secret.removeprefix("whsec_"))
+signed = f"{msg_id}.{timestamp}.".encode() + sys.stdin.buffer.read()
+expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+sys.exit(0 if any(hmac.compare_digest(s.removeprefix("v1,"), expected) for s in header.split(" ")) else 1)
+"#;
+    let header = |name: &str| request.headers[name].to_str().unwrap().to_owned();
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", VERIFY_PY, secret])
+        .args([
+            header("webhook-id"),
+            header("webhook-timestamp"),
+            header("webhook-signature"),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&request.body)
+        .unwrap();
+    child.wait().unwrap().success()
+}
+
+#[tokio::test]
+async fn with_a_secret_every_delivery_is_signed_over_the_bytes_sent() {
+    const SECRET: &str = "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let platform = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .mount(&platform)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&platform)
+        .await;
+    let app = spawn_app_with(|c| {
+        c.data_platform_url = Some(platform.uri());
+        c.data_platform_secret = Some(SECRET.into());
+    })
+    .await;
+    let order = paid_order(&app).await;
+    let got = wait_for_requests(&platform, 2, Duration::from_secs(8)).await;
+    assert_eq!(got.len(), 2, "a failed attempt, then the delivery");
+    for request in &got {
+        let body: Value = serde_json::from_slice(&request.body).unwrap();
+        assert_eq!(body["order"]["orderId"].as_i64(), Some(order));
+        assert_eq!(
+            request.headers["webhook-id"].to_str().unwrap(),
+            body["eventId"].as_str().unwrap()
+        );
+        assert!(python_verifies(SECRET, request), "the retry is signed too");
+        assert!(!python_verifies(
+            "whsec_ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=",
+            request
+        ));
+    }
+}
