@@ -38,13 +38,20 @@ run: deps ## start the server (and the local PostgreSQL unless DATABASE_URL is s
 	  echo "admin token:  $$ADMIN_TOKEN   (development only; set ADMIN_TOKEN to change it)"; \
 	  DATABASE_URL="$$url" SEED_DEMO_DATA="$${SEED_DEMO_DATA:-true}" exec target/release/shop-server
 
-test: deps ## provision/start the local PostgreSQL, then run every test (cargo, then a generated client's flow)
+test: deps ## provision/start the local PostgreSQL and NATS (JetStream), then run every test (cargo, then a generated client's flow)
 	@if [ -z "$$DATABASE_URL" ]; then scripts/db.sh up; fi
+	@# The local nats-server (scripts/nats.sh) runs for the cargo tests only, unless NATS_URL
+	@# names another; one this recipe started is stopped afterwards, even when tests fail.
 	@url="$${DATABASE_URL:-$(LOCAL_DB_URL)}"; \
+	  NATS_SERVER_BIN="$${NATS_SERVER_BIN:-$$(scripts/nats.sh bin)}"; export NATS_SERVER_BIN; \
+	  if [ -z "$$NATS_URL" ] && ! scripts/nats.sh status; then \
+	    trap 'scripts/nats.sh down' EXIT; scripts/nats.sh up; \
+	  fi; \
+	  nats="$${NATS_URL:-$$(scripts/nats.sh url)}"; \
 	  if cargo nextest --version >/dev/null 2>&1; then \
-	    DATABASE_URL="$$url" cargo nextest run --workspace --no-fail-fast; \
+	    DATABASE_URL="$$url" NATS_URL="$$nats" cargo nextest run --workspace --no-fail-fast; \
 	  else \
-	    DATABASE_URL="$$url" cargo test --workspace --no-fail-fast; \
+	    DATABASE_URL="$$url" NATS_URL="$$nats" cargo test --workspace --no-fail-fast; \
 	  fi
 	@scripts/client-flow.sh
 
