@@ -1,7 +1,7 @@
 //! Request and response bodies (camelCase JSON), and their conversion into domain
 //! commands. Requests are parsed with `TryFrom` into validated domain types.
 
-use domain::{PageRequest, UserId, ValidationError};
+use domain::{PageRequest, ValidationError};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, IntoResponses, ToSchema};
 
@@ -41,15 +41,10 @@ fn whole_number(raw: &str) -> Option<i64> {
 #[serde(rename_all = "camelCase")]
 #[into_params(parameter_in = Query)]
 pub struct UserQuery {
-    /// The user whose data to read.
-    #[param(minimum = 1)]
-    pub user_id: i64,
-}
-
-impl UserQuery {
-    pub fn user(&self) -> Result<UserId, ApiError> {
-        Ok(UserId::new(self.user_id)?)
-    }
+    /// The user whose data to read. With end-user authentication on it may be left
+    /// out: the user is the bearer token's, and a `userId` given must be that user.
+    #[param(required = true, nullable = false, minimum = 1)]
+    pub user_id: Option<i64>,
 }
 
 /// `?userId=&page=&size=`.
@@ -57,9 +52,10 @@ impl UserQuery {
 #[serde(rename_all = "camelCase")]
 #[into_params(parameter_in = Query)]
 pub struct UserPageQuery {
-    /// The user whose data to read.
-    #[param(minimum = 1)]
-    pub user_id: i64,
+    /// The user whose data to read. With end-user authentication on it may be left
+    /// out: the user is the bearer token's, and a `userId` given must be that user.
+    #[param(required = true, nullable = false, minimum = 1)]
+    pub user_id: Option<i64>,
     /// 1-based page number (default 1).
     #[param(nullable = false, minimum = 1, maximum = 1_000_000)]
     pub page: Option<i64>,
@@ -69,11 +65,8 @@ pub struct UserPageQuery {
 }
 
 impl UserPageQuery {
-    pub fn parse(&self) -> Result<(UserId, PageRequest), ApiError> {
-        Ok((
-            UserId::new(self.user_id)?,
-            PageRequest::new(self.page, self.size)?,
-        ))
+    pub fn page(&self) -> Result<PageRequest, ApiError> {
+        Ok(PageRequest::new(self.page, self.size)?)
     }
 }
 

@@ -4,6 +4,7 @@
 //!
 //! [`app`] builds the whole actix `App`; the bootstrap crate serves it.
 
+pub mod acting;
 pub mod admin;
 pub mod auth;
 pub mod dto;
@@ -27,7 +28,6 @@ use actix_web_prom::{PrometheusMetrics, PrometheusMetricsBuilder};
 use application::UseCases;
 use prometheus::Registry;
 use tracing_actix_web::{RequestId, TracingLogger};
-use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::admin::{AdminToken, require_admin};
@@ -162,7 +162,10 @@ pub fn app(
         .service(resource("/health/live", "GET").route(web::get().to(ops::live)))
         .service(resource("/health/ready", "GET").route(web::get().to(ops::ready)))
         .service(resource("/metrics", "GET").route(web::get().to(ops::metrics)))
-        .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", openapi::ApiDoc::openapi()))
+        .service(SwaggerUi::new("/docs/{_:.*}").url(
+            "/openapi.json",
+            openapi::document(state.authentication.verifier().is_some()),
+        ))
         .service(web::redirect("/docs", "/docs/"))
         .default_service(web::to(not_found))
         .wrap(ErrorHandlers::new().default_handler(problem_for_bare_errors))

@@ -1,5 +1,11 @@
 //! The OpenAPI document, generated from the handlers' annotations.
+//!
+//! [`ApiDoc`] describes the server with end-user authentication off: a user-scoped
+//! operation names its user (`userId` required) and may carry a bearer token.
+//! [`document`] is what the server serves: that, or with authentication on, the
+//! user-scoped operations requiring the bearer token and `userId` optional.
 
+use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{RefOr, Required, Schema};
 use utoipa::{Modify, OpenApi};
@@ -48,9 +54,77 @@ use crate::routes;
         (name = "admin", description = "Requires `Authorization: Bearer <ADMIN_TOKEN>`"),
         (name = "operations"),
     ),
-    modifiers(&AdminSecurity, &Refinements)
+    modifiers(&AdminSecurity, &UserSecurity, &Refinements)
 )]
 pub struct ApiDoc;
+
+/// The operations that act for one user ([`crate::acting`]): with end-user
+/// authentication on, the bearer token's user.
+pub const USER_SCOPED: [&str; 11] = [
+    "getUser",
+    "chargePoints",
+    "getBalance",
+    "listPointHistory",
+    "payOrder",
+    "placeOrder",
+    "getOrder",
+    "listOrders",
+    "cancelOrder",
+    "issueCoupon",
+    "listUserCoupons",
+];
+
+/// The operations that take the end user's bearer token when authentication is on.
+fn takes_user_token(op: &Operation) -> bool {
+    op.operation_id
+        .as_deref()
+        .is_some_and(|id| id == "createUser" || USER_SCOPED.contains(&id))
+}
+
+/// The document to serve: [`ApiDoc`] with end-user authentication off; with it on,
+/// every user-scoped operation (and `createUser`) requires the `bearer` scheme, and the
+/// `userId` they name their user by is optional.
+pub fn document(authentication: bool) -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    if !authentication {
+        return doc;
+    }
+    let mut bodies = Vec::new();
+    for item in doc.paths.paths.values_mut() {
+        for op in [&mut item.get, &mut item.post]
+            .into_iter()
+            .flatten()
+            .filter(|op| takes_user_token(op))
+        {
+            op.security = Some(vec![SecurityRequirement::new("bearer", [""; 0])]);
+            for param in op.parameters.iter_mut().flatten() {
+                if param.name == crate::acting::FIELD {
+                    param.required = Required::False;
+                }
+            }
+            let schema = op
+                .request_body
+                .as_ref()
+                .and_then(|body| body.content.get("application/json"))
+                .and_then(|content| content.schema.as_ref());
+            if let Some(RefOr::Ref(reference)) = schema
+                && let Some(name) = reference.ref_location.rsplit('/').next()
+            {
+                bodies.push(name.to_owned());
+            }
+        }
+    }
+    for name in bodies {
+        if let Some(RefOr::T(Schema::Object(body))) = doc
+            .components
+            .as_mut()
+            .and_then(|c| c.schemas.get_mut(&name))
+        {
+            body.required.retain(|field| field != crate::acting::FIELD);
+        }
+    }
+    doc
+}
 
 /// Declares the bearer schemes: `admin`, the static `ADMIN_TOKEN`, and `bearer`, an
 /// identity provider's JWT (when end-user authentication is on). An admin route
@@ -99,6 +173,28 @@ impl Modify for AdminSecurity {
     }
 }
 
+/// Declares on every operation that takes the end user's token ([`USER_SCOPED`] and
+/// `createUser`) that it may carry one: with authentication off it is not looked at.
+#[derive(Debug)]
+struct UserSecurity;
+
+impl Modify for UserSecurity {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            for op in [&mut item.get, &mut item.post]
+                .into_iter()
+                .flatten()
+                .filter(|op| takes_user_token(op))
+            {
+                op.security = Some(vec![
+                    SecurityRequirement::default(),
+                    SecurityRequirement::new("bearer", [""; 0]),
+                ]);
+            }
+        }
+    }
+}
+
 /// What the annotations cannot say.
 #[derive(Debug)]
 struct Refinements;
@@ -135,5 +231,130 @@ impl Modify for Refinements {
                 serde_json::json!({"properties": {"discountValue": {"maximum": 100}}}),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use super::*;
+
+    /// Every operation of `doc` as (operationId, operation JSON).
+    fn operations(doc: &Value) -> Vec<(String, Value)> {
+        let mut ops = Vec::new();
+        for item in doc["paths"]
+            .as_object()
+            .into_iter()
+            .flat_map(|p| p.values())
+        {
+            for op in item.as_object().into_iter().flat_map(|i| i.values()) {
+                if let Some(id) = op["operationId"].as_str() {
+                    ops.push((id.to_owned(), op.clone()));
+                }
+            }
+        }
+        ops
+    }
+
+    /// Whether `op` names a user by `userId`, and whether it must: as a query
+    /// parameter or as a property of its JSON body.
+    fn user_id(doc: &Value, op: &Value) -> Option<bool> {
+        let params = op["parameters"].as_array().into_iter().flatten();
+        if let Some(param) = params.into_iter().find(|p| p["name"] == "userId") {
+            return Some(param["required"] == true);
+        }
+        let reference =
+            op["requestBody"]["content"]["application/json"]["schema"]["$ref"].as_str()?;
+        let name = reference.rsplit('/').next()?;
+        let schema = &doc["components"]["schemas"][name];
+        schema["properties"].get("userId")?;
+        Some(
+            schema["required"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|f| f == "userId")),
+        )
+    }
+
+    fn json(authentication: bool) -> Value {
+        serde_json::to_value(document(authentication)).unwrap_or_default()
+    }
+
+    #[test]
+    fn user_id_is_a_positive_integer_never_null() {
+        let doc = json(false);
+        let body = &doc["components"]["schemas"]["ChargeRequest"]["properties"]["userId"];
+        let query = operations(&doc)
+            .into_iter()
+            .find(|(id, _)| id == "getBalance")
+            .map(|(_, op)| op["parameters"][0]["schema"].clone())
+            .unwrap_or_default();
+        for schema in [body, &query] {
+            assert_eq!(schema["type"], "integer", "{schema}");
+            assert_eq!(schema["minimum"], 1, "{schema}");
+        }
+    }
+
+    #[test]
+    fn the_user_scoped_operations_are_exactly_those_that_name_a_user() {
+        let doc = json(false);
+        let mut named: Vec<String> = operations(&doc)
+            .into_iter()
+            .filter(|(id, op)| id == "getUser" || user_id(&doc, op).is_some())
+            .map(|(id, _)| id)
+            .collect();
+        named.sort();
+        let mut scoped = USER_SCOPED.map(String::from).to_vec();
+        scoped.sort();
+        assert_eq!(named, scoped);
+    }
+
+    #[test]
+    fn with_authentication_off_a_user_is_named_and_a_token_is_optional() {
+        let doc = json(false);
+        for (id, op) in operations(&doc) {
+            if !USER_SCOPED.contains(&id.as_str()) && id != "createUser" {
+                continue;
+            }
+            assert_eq!(
+                op["security"],
+                serde_json::json!([{}, {"bearer": []}]),
+                "{id}"
+            );
+            if id == "createUser" {
+                continue;
+            }
+            if id != "getUser" {
+                assert_eq!(user_id(&doc, &op), Some(true), "{id}");
+            }
+            for status in ["401", "403"] {
+                assert!(op["responses"][status].is_object(), "{id} {status}");
+            }
+        }
+    }
+
+    #[test]
+    fn with_authentication_on_the_token_is_required_and_the_user_optional() {
+        let doc = json(true);
+        let mut seen = 0;
+        for (id, op) in operations(&doc) {
+            if USER_SCOPED.contains(&id.as_str()) || id == "createUser" {
+                seen += 1;
+                assert_eq!(op["security"], serde_json::json!([{"bearer": []}]), "{id}");
+                if id != "getUser" && id != "createUser" {
+                    assert_eq!(user_id(&doc, &op), Some(false), "{id}");
+                }
+            } else if id.starts_with("list") || id.starts_with("get") {
+                // Public reads (the catalogue, a campaign, best sellers) stay open.
+                assert!(op.get("security").is_none(), "{id}");
+            }
+        }
+        assert_eq!(seen, USER_SCOPED.len() + 1);
+        // The admin API is unchanged.
+        let off = json(false);
+        assert_eq!(
+            doc["paths"]["/api/v1/admin/products"],
+            off["paths"]["/api/v1/admin/products"]
+        );
     }
 }

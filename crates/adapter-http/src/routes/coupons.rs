@@ -14,6 +14,8 @@ use domain::{CouponId, UserId, ValidationError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::acting::{Acting, acting_user};
+use crate::auth::Caller;
 use crate::dto::{BodyRefusals, IdempotencyKeyHeader, UserQuery, path_id};
 use crate::extract::JsonBody;
 use crate::idempotency::{Rendered, idempotent};
@@ -119,19 +121,19 @@ pub struct UserCouponList {
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IssueRequest {
-    #[schema(minimum = 1)]
-    pub user_id: i64,
+    /// With end-user authentication on it may be left out: the user is the bearer
+    /// token's, and a `userId` given must be that user.
+    #[schema(required = true, nullable = false, minimum = 1)]
+    pub user_id: Option<i64>,
     #[schema(minimum = 1)]
     pub coupon_id: i64,
 }
 
-impl TryFrom<&IssueRequest> for IssueCouponCommand {
-    type Error = ApiError;
-
-    fn try_from(req: &IssueRequest) -> Result<Self, ApiError> {
-        Ok(Self {
-            user_id: UserId::new(req.user_id)?,
-            coupon_id: CouponId::new(req.coupon_id)?,
+impl IssueRequest {
+    fn command(&self, user_id: UserId) -> Result<IssueCouponCommand, ApiError> {
+        Ok(IssueCouponCommand {
+            user_id,
+            coupon_id: CouponId::new(self.coupon_id)?,
         })
     }
 }
@@ -287,16 +289,18 @@ fn render_issued(issued: &UserCoupon) -> Rendered {
     params(IdempotencyKeyHeader),
     responses(
         (status = 201, body = UserCouponResponse),
-        Refused<(Invalid, Keyed, IssueCouponError)>,
+        Refused<(Invalid, Acting, Keyed, IssueCouponError)>,
         BodyRefusals,
     )
 )]
 pub async fn issue(
     use_cases: web::Data<UseCases>,
+    caller: Caller,
     req: HttpRequest,
     body: JsonBody<IssueRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let cmd = IssueCouponCommand::try_from(&*body)?;
+    let user_id = acting_user(&use_cases, &caller, body.user_id).await?;
+    let cmd = body.command(user_id)?;
     idempotent(
         &use_cases,
         &req,
@@ -315,14 +319,16 @@ pub async fn issue(
     params(UserQuery),
     responses(
         (status = 200, body = UserCouponList),
-        Refused<(Invalid, ListUserCouponsError)>,
+        Refused<(Invalid, Acting, ListUserCouponsError)>,
     )
 )]
 pub async fn of_user(
     use_cases: web::Data<UseCases>,
+    caller: Caller,
     query: web::Query<UserQuery>,
 ) -> Result<web::Json<UserCouponList>, ApiError> {
-    let held = use_cases.list_user_coupons.execute(query.user()?).await?;
+    let user_id = acting_user(&use_cases, &caller, query.user_id).await?;
+    let held = use_cases.list_user_coupons.execute(user_id).await?;
     Ok(web::Json(UserCouponList {
         items: held
             .iter()

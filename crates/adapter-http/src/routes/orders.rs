@@ -13,6 +13,8 @@ use domain::{OrderId, ProductId, UserCouponId, UserId, ValidationError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::acting::{Acting, acting_user};
+use crate::auth::Caller;
 use crate::dto::{BodyRefusals, IdempotencyKeyHeader, PageDto, UserPageQuery, UserQuery, path_id};
 use crate::extract::JsonBody;
 use crate::idempotency::{Rendered, idempotent};
@@ -31,8 +33,10 @@ pub struct OrderItemRequest {
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PlaceOrderRequest {
-    #[schema(minimum = 1)]
-    pub user_id: i64,
+    /// With end-user authentication on it may be left out: the user is the bearer
+    /// token's, and a `userId` given must be that user.
+    #[schema(required = true, nullable = false, minimum = 1)]
+    pub user_id: Option<i64>,
     /// 1–50 lines; lines of one product are merged, and a merged quantity above 1,000
     /// is 400 on that line's `quantity`.
     #[schema(min_items = 1, max_items = 50)]
@@ -46,12 +50,9 @@ fn at_index(index: usize, err: ValidationError) -> ApiError {
     ApiError::validation(format!("items[{index}].{}", err.field), err.message)
 }
 
-impl TryFrom<&PlaceOrderRequest> for PlaceOrderCommand {
-    type Error = ApiError;
-
-    fn try_from(req: &PlaceOrderRequest) -> Result<Self, ApiError> {
-        let user_id = UserId::new(req.user_id)?;
-        let lines = req
+impl PlaceOrderRequest {
+    fn command(&self, user_id: UserId) -> Result<PlaceOrderCommand, ApiError> {
+        let lines = self
             .items
             .iter()
             .enumerate()
@@ -62,10 +63,10 @@ impl TryFrom<&PlaceOrderRequest> for PlaceOrderCommand {
                 ))
             })
             .collect::<Result<Vec<_>, ApiError>>()?;
-        Ok(Self {
+        Ok(PlaceOrderCommand {
             user_id,
             items: OrderItems::new(lines)?,
-            user_coupon_id: req.user_coupon_id.map(UserCouponId::new).transpose()?,
+            user_coupon_id: self.user_coupon_id.map(UserCouponId::new).transpose()?,
         })
     }
 }
@@ -141,8 +142,10 @@ impl From<&Order> for OrderResponse {
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PayRequest {
-    #[schema(minimum = 1)]
-    pub user_id: i64,
+    /// With end-user authentication on it may be left out: the user is the bearer
+    /// token's, and a `userId` given must be that user.
+    #[schema(required = true, nullable = false, minimum = 1)]
+    pub user_id: Option<i64>,
     #[schema(minimum = 1)]
     pub order_id: i64,
 }
@@ -163,17 +166,17 @@ pub struct PaymentResponse {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CancelRequest {
-    #[schema(minimum = 1)]
-    pub user_id: i64,
+    /// With end-user authentication on it may be left out: the user is the bearer
+    /// token's, and a `userId` given must be that user.
+    #[schema(required = true, nullable = false, minimum = 1)]
+    pub user_id: Option<i64>,
 }
 
-impl TryFrom<&PayRequest> for PayOrderCommand {
-    type Error = ApiError;
-
-    fn try_from(req: &PayRequest) -> Result<Self, ApiError> {
-        Ok(Self {
-            user_id: UserId::new(req.user_id)?,
-            order_id: OrderId::new(req.order_id)?,
+impl PayRequest {
+    fn command(&self, user_id: UserId) -> Result<PayOrderCommand, ApiError> {
+        Ok(PayOrderCommand {
+            user_id,
+            order_id: OrderId::new(self.order_id)?,
         })
     }
 }
@@ -319,21 +322,22 @@ fn order_id(raw: &str) -> Result<OrderId, ApiError> {
     params(IdempotencyKeyHeader),
     responses(
         (status = 201, body = OrderResponse, headers(("Location" = String))),
-        Refused<(Invalid, Keyed, PlaceOrderError)>,
+        Refused<(Invalid, Acting, Keyed, PlaceOrderError)>,
         BodyRefusals,
     )
 )]
 pub async fn place(
     use_cases: web::Data<UseCases>,
+    caller: Caller,
     req: HttpRequest,
     body: JsonBody<PlaceOrderRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let cmd = PlaceOrderCommand::try_from(&*body)?;
-    let user = cmd.user_id;
+    let user_id = acting_user(&use_cases, &caller, body.user_id).await?;
+    let cmd = body.command(user_id)?;
     idempotent(
         &use_cases,
         &req,
-        user,
+        user_id,
         &*body,
         render_placed,
         |completion| use_cases.place_order.execute(cmd, completion),
@@ -348,16 +352,18 @@ pub async fn place(
     params(("id" = i64, Path, minimum = 1), UserQuery),
     responses(
         (status = 200, body = OrderResponse),
-        Refused<(Invalid, GetOrderError)>,
+        Refused<(Invalid, Acting, GetOrderError)>,
     )
 )]
 pub async fn get(
     use_cases: web::Data<UseCases>,
+    caller: Caller,
     id: web::Path<String>,
     query: web::Query<UserQuery>,
 ) -> Result<web::Json<OrderResponse>, ApiError> {
     let id = order_id(&id)?;
-    let order = use_cases.get_order.execute(query.user()?, id).await?;
+    let user_id = acting_user(&use_cases, &caller, query.user_id).await?;
+    let order = use_cases.get_order.execute(user_id, id).await?;
     Ok(web::Json(OrderResponse::from(&order)))
 }
 
@@ -368,15 +374,17 @@ pub async fn get(
     params(UserPageQuery),
     responses(
         (status = 200, body = PageDto<OrderResponse>),
-        Refused<(Invalid, ListOrdersError)>,
+        Refused<(Invalid, Acting, ListOrdersError)>,
     )
 )]
 pub async fn list(
     use_cases: web::Data<UseCases>,
+    caller: Caller,
     query: web::Query<UserPageQuery>,
 ) -> Result<web::Json<PageDto<OrderResponse>>, ApiError> {
-    let (user, page) = query.parse()?;
-    let page = use_cases.list_orders.execute(user, page).await?;
+    let user_id = acting_user(&use_cases, &caller, query.user_id).await?;
+    let page = query.page()?;
+    let page = use_cases.list_orders.execute(user_id, page).await?;
     Ok(web::Json(PageDto::from_page(page, |o| {
         OrderResponse::from(&o)
     })))
@@ -390,18 +398,19 @@ pub async fn list(
     request_body = CancelRequest,
     responses(
         (status = 200, body = OrderResponse),
-        Refused<(Invalid, CancelOrderError)>,
+        Refused<(Invalid, Acting, CancelOrderError)>,
         BodyRefusals,
     )
 )]
 pub async fn cancel(
     use_cases: web::Data<UseCases>,
+    caller: Caller,
     id: web::Path<String>,
     body: JsonBody<CancelRequest>,
 ) -> Result<web::Json<OrderResponse>, ApiError> {
     let id = order_id(&id)?;
-    let user = UserId::new(body.user_id)?;
-    let order = use_cases.cancel_order.execute(user, id).await?;
+    let user_id = acting_user(&use_cases, &caller, body.user_id).await?;
+    let order = use_cases.cancel_order.execute(user_id, id).await?;
     Ok(web::Json(OrderResponse::from(&order)))
 }
 
@@ -413,16 +422,18 @@ pub async fn cancel(
     params(IdempotencyKeyHeader),
     responses(
         (status = 200, body = PaymentResponse),
-        Refused<(Invalid, Keyed, PayOrderError)>,
+        Refused<(Invalid, Acting, Keyed, PayOrderError)>,
         BodyRefusals,
     )
 )]
 pub async fn pay(
     use_cases: web::Data<UseCases>,
+    caller: Caller,
     req: HttpRequest,
     body: JsonBody<PayRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let cmd = PayOrderCommand::try_from(&*body)?;
+    let user_id = acting_user(&use_cases, &caller, body.user_id).await?;
+    let cmd = body.command(user_id)?;
     idempotent(
         &use_cases,
         &req,
@@ -477,7 +488,13 @@ mod tests {
         let pay = documented("post", "/api/v1/points/use");
         assert_eq!(
             statuses(&pay),
-            ["200", "400", "404", "409", "413", "415", "422"]
+            [
+                "200", "400", "401", "403", "404", "409", "413", "415", "422"
+            ]
+        );
+        assert_eq!(
+            description(&pay, "403"),
+            "FORBIDDEN: a token acts only for its own user"
         );
         assert_eq!(
             description(&pay, "409"),
@@ -494,14 +511,14 @@ mod tests {
         );
         // A read refuses nothing a payment or a cancel would.
         let get = documented("get", "/api/v1/orders/{id}");
-        assert_eq!(statuses(&get), ["200", "400", "404"]);
+        assert_eq!(statuses(&get), ["200", "400", "401", "403", "404"]);
         assert_eq!(description(&get, "404"), "USER_NOT_FOUND, ORDER_NOT_FOUND");
         let list = documented("get", "/api/v1/orders");
-        assert_eq!(statuses(&list), ["200", "400", "404"]);
+        assert_eq!(statuses(&list), ["200", "400", "401", "403", "404"]);
         let cancel = documented("post", "/api/v1/orders/{id}/cancel");
         assert_eq!(
             statuses(&cancel),
-            ["200", "400", "404", "409", "413", "415"]
+            ["200", "400", "401", "403", "404", "409", "413", "415"]
         );
         assert!(description(&cancel, "409").starts_with("ORDER_NOT_CANCELLABLE"));
     }

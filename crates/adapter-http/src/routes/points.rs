@@ -9,6 +9,8 @@ use domain::points::{ChargeAmount, Charged, PointHistoryEntry};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::acting::{Acting, acting_user};
+use crate::auth::Caller;
 use crate::dto::{BodyRefusals, IdempotencyKeyHeader, PageDto, UserPageQuery, UserQuery};
 use crate::extract::JsonBody;
 use crate::idempotency::{Rendered, idempotent};
@@ -19,20 +21,20 @@ use chrono::{DateTime, Utc};
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ChargeRequest {
-    #[schema(minimum = 1, example = 1)]
-    pub user_id: i64,
+    /// With end-user authentication on it may be left out: the user is the bearer
+    /// token's, and a `userId` given must be that user.
+    #[schema(required = true, nullable = false, minimum = 1, example = 1)]
+    pub user_id: Option<i64>,
     /// KRW, 1..=1,000,000 per charge.
     #[schema(minimum = 1, maximum = 1_000_000, example = 10_000)]
     pub amount: i64,
 }
 
-impl TryFrom<&ChargeRequest> for ChargeCommand {
-    type Error = ApiError;
-
-    fn try_from(req: &ChargeRequest) -> Result<Self, ApiError> {
-        Ok(Self {
-            user_id: UserId::new(req.user_id)?,
-            amount: ChargeAmount::new(req.amount)?,
+impl ChargeRequest {
+    fn command(&self, user_id: UserId) -> Result<ChargeCommand, ApiError> {
+        Ok(ChargeCommand {
+            user_id,
+            amount: ChargeAmount::new(self.amount)?,
         })
     }
 }
@@ -134,16 +136,18 @@ fn render_charged(charged: &Charged) -> Rendered {
     params(IdempotencyKeyHeader),
     responses(
         (status = 200, body = BalanceResponse),
-        Refused<(Invalid, Keyed, ChargeError)>,
+        Refused<(Invalid, Acting, Keyed, ChargeError)>,
         BodyRefusals,
     )
 )]
 pub async fn charge(
     use_cases: web::Data<UseCases>,
+    caller: Caller,
     req: HttpRequest,
     body: JsonBody<ChargeRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let cmd = ChargeCommand::try_from(&*body)?;
+    let user_id = acting_user(&use_cases, &caller, body.user_id).await?;
+    let cmd = body.command(user_id)?;
     idempotent(
         &use_cases,
         &req,
@@ -162,14 +166,15 @@ pub async fn charge(
     params(UserQuery),
     responses(
         (status = 200, body = BalanceResponse),
-        Refused<(Invalid, PointQueryError)>,
+        Refused<(Invalid, Acting, PointQueryError)>,
     )
 )]
 pub async fn balance(
     use_cases: web::Data<UseCases>,
+    caller: Caller,
     query: web::Query<UserQuery>,
 ) -> Result<web::Json<BalanceResponse>, ApiError> {
-    let user_id = query.user()?;
+    let user_id = acting_user(&use_cases, &caller, query.user_id).await?;
     let balance = use_cases.get_balance.execute(user_id).await?;
     Ok(web::Json(BalanceResponse {
         user_id: user_id.get(),
@@ -184,14 +189,16 @@ pub async fn balance(
     params(UserPageQuery),
     responses(
         (status = 200, body = PageDto<PointHistoryItem>),
-        Refused<(Invalid, PointQueryError)>,
+        Refused<(Invalid, Acting, PointQueryError)>,
     )
 )]
 pub async fn history(
     use_cases: web::Data<UseCases>,
+    caller: Caller,
     query: web::Query<UserPageQuery>,
 ) -> Result<web::Json<PageDto<PointHistoryItem>>, ApiError> {
-    let (user_id, page) = query.parse()?;
+    let user_id = acting_user(&use_cases, &caller, query.user_id).await?;
+    let page = query.page()?;
     let page = use_cases.get_point_history.execute(user_id, page).await?;
     Ok(web::Json(PageDto::from_page(page, PointHistoryItem::from)))
 }

@@ -10,6 +10,7 @@ use domain::user::{Registration, Subject, User};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::acting::{Acting, acting_user};
 use crate::auth::{AuthError, Caller};
 use crate::dto::{BodyRefusals, path_id};
 use crate::problem::ApiError;
@@ -76,7 +77,6 @@ impl From<GetUserError> for ApiError {
     post, path = "/api/v1/users", tag = "users",
     operation_id = "createUser",
     request_body(content = CreateUserRequest, description = "Optional: no body, or a JSON object (`{}`); its fields are ignored", content_type = "application/json"),
-    security((), ("bearer" = [])),
     responses(
         (status = 201, description = "Created", body = UserResponse,
          headers(("Location" = String, description = "URL of the new user"))),
@@ -134,20 +134,23 @@ fn created(user: User) -> HttpResponse {
         .json(UserResponse::from(user))
 }
 
-/// One user.
+/// One user. With end-user authentication on, only the token's own user (403
+/// `FORBIDDEN` for any other id, existing or not).
 #[utoipa::path(
     get, path = "/api/v1/users/{id}", tag = "users",
     operation_id = "getUser",
     params(("id" = i64, Path, minimum = 1, description = "User id")),
     responses(
         (status = 200, body = UserResponse),
-        Refused<(Invalid, GetUserError)>,
+        Refused<(Invalid, Acting, GetUserError)>,
     )
 )]
 pub async fn get_user(
     use_cases: web::Data<UseCases>,
+    caller: Caller,
     id: web::Path<String>,
 ) -> Result<web::Json<UserResponse>, ApiError> {
     let id = path_id(&id, "id", UserId::parse)?;
+    let id = acting_user(&use_cases, &caller, Some(id.get())).await?;
     Ok(web::Json(use_cases.get_user.execute(id).await?.into()))
 }

@@ -22,4 +22,5 @@ mod orders;
 mod points;
 mod products;
 mod user_subjects;
+mod user_routes;
 mod users;
