@@ -1,10 +1,14 @@
 //! The data platform (데이터 플랫폼) adapters: [`HttpDataPlatform`] posts each event to
-//! `DATA_PLATFORM_URL` (signed when a [`WebhookSecret`] is given);
-//! [`LoggingDataPlatform`] (the "mock API") logs it when no URL is configured. Retries
+//! an `http(s)://` `DATA_PLATFORM_URL` (signed when a [`WebhookSecret`] is given);
+//! [`JetStreamDataPlatform`] publishes it to a NATS JetStream stream for a `nats://` or
+//! `tls://` one; [`LoggingDataPlatform`] (the "mock API") logs it when no URL is configured. Retries
 //! are the relay's (with backoff, persisted in the outbox), not this adapter's: one call
 //! is one attempt.
 
+mod jetstream;
 mod signing;
+#[cfg(feature = "test-support")]
+pub mod test_support;
 
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -14,6 +18,11 @@ use async_trait::async_trait;
 use domain::outbox::OutboxEvent;
 use domain::ports::DataPlatform;
 
+pub use jetstream::{
+    DEFAULT_STREAM, DEFAULT_SUBJECT, DUPLICATE_WINDOW, JetStreamDataPlatform, JetStreamSettings,
+    MAX_AGE, MAX_BYTES, MAX_MESSAGE_SIZE, MIN_DUPLICATE_WINDOW, check_stream_name, check_subject,
+    stream_config,
+};
 pub use signing::{MAX_SECRET_BYTES, MIN_SECRET_BYTES, WebhookSecret};
 
 /// Posts events as JSON with `Idempotency-Key: <eventId>`; any 2xx is delivered.
@@ -45,7 +54,8 @@ impl HttpDataPlatform {
         match parsed.scheme() {
             "http" | "https" => {}
             other => anyhow::bail!(
-                "DATA_PLATFORM_URL must be an http:// or https:// URL (got scheme `{other}`)"
+                "DATA_PLATFORM_URL must be an http://, https://, nats:// or tls:// URL (got \
+                 scheme `{other}`)"
             ),
         }
         let mut builder = reqwest::Client::builder()
@@ -80,7 +90,7 @@ impl HttpDataPlatform {
 }
 
 /// The certificates of a PEM file; none at all is an error (a wrong file, not a CA).
-fn extra_roots(path: &Path) -> anyhow::Result<Vec<reqwest::Certificate>> {
+pub(crate) fn extra_roots(path: &Path) -> anyhow::Result<Vec<reqwest::Certificate>> {
     let pem = std::fs::read(path)
         .with_context(|| format!("reading DATA_PLATFORM_CA_FILE {}", path.display()))?;
     let certificates = reqwest::Certificate::from_pem_bundle(&pem).with_context(|| {

@@ -21,10 +21,18 @@ pub struct Config {
     pub bind_addr: String,
     /// Bearer token of the admin API; unset or empty disables the admin API.
     pub admin_token: Option<String>,
-    /// Where paid orders are delivered; unset logs them instead.
+    /// Where paid orders are delivered: `http(s)://` posts them, `nats://` or `tls://`
+    /// publishes them to a JetStream stream; unset logs them instead.
     pub data_platform_url: Option<String>,
-    /// PEM file of extra trusted roots (a private CA) for an `https://` data platform.
+    /// PEM file of extra trusted roots (a private CA) for an `https://` data platform, or
+    /// the CA certificates trusted for a `tls://` NATS server.
     pub data_platform_ca_file: Option<String>,
+    /// The subject paid orders are published to (JetStream).
+    pub data_platform_subject: String,
+    /// The stream that holds them, created when missing (JetStream).
+    pub data_platform_stream: String,
+    /// A NATS credentials file (JetStream).
+    pub data_platform_nats_creds: Option<String>,
     /// `whsec_<base64>`: signs every HTTP delivery (Standard Webhooks headers); unset or
     /// empty sends them unsigned.
     pub data_platform_secret: Option<String>,
@@ -99,6 +107,9 @@ impl Default for Config {
             data_platform_url: None,
             data_platform_ca_file: None,
             data_platform_secret: None,
+            data_platform_subject: adapter_dataplatform::DEFAULT_SUBJECT.into(),
+            data_platform_stream: adapter_dataplatform::DEFAULT_STREAM.into(),
+            data_platform_nats_creds: None,
             outbox_retention_days: 7,
             outbox_delivery_concurrency: 64,
             outbox_shutdown_grace_ms: 2_000,
@@ -126,6 +137,15 @@ impl Default for Config {
     }
 }
 
+/// The adapter a `DATA_PLATFORM_URL` selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataPlatformKind {
+    /// `http://` or `https://` (any other scheme is refused when the adapter is built).
+    Http,
+    /// `nats://` or `tls://`: a JetStream stream.
+    JetStream,
+}
+
 /// Number and boolean settings: figment's `Env` provider parses their text.
 const TYPED: [&str; 16] = [
     "OUTBOX_RETENTION_DAYS",
@@ -149,13 +169,16 @@ const TYPED: [&str; 16] = [
 /// Text settings, taken verbatim. `Env` parses every value (`0123` becomes the number 123,
 /// `true` a boolean, `"x"` loses its quotes), so these variables' text reaches figment as
 /// string values instead.
-const VERBATIM: [&str; 13] = [
+const VERBATIM: [&str; 16] = [
     "DATABASE_URL",
     "BIND_ADDR",
     "ADMIN_TOKEN",
     "DATA_PLATFORM_URL",
     "DATA_PLATFORM_CA_FILE",
     "DATA_PLATFORM_SECRET",
+    "DATA_PLATFORM_SUBJECT",
+    "DATA_PLATFORM_STREAM",
+    "DATA_PLATFORM_NATS_CREDS",
     "BUSINESS_TIMEZONE",
     "LOG_FORMAT",
     "AUTH_JWT_SECRET",
@@ -269,13 +292,43 @@ impl Config {
         Ok(())
     }
 
-    /// Empty `DATA_PLATFORM_*` texts mean unset; the secret must parse.
+    /// Which adapter `DATA_PLATFORM_URL` selects, by its scheme.
+    pub fn data_platform_kind(&self) -> Option<DataPlatformKind> {
+        let url = self.data_platform_url.as_deref()?;
+        let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
+        Some(match scheme.to_ascii_lowercase().as_str() {
+            "nats" | "tls" => DataPlatformKind::JetStream,
+            _ => DataPlatformKind::Http,
+        })
+    }
+
+    /// Empty `DATA_PLATFORM_*` texts mean unset; the secret must parse; the subject and
+    /// stream must be valid; settings of the other adapter are refused.
     fn validate_data_platform(&mut self) -> anyhow::Result<()> {
         self.data_platform_secret = self.data_platform_secret.take().filter(|s| !s.is_empty());
+        self.data_platform_nats_creds = self
+            .data_platform_nats_creds
+            .take()
+            .filter(|f| !f.trim().is_empty());
         if let Some(secret) = &self.data_platform_secret {
             WebhookSecret::parse(secret)?;
         }
-        Ok(())
+        adapter_dataplatform::check_subject(&self.data_platform_subject)?;
+        adapter_dataplatform::check_stream_name(&self.data_platform_stream)?;
+        match self.data_platform_kind() {
+            Some(DataPlatformKind::JetStream) if self.data_platform_secret.is_some() => {
+                anyhow::bail!(
+                    "DATA_PLATFORM_SECRET signs HTTP deliveries; it has no use with a nats:// or \
+                     tls:// DATA_PLATFORM_URL (unset it)"
+                )
+            }
+            Some(DataPlatformKind::Http) | None if self.data_platform_nats_creds.is_some() => {
+                anyhow::bail!(
+                    "DATA_PLATFORM_NATS_CREDS needs a nats:// or tls:// DATA_PLATFORM_URL"
+                )
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Normalises and checks the settings.
@@ -588,6 +641,88 @@ mod tests {
                 assert!(err.contains("DATA_PLATFORM_SECRET"), "{bad}: {err}");
                 assert!(!err.contains(bad), "the secret is not echoed: {err}");
             }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_nats_url_selects_jetstream_with_its_subject_stream_and_creds() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("DATABASE_URL", "postgres://x/y");
+            let config = Config::from_env().map_err(|e| e.to_string())?;
+            assert_eq!(config.data_platform_kind(), None);
+            assert_eq!(
+                (
+                    config.data_platform_subject.as_str(),
+                    config.data_platform_stream.as_str()
+                ),
+                ("shop.orders.paid", "SHOP_ORDERS")
+            );
+            jail.set_env("DATA_PLATFORM_URL", "https://p.example/events");
+            let config = Config::from_env().map_err(|e| e.to_string())?;
+            assert_eq!(config.data_platform_kind(), Some(DataPlatformKind::Http));
+            for url in ["nats://n.example:4222", "tls://user:pw@n.example:4222"] {
+                jail.set_env("DATA_PLATFORM_URL", url);
+                let config = Config::from_env().map_err(|e| e.to_string())?;
+                assert_eq!(
+                    config.data_platform_kind(),
+                    Some(DataPlatformKind::JetStream)
+                );
+            }
+            jail.set_env("DATA_PLATFORM_SUBJECT", "0123.paid");
+            jail.set_env("DATA_PLATFORM_STREAM", "007");
+            jail.set_env("DATA_PLATFORM_NATS_CREDS", "/etc/shop/0123.creds");
+            let config = Config::from_env().map_err(|e| e.to_string())?;
+            assert_eq!(
+                (
+                    config.data_platform_subject.as_str(),
+                    config.data_platform_stream.as_str(),
+                    config.data_platform_nats_creds.as_deref()
+                ),
+                ("0123.paid", "007", Some("/etc/shop/0123.creds"))
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn wildcard_subjects_bad_stream_names_and_the_other_adapters_settings_are_refused() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("DATABASE_URL", "postgres://x/y");
+            jail.set_env("DATA_PLATFORM_URL", "nats://n.example:4222");
+            for (name, bad) in [
+                ("DATA_PLATFORM_SUBJECT", "shop.orders.*"),
+                ("DATA_PLATFORM_SUBJECT", "shop.>"),
+                ("DATA_PLATFORM_SUBJECT", "shop..paid"),
+                ("DATA_PLATFORM_SUBJECT", ""),
+                ("DATA_PLATFORM_STREAM", "SHOP.ORDERS"),
+                ("DATA_PLATFORM_STREAM", ""),
+            ] {
+                jail.set_env(name, bad);
+                let err = Config::from_env().unwrap_err().to_string();
+                assert!(err.contains(name), "{bad}: {err}");
+                jail.set_env(
+                    name,
+                    if name.ends_with("SUBJECT") {
+                        "a.b"
+                    } else {
+                        "S"
+                    },
+                );
+            }
+            jail.set_env(
+                "DATA_PLATFORM_SECRET",
+                "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+            );
+            let err = Config::from_env().unwrap_err().to_string();
+            assert!(err.contains("DATA_PLATFORM_SECRET"), "{err}");
+            jail.set_env("DATA_PLATFORM_URL", "https://p.example/events");
+            assert!(Config::from_env().is_ok(), "a secret for HTTP");
+            jail.set_env("DATA_PLATFORM_NATS_CREDS", "/etc/shop/nats.creds");
+            let err = Config::from_env().unwrap_err().to_string();
+            assert!(err.contains("DATA_PLATFORM_NATS_CREDS"), "{err}");
             Ok(())
         });
     }

@@ -16,7 +16,9 @@ use std::time::Duration;
 
 use actix_web::HttpServer;
 use actix_web::dev::{Server, ServerHandle};
-use adapter_dataplatform::{HttpDataPlatform, LoggingDataPlatform, WebhookSecret};
+use adapter_dataplatform::{
+    HttpDataPlatform, JetStreamDataPlatform, JetStreamSettings, LoggingDataPlatform, WebhookSecret,
+};
 use adapter_http::HttpState;
 use adapter_http::auth::Verifier;
 use adapter_postgres::{
@@ -32,7 +34,7 @@ use prometheus::Registry;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-pub use config::Config;
+pub use config::{Config, DataPlatformKind};
 
 /// A built, listening, not yet running server with its schedulers.
 pub struct Application {
@@ -118,6 +120,23 @@ impl Application {
             sales: Arc::new(PgSalesStore::new(pool.clone())),
             outbox: Arc::new(PgOutboxStore::new(pool.clone())),
             data_platform: match &config.data_platform_url {
+                Some(url) if config.data_platform_kind() == Some(DataPlatformKind::JetStream) => {
+                    let platform = JetStreamDataPlatform::connect(JetStreamSettings {
+                        url: url.clone(),
+                        subject: config.data_platform_subject.clone(),
+                        stream: config.data_platform_stream.clone(),
+                        creds_file: config.data_platform_nats_creds.as_ref().map(Into::into),
+                        ca_file: config.data_platform_ca_file.as_ref().map(Into::into),
+                        timeout: Duration::from_secs(5),
+                    })
+                    .await?;
+                    tracing::info!(
+                        subject = %config.data_platform_subject,
+                        stream = %config.data_platform_stream,
+                        "paid orders are published to NATS JetStream"
+                    );
+                    Arc::new(platform)
+                }
                 Some(url) => {
                     let mut platform = HttpDataPlatform::new(
                         url.clone(),

@@ -6,7 +6,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::{TestApp, spawn_app_with};
 
-async fn paid_order(app: &TestApp) -> i64 {
+pub(crate) async fn paid_order(app: &TestApp) -> i64 {
     let p = app.create_product(100, 10).await;
     let user = app.create_user().await;
     app.charge(user, 1_000).await;

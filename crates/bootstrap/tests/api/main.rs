@@ -17,6 +17,7 @@ mod helpers;
 mod idempotency;
 mod idle;
 mod instances;
+mod jetstream;
 mod ops;
 mod orders;
 mod points;

@@ -1,0 +1,403 @@
+//! [`JetStreamDataPlatform`]: each event published to a NATS JetStream stream, with its
+//! event id as `Nats-Msg-Id`, so the stream's duplicate window drops a retry of an event it
+//! already holds. One call is one attempt: delivered only on the stream's publish
+//! acknowledgement; no acknowledgement within the timeout, a refusal or a lost connection
+//! is a failed attempt, retried by the relay with its backoff.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::ConnectOptions;
+use async_nats::connection::State;
+use async_nats::jetstream::ErrorCode;
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::stream::{
+    Config as StreamConfig, DiscardPolicy, RetentionPolicy, StorageType,
+};
+use async_nats::jetstream::{self, context::GetStreamErrorKind};
+use async_trait::async_trait;
+use bytes::Bytes;
+use domain::outbox::OutboxEvent;
+use domain::ports::DataPlatform;
+use tokio::sync::OnceCell;
+
+/// The default subject (`DATA_PLATFORM_SUBJECT`).
+pub const DEFAULT_SUBJECT: &str = "shop.orders.paid";
+/// The default stream (`DATA_PLATFORM_STREAM`).
+pub const DEFAULT_STREAM: &str = "SHOP_ORDERS";
+/// The duplicate window of a stream this adapter creates: a retry of an event the stream
+/// took less than this long ago is dropped (acknowledged as a duplicate). It spans the
+/// relay's longest backoff (a minute) and its claim lease (30 s) with room to spare.
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(10 * 60);
+/// The shortest duplicate window of an existing stream that is used without a warning.
+pub const MIN_DUPLICATE_WINDOW: Duration = Duration::from_secs(2 * 60);
+/// How long a stream this adapter creates keeps a message (consumers must read within it).
+pub const MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The most bytes a stream this adapter creates holds; past it the oldest are discarded.
+pub const MAX_BYTES: i64 = 1 << 30;
+/// The largest message a stream this adapter creates accepts (an order's event is a few KiB).
+pub const MAX_MESSAGE_SIZE: i32 = 1 << 20;
+
+/// Where and how to publish.
+#[derive(Debug, Clone)]
+pub struct JetStreamSettings {
+    /// `nats://` or `tls://`, with `user:password@` or `token@` when the server wants them.
+    pub url: String,
+    /// The subject every event is published to (no wildcards).
+    pub subject: String,
+    /// The stream that captures `subject`; created when missing.
+    pub stream: String,
+    /// A NATS credentials file (a user JWT and its nkey seed), read at start-up.
+    pub creds_file: Option<PathBuf>,
+    /// A PEM file of CA certificates trusted for `tls://` (instead of the system's).
+    pub ca_file: Option<PathBuf>,
+    /// How long one publish waits for its acknowledgement.
+    pub timeout: Duration,
+}
+
+/// Publishes events to a JetStream stream. Connecting never waits for the server: the
+/// client connects (and reconnects) in the background, so the server starts while NATS
+/// is down and events wait in the outbox until it is back.
+pub struct JetStreamDataPlatform {
+    jetstream: jetstream::Context,
+    subject: String,
+    stream: String,
+    timeout: Duration,
+    /// Set once the stream is known to exist (looked up or created on first use).
+    stream_ready: OnceCell<()>,
+}
+
+impl std::fmt::Debug for JetStreamDataPlatform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JetStreamDataPlatform")
+            .field("subject", &self.subject)
+            .field("stream", &self.stream)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Checks a publish subject: dot-separated non-empty tokens, no wildcards or whitespace.
+///
+/// # Errors
+/// When the subject is not one a publish may use.
+pub fn check_subject(subject: &str) -> anyhow::Result<()> {
+    let bad_token = subject.split('.').any(|token| {
+        token.is_empty() || token == "*" || token == ">" || token.chars().any(char::is_whitespace)
+    });
+    if bad_token || subject.len() > 255 {
+        anyhow::bail!(
+            "DATA_PLATFORM_SUBJECT {subject:?} is not a publish subject (dot-separated tokens, \
+             no wildcards `*`/`>`, no whitespace, at most 255 bytes)"
+        );
+    }
+    Ok(())
+}
+
+/// Checks a stream name: 1 to 255 characters, none of `.`, `*`, `>`, path separators,
+/// whitespace or control characters.
+///
+/// # Errors
+/// When the name is not one JetStream accepts.
+pub fn check_stream_name(name: &str) -> anyhow::Result<()> {
+    let bad = name.is_empty()
+        || name.len() > 255
+        || name.chars().any(|c| {
+            matches!(c, '.' | '*' | '>' | '/' | '\\') || c.is_whitespace() || c.is_control()
+        });
+    if bad {
+        anyhow::bail!(
+            "DATA_PLATFORM_STREAM {name:?} is not a stream name (1 to 255 characters, none of \
+             `.`, `*`, `>`, `/`, `\\`, whitespace)"
+        );
+    }
+    Ok(())
+}
+
+/// The configuration of a stream this adapter creates for `subject`.
+pub fn stream_config(stream: &str, subject: &str) -> StreamConfig {
+    StreamConfig {
+        name: stream.to_owned(),
+        subjects: vec![subject.to_owned()],
+        storage: StorageType::File,
+        retention: RetentionPolicy::Limits,
+        discard: DiscardPolicy::Old,
+        duplicate_window: DUPLICATE_WINDOW,
+        max_age: MAX_AGE,
+        max_bytes: MAX_BYTES,
+        max_message_size: MAX_MESSAGE_SIZE,
+        num_replicas: 1,
+        ..StreamConfig::default()
+    }
+}
+
+impl JetStreamDataPlatform {
+    /// Reads the credentials and starts connecting in the background.
+    ///
+    /// # Errors
+    /// When the URL is not a `nats://` or `tls://` URL, the subject or stream name is
+    /// invalid, or the credentials file cannot be read.
+    pub async fn connect(settings: JetStreamSettings) -> anyhow::Result<Self> {
+        check_subject(&settings.subject)?;
+        check_stream_name(&settings.stream)?;
+        let mut url = reqwest::Url::parse(&settings.url)
+            .map_err(|e| anyhow::anyhow!("DATA_PLATFORM_URL is not a valid URL: {e}"))?;
+        let tls = match url.scheme() {
+            "nats" => false,
+            "tls" => true,
+            other => anyhow::bail!(
+                "a JetStream DATA_PLATFORM_URL must be a nats:// or tls:// URL (got scheme `{other}`)"
+            ),
+        };
+        let mut options = ConnectOptions::new()
+            .name("shop-server")
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .connection_timeout(settings.timeout)
+            // Reconnect soon after the server is back (0.1 s more per failed try, at most
+            // 1 s apart), so events wait for the relay's backoff, not for the client's.
+            .reconnect_delay_callback(|attempts| {
+                Duration::from_millis(
+                    u64::try_from(attempts)
+                        .unwrap_or(u64::MAX)
+                        .saturating_mul(100)
+                        .min(1_000),
+                )
+            })
+            .require_tls(tls)
+            .event_callback(|event| async move {
+                tracing::info!(%event, "data platform (NATS) connection");
+            });
+        let user = decoded(url.username())?;
+        let password = url.password().map(decoded).transpose()?;
+        match (user, password) {
+            (user, Some(password)) => options = options.user_and_password(user, password),
+            (token, None) if !token.is_empty() => options = options.token(token),
+            _ => {}
+        }
+        // The URL the client sees (and may log) carries no credentials.
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        if let Some(path) = &settings.creds_file {
+            options = options
+                .credentials_file(path)
+                .await
+                .with_context(|| format!("reading DATA_PLATFORM_NATS_CREDS {}", path.display()))?;
+        }
+        if let Some(path) = &settings.ca_file {
+            // The client reads the file when it connects; a bad one is a start-up error.
+            crate::extra_roots(path)?;
+            options = options.add_root_certificates(path.clone());
+        }
+        let client = options
+            .connect(url.as_str())
+            .await
+            .with_context(|| format!("connecting to NATS at {url}"))?;
+        let mut jetstream = jetstream::new(client);
+        jetstream.set_timeout(settings.timeout);
+        Ok(Self {
+            jetstream,
+            subject: settings.subject,
+            stream: settings.stream,
+            timeout: settings.timeout,
+            stream_ready: OnceCell::new(),
+        })
+    }
+
+    /// Uses the stream as it is when it exists, else creates it with [`stream_config`].
+    async fn ensure_stream(&self) -> anyhow::Result<()> {
+        match self.jetstream.get_stream(&self.stream).await {
+            Ok(mut stream) => {
+                let info = stream
+                    .info()
+                    .await
+                    .context("reading the stream's settings")?;
+                let config = &info.config;
+                if config.duplicate_window < MIN_DUPLICATE_WINDOW {
+                    tracing::warn!(
+                        stream = %self.stream,
+                        duplicate_window = ?config.duplicate_window,
+                        "the existing stream's duplicate window is under two minutes: a retry \
+                         after it is stored twice"
+                    );
+                }
+                tracing::info!(stream = %self.stream, subjects = ?config.subjects, "data platform: using the existing stream");
+                Ok(())
+            }
+            Err(e)
+                if matches!(e.kind(), GetStreamErrorKind::JetStream(ref js)
+                    if js.error_code() == ErrorCode::STREAM_NOT_FOUND) =>
+            {
+                self.jetstream
+                    .create_stream(stream_config(&self.stream, &self.subject))
+                    .await
+                    .with_context(|| format!("creating the stream {}", self.stream))?;
+                tracing::info!(stream = %self.stream, subject = %self.subject, "data platform: created the stream");
+                Ok(())
+            }
+            Err(e) => {
+                Err(anyhow::Error::new(e).context(format!("looking up the stream {}", self.stream)))
+            }
+        }
+    }
+}
+
+/// A percent-decoded URL user or password.
+fn decoded(text: &str) -> anyhow::Result<String> {
+    let bytes = percent_decode(text);
+    String::from_utf8(bytes).context("DATA_PLATFORM_URL credentials are not UTF-8")
+}
+
+fn percent_decode(text: &str) -> Vec<u8> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (b, hex) {
+            (b'%', Some(value)) => {
+                out.push(value);
+                i += 3;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+#[async_trait]
+impl DataPlatform for JetStreamDataPlatform {
+    #[tracing::instrument(name = "data_platform.publish", skip_all, fields(event_id = %event.id))]
+    async fn deliver(&self, event: &OutboxEvent) -> anyhow::Result<()> {
+        let message = PublishMessage::build()
+            .payload(Bytes::from(event.payload.clone().into_bytes()))
+            .message_id(&event.id)
+            .expected_stream(&self.stream);
+        // The whole attempt (the stream's first look-up included) within the timeout: a
+        // request to a disconnected client would otherwise wait for the client's own.
+        // Disconnected (the client reconnects in the background): fail at once rather than
+        // hold a delivery slot until the timeout; the relay retries with its backoff. (Still
+        // connecting the first time, the attempt waits for it, within the timeout.)
+        if self.jetstream.client().connection_state() == State::Disconnected {
+            anyhow::bail!("not connected to NATS (reconnecting in the background)");
+        }
+        let publish = async {
+            self.stream_ready
+                .get_or_try_init(|| self.ensure_stream())
+                .await?;
+            let ack = self
+                .jetstream
+                .send_publish(self.subject.clone(), message)
+                .await
+                .context("publishing")?;
+            ack.await
+                .context("waiting for the stream's acknowledgement")
+        };
+        let ack = tokio::time::timeout(self.timeout, publish)
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "no acknowledgement from the stream within {:?}",
+                    self.timeout
+                )
+            })??;
+        if ack.duplicate {
+            tracing::info!(
+                stream = %ack.stream,
+                sequence = ack.sequence,
+                "the stream already held this event (a retry dropped by its duplicate window)"
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_with_wildcards_or_empty_tokens_are_refused() {
+        for good in ["shop.orders.paid", "orders", "a-b.c_d.7"] {
+            assert!(check_subject(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "shop.*.paid",
+            "shop.orders.>",
+            "shop..paid",
+            ".shop",
+            "shop.",
+            "a b",
+            ">",
+        ] {
+            let err = check_subject(bad).unwrap_err().to_string();
+            assert!(err.contains("DATA_PLATFORM_SUBJECT"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn stream_names_with_dots_wildcards_or_separators_are_refused() {
+        assert!(check_stream_name("SHOP_ORDERS").is_ok());
+        for bad in ["", "SHOP.ORDERS", "A*", "A>", "a/b", "a b", "a\\b"] {
+            assert!(check_stream_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_created_stream_is_on_file_with_a_duplicate_window_of_at_least_two_minutes() {
+        let config = stream_config("S", "s.x");
+        assert_eq!(config.storage, StorageType::File);
+        assert!(config.duplicate_window >= MIN_DUPLICATE_WINDOW);
+        assert!(config.duplicate_window <= config.max_age);
+        assert_eq!(config.subjects, vec!["s.x".to_owned()]);
+    }
+
+    #[test]
+    fn url_credentials_are_percent_decoded() {
+        assert_eq!(decoded("p%40ss%3Aw").unwrap(), "p@ss:w");
+        assert_eq!(decoded("plain%zz").unwrap(), "plain%zz");
+    }
+
+    #[tokio::test]
+    async fn only_nats_and_tls_urls_are_taken() {
+        let settings = |url: &str| JetStreamSettings {
+            url: url.into(),
+            subject: DEFAULT_SUBJECT.into(),
+            stream: DEFAULT_STREAM.into(),
+            creds_file: None,
+            ca_file: None,
+            timeout: Duration::from_secs(1),
+        };
+        for bad in ["http://127.0.0.1:4222", "127.0.0.1:4222"] {
+            assert!(
+                JetStreamDataPlatform::connect(settings(bad)).await.is_err(),
+                "{bad}"
+            );
+        }
+        let mut missing_creds = settings("nats://127.0.0.1:9");
+        missing_creds.creds_file = Some("/nonexistent/shop.creds".into());
+        let err = format!(
+            "{:#}",
+            JetStreamDataPlatform::connect(missing_creds)
+                .await
+                .unwrap_err()
+        );
+        assert!(err.contains("DATA_PLATFORM_NATS_CREDS"), "{err}");
+        let mut missing_ca = settings("tls://127.0.0.1:9");
+        missing_ca.ca_file = Some("/nonexistent/nats-ca.pem".into());
+        let err = format!(
+            "{:#}",
+            JetStreamDataPlatform::connect(missing_ca)
+                .await
+                .unwrap_err()
+        );
+        assert!(err.contains("DATA_PLATFORM_CA_FILE"), "{err}");
+    }
+}
