@@ -643,3 +643,71 @@ async fn with_authentication_off_a_user_scoped_route_needs_its_user_named() {
         .unwrap();
     assert_eq!(res.status().as_u16(), 200);
 }
+
+/// The token costs no round trip once its subject is known to the instance, and one (the
+/// subject's lookup) the first time. Each count is the least of three tries, so a
+/// background job's statement landing in one window cannot make the test flaky; a
+/// request costing more every time still fails it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_adds_no_round_trip_once_its_subject_is_known() {
+    use bootstrap::{Application, Config};
+
+    let registrar = spawn_app_with(|c| c.auth_jwt_secret = Some(SECRET.into())).await;
+    let subjects = ["u1", "u2", "u3"];
+    for subject in subjects {
+        register(
+            &registrar,
+            &signed(
+                &json!({"sub": subject, "exp": now() + 600}),
+                SECRET.as_bytes(),
+            ),
+        )
+        .await;
+    }
+    // Another instance, counting its round trips, that has never seen these subjects.
+    let (pool, trips) = registrar.db.counting_pool(4);
+    let config = Config {
+        database_url: registrar.db.url().to_owned(),
+        bind_addr: "127.0.0.1:0".into(),
+        http_workers: 1,
+        auth_jwt_secret: Some(SECRET.into()),
+        order_expiry_scan_secs: 86_400,
+        best_seller_refresh_secs: 86_400,
+        ..Config::default()
+    };
+    let app = Application::build_with_pool(config, pool).await.unwrap();
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let handle = app.handle();
+    tokio::spawn(app.run_until_stopped());
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let client = reqwest::Client::new();
+    let charge = |subject: &str| {
+        client
+            .post(format!("{base}/api/v1/points/charge"))
+            .header(
+                "authorization",
+                signed(
+                    &json!({"sub": subject, "exp": now() + 600}),
+                    SECRET.as_bytes(),
+                ),
+            )
+            .json(&json!({"amount": 100}))
+            .send()
+    };
+    let mut cold = Vec::new();
+    for subject in subjects {
+        let (res, n) = trips.count(charge(subject)).await;
+        assert_eq!(res.unwrap().status().as_u16(), 200);
+        cold.push(n);
+    }
+    let mut warm = Vec::new();
+    for subject in subjects {
+        let (res, n) = trips.count(charge(subject)).await;
+        assert_eq!(res.unwrap().status().as_u16(), 200);
+        warm.push(n);
+    }
+    // A charge is one statement (see round_trips.rs); the subject's lookup one more.
+    assert_eq!(cold.iter().min(), Some(&2), "first requests: {cold:?}");
+    assert_eq!(warm.iter().min(), Some(&1), "later requests: {warm:?}");
+    handle.stop(true).await;
+}
