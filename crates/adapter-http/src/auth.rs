@@ -51,8 +51,10 @@ pub struct Principal {
 /// Why a request's credentials were refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthError {
-    /// No bearer token: 401 with a bare `Bearer` challenge (RFC 6750 §3.1: no error
-    /// code when the request carries no authentication).
+    /// No bearer token: 401 with the challenge of an unusable token,
+    /// `error="invalid_token"`, so that a client has one case to handle (RFC 6750 §3.1
+    /// allows leaving the error code out when no credentials were sent; the server
+    /// names it always).
     MissingToken,
     /// Malformed, badly signed, expired, not yet valid, or for another issuer or
     /// audience: 401 `error="invalid_token"`, whatever the reason.
@@ -69,7 +71,7 @@ impl From<AuthError> for ApiError {
                 "UNAUTHORIZED",
                 "a bearer token is required",
             )
-            .with_challenge("Bearer".into()),
+            .with_challenge(r#"Bearer error="invalid_token""#.into()),
             AuthError::InvalidToken => ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "UNAUTHORIZED",
@@ -851,7 +853,7 @@ mod tests {
         };
         assert_eq!(
             challenge(AuthError::MissingToken),
-            (401, Some("Bearer".into()))
+            (401, Some(r#"Bearer error="invalid_token""#.into()))
         );
         assert_eq!(
             challenge(AuthError::InvalidToken),

@@ -86,8 +86,8 @@ async fn a_missing_or_invalid_token_on_an_admin_route_is_401_with_a_bearer_chall
     let res = create_product(&app, None).await;
     assert_eq!(
         challenge(&res),
-        "Bearer",
-        "no error code without credentials"
+        r#"Bearer error="invalid_token""#,
+        "the challenge of any unusable credentials"
     );
     assert_problem(res, 401, "UNAUTHORIZED").await;
 
