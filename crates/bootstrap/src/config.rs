@@ -12,7 +12,10 @@ use figment::value::{Dict, Value};
 use serde::{Deserialize, Serialize};
 
 /// Every setting of the server. Field names are the environment variables, lowercased.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+///
+/// Its `Debug` output hides secrets (see [`Config::redacted`]), so a `Config` may be
+/// logged.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
     /// PostgreSQL URL. Required.
@@ -89,7 +92,63 @@ pub struct Config {
     pub auth_required: bool,
 }
 
+/// Settings whose whole value is a secret.
+const SECRETS: [&str; 3] = ["admin_token", "auth_jwt_secret", "data_platform_secret"];
+
+/// Settings that are URLs, which may carry credentials in their user part or query.
+const URLS: [&str; 3] = ["database_url", "data_platform_url", "auth_jwks_url"];
+
+const REDACTED: &str = "<redacted>";
+
+/// `url` with its user part (`user:password@`, or a NATS token) and its query
+/// (`?password=…`) hidden: the rest says where it points.
+fn redact_url(url: &str) -> String {
+    let (rest, query) = match url.split_once('?') {
+        Some((rest, _)) => (rest, format!("?{REDACTED}")),
+        None => (url, String::new()),
+    };
+    let rest = match rest.split_once("://") {
+        Some((scheme, after)) => match after.rsplit_once('@') {
+            Some((_, host)) => format!("{scheme}://{REDACTED}@{host}"),
+            None => rest.to_owned(),
+        },
+        None => rest.to_owned(),
+    };
+    format!("{rest}{query}")
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut out = f.debug_struct("Config");
+        for (name, value) in &self.redacted() {
+            out.field(name, value);
+        }
+        out.finish()
+    }
+}
+
 impl Config {
+    /// Every setting by name, as it may be shown: the value of a secret setting
+    /// (`ADMIN_TOKEN`, `AUTH_JWT_SECRET`, `DATA_PLATFORM_SECRET`) is `<redacted>` when set,
+    /// and a URL's credentials and query are hidden. Settings added later are included
+    /// as they are, so a new secret must be named in `SECRETS`.
+    pub fn redacted(&self) -> serde_json::Map<String, serde_json::Value> {
+        use serde_json::Value;
+        let Ok(Value::Object(mut fields)) = serde_json::to_value(self) else {
+            return serde_json::Map::new();
+        };
+        for (name, value) in &mut fields {
+            match value {
+                Value::String(secret) if SECRETS.contains(&name.as_str()) => {
+                    *secret = REDACTED.to_owned();
+                }
+                Value::String(url) if URLS.contains(&name.as_str()) => *url = redact_url(url),
+                _ => {}
+            }
+        }
+        fields
+    }
+
     /// Whether end-user authentication is on: key material is configured.
     pub fn auth_enabled(&self) -> bool {
         self.auth_jwt_secret.is_some()
