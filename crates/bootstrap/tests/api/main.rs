@@ -22,6 +22,6 @@ mod ops;
 mod orders;
 mod points;
 mod products;
-mod user_subjects;
 mod user_routes;
+mod user_subjects;
 mod users;
