@@ -244,31 +244,10 @@ impl JetStreamDataPlatform {
 
 /// A percent-decoded URL user or password.
 fn decoded(text: &str) -> anyhow::Result<String> {
-    let bytes = percent_decode(text);
-    String::from_utf8(bytes).context("DATA_PLATFORM_URL credentials are not UTF-8")
-}
-
-fn percent_decode(text: &str) -> Vec<u8> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (b, hex) {
-            (b'%', Some(value)) => {
-                out.push(value);
-                i += 3;
-            }
-            _ => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    out
+    percent_encoding::percent_decode_str(text)
+        .decode_utf8()
+        .map(String::from)
+        .context("DATA_PLATFORM_URL credentials are not UTF-8")
 }
 
 #[async_trait]
