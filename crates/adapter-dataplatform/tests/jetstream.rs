@@ -278,3 +278,188 @@ async fn a_tls_url_publishes_over_tls_trusting_the_ca_file() -> anyhow::Result<(
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
+
+/// A NATS JWT (nats-io/jwt v2): a compact JWS with the header
+/// `{"typ":"JWT","alg":"ed25519-nkey"}`, signed by `issuer`'s nkey; its `jti` is the base32
+/// SHA-512/256 of the claims without it, as the nats-io library makes it.
+fn nats_jwt(
+    issuer: &nkeys::KeyPair,
+    subject: &str,
+    name: &str,
+    nats: serde_json::Value,
+) -> anyhow::Result<String> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use sha2::Digest as _;
+    let issued_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let claims = |jti: &str| {
+        serde_json::json!({
+            "jti": jti,
+            "iat": issued_at,
+            "iss": issuer.public_key(),
+            "name": name,
+            "sub": subject,
+            "nats": nats,
+        })
+    };
+    let id = sha2::Sha512_256::digest(serde_json::to_vec(&claims(""))?);
+    let claims = claims(&data_encoding::BASE32_NOPAD.encode(&id));
+    let signed = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#),
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims)?)
+    );
+    let signature = issuer.sign(signed.as_bytes())?;
+    Ok(format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature)))
+}
+
+/// An account's limits: everything unlimited, JetStream (memory and file) included when
+/// `jetstream`.
+fn account_claims(jetstream: bool) -> serde_json::Value {
+    let limits = if jetstream {
+        serde_json::json!({
+            "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+            "wildcards": true, "conn": -1, "leaf": -1,
+            "mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1,
+        })
+    } else {
+        serde_json::json!({
+            "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+            "wildcards": true, "conn": -1, "leaf": -1,
+        })
+    };
+    serde_json::json!({ "type": "account", "version": 2, "limits": limits })
+}
+
+/// A credentials file (as `nsc generate creds` writes it) for a new user of `account`.
+fn write_creds(path: &std::path::Path, account: &nkeys::KeyPair, name: &str) -> anyhow::Result<()> {
+    let user = nkeys::KeyPair::new_user();
+    let jwt = nats_jwt(
+        account,
+        &user.public_key(),
+        name,
+        serde_json::json!({
+            "type": "user", "version": 2, "pub": {}, "sub": {},
+            "subs": -1, "data": -1, "payload": -1,
+        }),
+    )?;
+    let seed = user.seed()?;
+    std::fs::write(
+        path,
+        format!(
+            "-----BEGIN NATS USER JWT-----\n{jwt}\n------END NATS USER JWT------\n\n\
+             ************************* IMPORTANT *************************\n\
+             NKEY Seed printed below can be used to sign and prove identity.\n\
+             NKEYs are sensitive and should be treated as secrets.\n\n\
+             -----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n\n\
+             *************************************************************\n"
+        ),
+    )?;
+    Ok(())
+}
+
+/// A `nats-server -js` in operator (decentralized JWT) mode: a test operator, its system
+/// account and a `SHOP` account with JetStream, preloaded in a memory resolver. Writes, in
+/// `dir`, `shop.creds` (a user of `SHOP`) and `foreign.creds` (a user signed by an account
+/// key the operator never signed).
+fn operator_mode_server(dir: &std::path::Path) -> anyhow::Result<NatsServer> {
+    let operator = nkeys::KeyPair::new_operator();
+    let system = nkeys::KeyPair::new_account();
+    let shop = nkeys::KeyPair::new_account();
+    let operator_jwt = nats_jwt(
+        &operator,
+        &operator.public_key(),
+        "shop-test-operator",
+        serde_json::json!({
+            "type": "operator", "version": 2, "system_account": system.public_key(),
+        }),
+    )?;
+    let system_jwt = nats_jwt(
+        &operator,
+        &system.public_key(),
+        "SYS",
+        account_claims(false),
+    )?;
+    let shop_jwt = nats_jwt(&operator, &shop.public_key(), "SHOP", account_claims(true))?;
+    let config = dir.join("operator.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "operator: {operator_jwt}\nsystem_account: {system}\nresolver: MEMORY\n\
+             resolver_preload: {{\n  {system}: {system_jwt}\n  {shop_key}: {shop_jwt}\n}}\n",
+            system = system.public_key(),
+            shop_key = shop.public_key(),
+        ),
+    )?;
+    write_creds(&dir.join("shop.creds"), &shop, "shop-server")?;
+    write_creds(
+        &dir.join("foreign.creds"),
+        &nkeys::KeyPair::new_account(),
+        "intruder",
+    )?;
+    NatsServer::start(&["-c", &config.to_string_lossy()])
+}
+
+#[tokio::test]
+async fn a_creds_file_authenticates_to_a_server_in_operator_mode() -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(unique("shop-nats-operator"));
+    std::fs::create_dir_all(&dir)?;
+    let server = operator_mode_server(&dir)?;
+    let with_creds = |creds: Option<std::path::PathBuf>| {
+        let target = fresh_target(server.url());
+        let settings = JetStreamSettings {
+            url: target.url.clone(),
+            subject: target.subject.clone(),
+            stream: target.stream.clone(),
+            creds_file: creds,
+            ca_file: None,
+            timeout: Duration::from_secs(2),
+        };
+        (target, JetStreamDataPlatform::connect(settings))
+    };
+
+    let (target, connecting) = with_creds(Some(dir.join("shop.creds")));
+    connecting.await?.deliver(&event("jwt-1")).await?;
+    // What the stream holds, read as the same user (the server takes no anonymous client).
+    let client = async_nats::ConnectOptions::with_credentials_file(dir.join("shop.creds"))
+        .await?
+        .connect(&target.url)
+        .await?;
+    let mut stream = async_nats::jetstream::new(client)
+        .get_stream(&target.stream)
+        .await?;
+    assert_eq!(stream.info().await?.state.messages, 1);
+    let held = stream.get_raw_message(1).await?;
+    assert_eq!(
+        held.headers.get("Nats-Msg-Id").map(|v| v.as_str()),
+        Some("jwt-1")
+    );
+    assert_eq!(held.payload, event("jwt-1").payload.as_bytes());
+
+    // A user signed by an account the operator never signed, or no credentials at all:
+    // the server refuses the connection and the attempt fails.
+    for creds in [Some(dir.join("foreign.creds")), None] {
+        let (_, connecting) = with_creds(creds.clone());
+        let attempt = connecting.await?.deliver(&event("jwt-2")).await;
+        assert!(attempt.is_err(), "{creds:?}: {attempt:?}");
+    }
+    // The cause is the server's refusal (a client that does not retry sees it).
+    let foreign = async_nats::ConnectOptions::with_credentials_file(dir.join("foreign.creds"))
+        .await?
+        .connect(&server.url())
+        .await;
+    assert!(
+        matches!(&foreign, Err(e) if e.kind() == async_nats::ConnectErrorKind::AuthorizationViolation),
+        "{foreign:?}"
+    );
+    let anonymous = async_nats::connect(&server.url()).await;
+    assert!(
+        matches!(&anonymous, Err(e) if e.kind() == async_nats::ConnectErrorKind::AuthorizationViolation),
+        "{anonymous:?}"
+    );
+    drop(server);
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
