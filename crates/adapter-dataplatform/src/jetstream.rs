@@ -5,12 +5,14 @@
 //! is a failed attempt, retried by the relay with its backoff.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use async_nats::ConnectOptions;
 use async_nats::connection::State;
 use async_nats::jetstream::ErrorCode;
+use async_nats::jetstream::context::{CreateStreamErrorKind, PublishError, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::{
     Config as StreamConfig, DiscardPolicy, RetentionPolicy, StorageType,
@@ -20,7 +22,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use domain::outbox::OutboxEvent;
 use domain::ports::DataPlatform;
-use tokio::sync::OnceCell;
+use tokio::sync::Mutex;
 
 /// The default subject (`DATA_PLATFORM_SUBJECT`).
 pub const DEFAULT_SUBJECT: &str = "shop.orders.paid";
@@ -64,8 +66,13 @@ pub struct JetStreamDataPlatform {
     subject: String,
     stream: String,
     timeout: Duration,
-    /// Set once the stream is known to exist (looked up or created on first use).
-    stream_ready: OnceCell<()>,
+    /// Whether the stream is known to exist (looked up, or created, on first use). Cleared
+    /// when a publish finds no stream for the subject (the stream was deleted), so the next
+    /// attempt looks it up again and creates it when missing.
+    stream_ready: AtomicBool,
+    /// One look-up at a time: concurrent deliveries wait for it rather than each making
+    /// their own.
+    stream_lookup: Mutex<()>,
 }
 
 impl std::fmt::Debug for JetStreamDataPlatform {
@@ -200,11 +207,27 @@ impl JetStreamDataPlatform {
             subject: settings.subject,
             stream: settings.stream,
             timeout: settings.timeout,
-            stream_ready: OnceCell::new(),
+            stream_ready: AtomicBool::new(false),
+            stream_lookup: Mutex::new(()),
         })
     }
 
+    /// Looks the stream up unless it is known to exist, one look-up at a time: a delivery
+    /// that waited for another's look-up uses its outcome.
+    async fn stream_known(&self) -> anyhow::Result<()> {
+        if self.stream_ready.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let _lookup = self.stream_lookup.lock().await;
+        if !self.stream_ready.load(Ordering::Acquire) {
+            self.ensure_stream().await?;
+            self.stream_ready.store(true, Ordering::Release);
+        }
+        Ok(())
+    }
+
     /// Uses the stream as it is when it exists, else creates it with [`stream_config`].
+    /// A stream of that name created meanwhile (by another instance) counts as there.
     async fn ensure_stream(&self) -> anyhow::Result<()> {
         match self.jetstream.get_stream(&self.stream).await {
             Ok(mut stream) => {
@@ -228,17 +251,50 @@ impl JetStreamDataPlatform {
                 if matches!(e.kind(), GetStreamErrorKind::JetStream(ref js)
                     if js.error_code() == ErrorCode::STREAM_NOT_FOUND) =>
             {
-                self.jetstream
+                // Creating a stream that exists with the same settings succeeds (JetStream
+                // takes it as the same request); with other settings it is refused as a name
+                // in use: either way someone else created it first, and it is used as it is.
+                match self
+                    .jetstream
                     .create_stream(stream_config(&self.stream, &self.subject))
                     .await
-                    .with_context(|| format!("creating the stream {}", self.stream))?;
-                tracing::info!(stream = %self.stream, subject = %self.subject, "data platform: created the stream");
-                Ok(())
+                {
+                    Ok(_) => {
+                        tracing::info!(stream = %self.stream, subject = %self.subject, "data platform: created the stream");
+                        Ok(())
+                    }
+                    Err(e)
+                        if matches!(e.kind(), CreateStreamErrorKind::JetStream(ref js)
+                            if js.error_code() == ErrorCode::STREAM_NAME_EXIST) =>
+                    {
+                        tracing::info!(stream = %self.stream, "data platform: the stream was created meanwhile; using it");
+                        Ok(())
+                    }
+                    Err(e) => Err(anyhow::Error::new(e)
+                        .context(format!("creating the stream {}", self.stream))),
+                }
             }
             Err(e) => {
                 Err(anyhow::Error::new(e).context(format!("looking up the stream {}", self.stream)))
             }
         }
+    }
+}
+
+/// Whether a publish failed because no stream (or not ours) captured the subject: no
+/// responders, or the stream refused as not found or not the expected one.
+fn no_stream_for_subject(error: &PublishError) -> bool {
+    match error.kind() {
+        PublishErrorKind::StreamNotFound => true,
+        PublishErrorKind::Other => std::error::Error::source(error)
+            .and_then(|source| source.downcast_ref::<jetstream::Error>())
+            .is_some_and(|js| {
+                matches!(
+                    js.error_code(),
+                    ErrorCode::STREAM_NOT_FOUND | ErrorCode::STREAM_NOT_MATCH
+                )
+            }),
+        _ => false,
     }
 }
 
@@ -267,16 +323,22 @@ impl DataPlatform for JetStreamDataPlatform {
             anyhow::bail!("not connected to NATS (reconnecting in the background)");
         }
         let publish = async {
-            self.stream_ready
-                .get_or_try_init(|| self.ensure_stream())
-                .await?;
-            let ack = self
-                .jetstream
-                .send_publish(self.subject.clone(), message)
-                .await
-                .context("publishing")?;
-            ack.await
-                .context("waiting for the stream's acknowledgement")
+            self.stream_known().await?;
+            let acked = async {
+                self.jetstream
+                    .send_publish(self.subject.clone(), message)
+                    .await?
+                    .await
+            };
+            acked.await.map_err(|e| {
+                if no_stream_for_subject(&e) {
+                    // Deleted while we run: the next attempt looks it up again (and
+                    // creates it when missing).
+                    self.stream_ready.store(false, Ordering::Release);
+                    tracing::warn!(stream = %self.stream, error = %e, "data platform: no stream took the event; looking the stream up again on the next attempt");
+                }
+                anyhow::Error::new(e).context("publishing to the stream")
+            })
         };
         let ack = tokio::time::timeout(self.timeout, publish)
             .await

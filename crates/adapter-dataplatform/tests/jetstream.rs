@@ -63,6 +63,15 @@ async fn stream_info(
     Ok(stream.info().await?.clone())
 }
 
+/// Deletes a stream (as an operator would, or a test when done with it).
+async fn delete_stream(url: &str, stream: &str) -> anyhow::Result<()> {
+    let client = async_nats::connect(url).await?;
+    async_nats::jetstream::new(client)
+        .delete_stream(stream)
+        .await?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn every_event_is_on_the_stream_once_with_its_event_id_as_nats_msg_id() -> anyhow::Result<()>
 {
@@ -94,6 +103,8 @@ async fn every_event_is_on_the_stream_once_with_its_event_id_as_nats_msg_id() ->
             .is_empty(),
         "the durable consumer has read everything"
     );
+    // The shared server reserves each stream's max bytes: leave none behind.
+    delete_stream(&target.url, &target.stream).await?;
     Ok(())
 }
 
@@ -112,6 +123,8 @@ async fn a_missing_stream_is_created_on_file_with_the_duplicate_window() -> anyh
     assert_eq!(info.config.duplicate_window, DUPLICATE_WINDOW);
     assert!(info.config.duplicate_window >= MIN_DUPLICATE_WINDOW);
     assert_eq!(info.state.messages, 1);
+    // The shared server reserves each stream's max bytes: leave none behind.
+    delete_stream(&target.url, &target.stream).await?;
     Ok(())
 }
 
@@ -154,6 +167,8 @@ async fn an_existing_stream_is_used_as_it_is() -> anyhow::Result<()> {
         "left as it was"
     );
     assert_eq!(info.state.messages, 1);
+    // The shared server reserves each stream's max bytes: leave none behind.
+    delete_stream(&target.url, &target.stream).await?;
     Ok(())
 }
 
@@ -461,5 +476,98 @@ async fn a_creds_file_authenticates_to_a_server_in_operator_mode() -> anyhow::Re
     );
     drop(server);
     std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_stream_deleted_while_running_is_created_again_by_a_later_attempt() -> anyhow::Result<()>
+{
+    let target = fresh_target(nats_url()?);
+    let platform = platform(&target).await?;
+    platform.deliver(&event("del-1")).await?;
+    delete_stream(&target.url, &target.stream).await?;
+    // This attempt may fail (no stream took it); the relay tries again, and that one
+    // finds the stream missing, creates it and delivers.
+    let first = platform.deliver(&event("del-2")).await;
+    if let Err(e) = &first {
+        eprintln!("the attempt right after the deletion failed: {e:#}");
+    }
+    platform.deliver(&event("del-2")).await?;
+
+    let info = stream_info(&target.url, &target.stream).await?;
+    let want = adapter_dataplatform::stream_config(&target.stream, &target.subject);
+    assert_eq!(
+        (
+            info.config.subjects,
+            info.config.storage,
+            info.config.duplicate_window,
+            info.config.max_age,
+            info.config.max_bytes,
+            info.config.max_message_size,
+        ),
+        (
+            want.subjects,
+            want.storage,
+            want.duplicate_window,
+            want.max_age,
+            want.max_bytes,
+            want.max_message_size,
+        ),
+        "created again with the adapter's settings"
+    );
+    let read = read_new(&target.url, &target.stream, "reader").await?;
+    let ids: Vec<_> = read.iter().map(|m| m.msg_id.as_deref()).collect();
+    assert_eq!(
+        ids,
+        vec![Some("del-2")],
+        "only what came after the deletion"
+    );
+    // The shared server reserves each stream's max bytes: leave none behind.
+    delete_stream(&target.url, &target.stream).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn many_deliveries_in_flight_after_a_deletion_all_arrive_by_the_next_attempt()
+-> anyhow::Result<()> {
+    let target = fresh_target(nats_url()?);
+    // Two instances on the same stream, 32 deliveries in flight each.
+    let instances = [
+        std::sync::Arc::new(platform(&target).await?),
+        std::sync::Arc::new(platform(&target).await?),
+    ];
+    for instance in &instances {
+        instance.deliver(&event("before")).await?;
+    }
+    delete_stream(&target.url, &target.stream).await?;
+    let ids: Vec<String> = (0..64).map(|i| format!("many-{i}")).collect();
+    let round = |ids: Vec<String>| {
+        let mut set = tokio::task::JoinSet::new();
+        for (instance, id) in instances.iter().cycle().zip(ids) {
+            let instance = std::sync::Arc::clone(instance);
+            set.spawn(async move {
+                let result = instance.deliver(&event(&id)).await;
+                (id, result)
+            });
+        }
+        set.join_all()
+    };
+    // The first round may fail, wholly or in part (published before the stream was back).
+    let first = round(ids.clone()).await;
+    let failed = first.iter().filter(|(_, r)| r.is_err()).count();
+    eprintln!("first round after the deletion: {failed} of 64 failed");
+    // The relay's next attempt of every event: each one delivered.
+    let second = round(ids.clone()).await;
+    for (id, result) in &second {
+        assert!(result.is_ok(), "{id}: {result:?}");
+    }
+    let read = read_new(&target.url, &target.stream, "reader").await?;
+    let mut got: Vec<String> = read.into_iter().filter_map(|m| m.msg_id).collect();
+    got.sort();
+    let mut want = ids;
+    want.sort();
+    assert_eq!(got, want, "every event once, and nothing from before");
+    // The shared server reserves each stream's max bytes: leave none behind.
+    delete_stream(&target.url, &target.stream).await?;
     Ok(())
 }
