@@ -314,7 +314,7 @@ impl DataPlatform for JetStreamDataPlatform {
             .payload(Bytes::from(event.payload.clone().into_bytes()))
             .message_id(&event.id)
             .expected_stream(&self.stream);
-        // The whole attempt (the stream's first look-up included) within the timeout: a
+        // The whole attempt (a look-up of the stream included) within the timeout: a
         // request to a disconnected client would otherwise wait for the client's own.
         // Disconnected (the client reconnects in the background): fail at once rather than
         // hold a delivery slot until the timeout; the relay retries with its backoff. (Still
