@@ -41,11 +41,12 @@ run: deps ## start the server (and the local PostgreSQL unless DATABASE_URL is s
 test: deps ## provision/start the local PostgreSQL and NATS (JetStream), then run every test (cargo, then a generated client's flow)
 	@if [ -z "$$DATABASE_URL" ]; then scripts/db.sh up; fi
 	@# The local nats-server (scripts/nats.sh) runs for the cargo tests only, unless NATS_URL
-	@# names another; one this recipe started is stopped afterwards, even when tests fail.
+	@# names another; one this recipe starts has an empty store and is stopped afterwards,
+	@# even when tests fail.
 	@url="$${DATABASE_URL:-$(LOCAL_DB_URL)}"; \
 	  NATS_SERVER_BIN="$${NATS_SERVER_BIN:-$$(scripts/nats.sh bin)}"; export NATS_SERVER_BIN; \
 	  if [ -z "$$NATS_URL" ] && ! scripts/nats.sh status; then \
-	    trap 'scripts/nats.sh down' EXIT; scripts/nats.sh up; \
+	    trap 'scripts/nats.sh down' EXIT; scripts/nats.sh up --fresh; \
 	  fi; \
 	  nats="$${NATS_URL:-$$(scripts/nats.sh url)}"; \
 	  if cargo nextest --version >/dev/null 2>&1; then \

@@ -3,6 +3,9 @@
 # data-platform adapter by hand).
 #
 #   scripts/nats.sh up     install Debian's nats-server when missing, start it (idempotent)
+#   scripts/nats.sh up --fresh   the same, emptying its JetStream store first when it is not
+#                          running (what `make test` does: streams left by earlier runs, each
+#                          reserving its maximum size, never fill the server's storage)
 #   scripts/nats.sh url    print its NATS_URL and nothing else
 #   scripts/nats.sh down   stop it
 #   scripts/nats.sh status exit 0 when it runs
@@ -58,6 +61,9 @@ cmd_up() {
   if running; then
     return
   fi
+  if [ "${1:-}" = --fresh ]; then
+    rm -rf "$data/jetstream"
+  fi
   echo "nats: starting nats-server -js on 127.0.0.1:${port} (store ${data})" >&2
   # setsid: the server outlives this script, in its own session (a Ctrl-C of `make` does not
   # reach it; `scripts/nats.sh down` stops it).
@@ -90,10 +96,10 @@ cmd_down() {
 }
 
 case "${1:-}" in
-  up) cmd_up ;;
+  up) cmd_up "${2:-}" ;;
   down) cmd_down ;;
   url) echo "$url" ;;
   status) running ;;
   bin) find_bin ;;
-  *) echo "usage: $0 up|down|url|status|bin" >&2; exit 2 ;;
+  *) echo "usage: $0 up [--fresh]|down|url|status|bin" >&2; exit 2 ;;
 esac

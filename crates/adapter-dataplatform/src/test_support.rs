@@ -109,6 +109,22 @@ pub async fn read_new(
     }
 }
 
+/// Deletes `stream`, as a test does when done with the shared server: each stream the
+/// adapter creates reserves its maximum size (1 GiB) of the server's JetStream storage.
+///
+/// # Errors
+/// When NATS fails or the stream does not exist.
+pub async fn delete_stream(url: &str, stream: &str) -> anyhow::Result<()> {
+    let client = async_nats::connect(url)
+        .await
+        .context("connecting to NATS")?;
+    jetstream::new(client)
+        .delete_stream(stream)
+        .await
+        .with_context(|| format!("deleting the stream {stream}"))?;
+    Ok(())
+}
+
 /// How many messages `stream` holds.
 ///
 /// # Errors

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use adapter_dataplatform::test_support::{NatsServer, nats_url, read_new, unique};
+use adapter_dataplatform::test_support::{NatsServer, delete_stream, nats_url, read_new, unique};
 use adapter_dataplatform::{
     DUPLICATE_WINDOW, JetStreamDataPlatform, JetStreamSettings, MIN_DUPLICATE_WINDOW,
 };
@@ -61,15 +61,6 @@ async fn stream_info(
         .get_stream(stream)
         .await?;
     Ok(stream.info().await?.clone())
-}
-
-/// Deletes a stream (as an operator would, or a test when done with it).
-async fn delete_stream(url: &str, stream: &str) -> anyhow::Result<()> {
-    let client = async_nats::connect(url).await?;
-    async_nats::jetstream::new(client)
-        .delete_stream(stream)
-        .await?;
-    Ok(())
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use adapter_dataplatform::test_support::{
-    NatsServer, StreamMessage, nats_url, read_new, stream_messages, unique,
+    NatsServer, StreamMessage, delete_stream, nats_url, read_new, stream_messages, unique,
 };
 use bootstrap::Config;
 use serde_json::{Value, json};
@@ -40,6 +40,12 @@ impl Target {
 
     async fn read_new(&self) -> Vec<StreamMessage> {
         read_new(&self.url, &self.stream, "reader").await.unwrap()
+    }
+
+    /// Deletes the stream when the test is done with the shared server, which reserves
+    /// each stream's maximum size (1 GiB) of its storage.
+    async fn delete(&self) {
+        delete_stream(&self.url, &self.stream).await.unwrap();
     }
 }
 
@@ -142,6 +148,7 @@ async fn every_paid_order_is_on_the_stream_once_with_its_event_id_as_nats_msg_id
         );
     }
     assert!(target.read_new().await.is_empty(), "nothing more");
+    target.delete().await;
 }
 
 #[tokio::test]
@@ -220,6 +227,7 @@ async fn a_relay_killed_between_publish_and_mark_publishes_again_and_the_stream_
         stream_messages(&target.url, &target.stream).await.unwrap(),
         1
     );
+    target.delete().await;
 }
 
 #[tokio::test]
@@ -369,4 +377,5 @@ async fn three_instances_publishing_to_one_stream_put_every_paid_order_on_it_exa
         stream_messages(&target.url, &target.stream).await.unwrap(),
         30
     );
+    target.delete().await;
 }
