@@ -41,10 +41,12 @@ pgbin=$(dirname "$(readlink -f "$(command -v pg_ctl || ls /usr/lib/postgresql/*/
 psql_() { "$pgbin/psql" -X -q -v ON_ERROR_STOP=1 "$@"; }
 work=$(mktemp -d)
 server=""
+auth_server=""
 sampler=""
 cleanup() {
   if [ -n "$sampler" ]; then kill "$sampler" 2>/dev/null || true; fi
   if [ -n "$server" ]; then kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; fi
+  if [ -n "$auth_server" ]; then kill "$auth_server" 2>/dev/null || true; wait "$auth_server" 2>/dev/null || true; fi
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -190,6 +192,32 @@ page_sql=page
 ref page "$page_sql"; app page 1 page "/api/v1/products"
 ref detail detail;    app detail 1 detail "/api/v1/products/1"
 ref balance balance;  app balance 1 balance "/api/v1/points"
+
+# Balance with end-user authentication on: a second server (AUTH_JWT_SECRET) on the same
+# database, every funded user registered as subject bench-<id>, each request carrying its
+# user's HS256 token (scripts/bench/tokens.py) and no userId. The reference is balance's:
+# a remembered token and a cached subject add no statement.
+auth_secret="a-bench-secret-of-at-least-32-bytes"
+psql_ "$bench_url" -c \
+  "INSERT INTO user_subjects (subject, user_id, created_at) SELECT 'bench-' || g, g, now() FROM generate_series(1, ${users}) g"
+python3 scripts/bench/tokens.py "$auth_secret" "$users" >"$work/tokens.txt"
+export BENCH_TOKENS_FILE="$work/tokens.txt"
+DATABASE_URL="$bench_url" BIND_ADDR="127.0.0.1:$((port + 1))" ADMIN_TOKEN="$token" RUST_LOG=warn \
+  DB_POOL_SIZE="$pool" ORDER_PAYMENT_TIMEOUT_SECS=86400 AUTH_JWT_SECRET="$auth_secret" \
+  target/release/shop-server >"$work/auth-server.log" 2>&1 &
+auth_server=$!
+auth_base="http://127.0.0.1:$((port + 1))"
+for _ in $(seq 1 300); do curl -sf "$auth_base/health/ready" >/dev/null && break; sleep 0.1; done
+curl -sf "$auth_base/health/ready" >/dev/null || { cat "$work/auth-server.log"; echo "the authenticated server did not start" >&2; exit 1; }
+for f in ref refmode reffailed refdbcpu; do R[balance_token.$f]=${R[balance.$f]}; done
+# A warm-up four times as long: its random picks reach nearly every subject (over 99 %), as
+# a running instance has long seen its users' tokens; each token's first request costs one
+# full check and one subject lookup more (the steady state is what is measured).
+saved_base=$base; saved_server=$server; saved_warm=$warm
+base=$auth_base; server=$auth_server; warm=$((warm > 0 ? warm * 4 : 0))
+app balance_token 1 balance_token "/api/v1/points"
+base=$saved_base; server=$saved_server; warm=$saved_warm
+kill "$auth_server" 2>/dev/null || true; wait "$auth_server" 2>/dev/null || true; auth_server=""
 ref charge charge; app charge 1 charge "/api/v1/points/charge"
 
 # Hot coupon: one coupon with room for every first-timer; a second one for the warm-up,
@@ -253,6 +281,7 @@ row() {
 row page "product page"
 row detail "product detail"
 row balance "balance"
+row balance_token "balance, bearer token (auth on)"
 row charge "charge"
 row coupon "hot coupon"
 row orderpay "order + pay"
