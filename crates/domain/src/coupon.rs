@@ -72,7 +72,8 @@ impl Discount {
     }
 }
 
-/// A coupon name: 1–200 characters, not blank, no control characters.
+/// A coupon name: at most 200 characters as sent (surrounding spaces count), not blank,
+/// no control characters; kept trimmed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CouponName(String);
 
@@ -83,7 +84,7 @@ impl CouponName {
     pub fn new(raw: &str) -> Result<Self, ValidationError> {
         ValidationError::refuse_control_characters("name", raw)?;
         let trimmed = raw.trim();
-        if trimmed.is_empty() || trimmed.chars().count() > 200 {
+        if trimmed.is_empty() || raw.chars().count() > 200 {
             return Err(ValidationError::new(
                 "name",
                 "must be 1 to 200 characters, not blank",
@@ -464,6 +465,14 @@ mod tests {
             assert_eq!(CouponName::new(bad).unwrap_err().field, "name", "{bad:?}");
         }
         assert!(CouponName::new("Café 10% off — 가을").is_ok());
+    }
+
+    #[test]
+    fn names_are_at_most_200_characters_as_sent_and_kept_trimmed() {
+        assert_eq!(CouponName::new("  Flash  ").unwrap().as_str(), "Flash");
+        assert!(CouponName::new(&"가".repeat(200)).is_ok());
+        assert!(CouponName::new(&format!("{} ", "가".repeat(200))).is_err());
+        assert!(CouponName::new(" \u{3000} ").is_err(), "blank");
     }
 
     #[test]

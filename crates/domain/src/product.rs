@@ -2,7 +2,8 @@
 
 use crate::{ProductId, ValidationError};
 
-/// 1–200 characters, not blank, no control characters.
+/// At most 200 characters as sent (surrounding spaces count, as a JSON Schema
+/// `maxLength` counts them), not blank, no control characters; kept trimmed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProductName(String);
 
@@ -18,7 +19,7 @@ impl ProductName {
         if trimmed.is_empty() {
             return Err(ValidationError::new("name", "must not be blank"));
         }
-        if trimmed.chars().count() > Self::MAX_CHARS {
+        if raw.chars().count() > Self::MAX_CHARS {
             return Err(ValidationError::new(
                 "name",
                 "must be at most 200 characters",
@@ -210,6 +211,9 @@ mod tests {
         assert!(ProductName::new("   ").is_err());
         assert!(ProductName::new(&"가".repeat(200)).is_ok());
         assert!(ProductName::new(&"가".repeat(201)).is_err());
+        // The limit is on the name as sent: spaces around it count.
+        assert!(ProductName::new(&format!(" {}", "가".repeat(200))).is_err());
+        assert!(ProductName::new(&format!(" {} ", "가".repeat(198))).is_ok());
     }
 
     #[test]
