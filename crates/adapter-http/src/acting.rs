@@ -14,7 +14,7 @@
 
 use actix_web::http::StatusCode;
 use application::UseCases;
-use application::users::ResolveSubjectError;
+use application::users::ActingUserError;
 use domain::UserId;
 use domain::user::Subject;
 
@@ -25,7 +25,9 @@ use crate::refusals::Refusals;
 /// The name of the field a user-scoped request names its user by.
 pub const FIELD: &str = "userId";
 
-/// The user a request by `caller` that names `named` (its `userId`, if any) acts for.
+/// The user a request by `caller` that names `named` (its `userId`, if any) acts for:
+/// the rule is application's ([`ResolveSubject::acting_user`](application::users::ResolveSubject::acting_user)),
+/// this reads it from the request and answers it in HTTP.
 ///
 /// # Errors
 /// - 400 `VALIDATION_FAILED` on `userId` when `named` is not a positive integer, or is
@@ -40,21 +42,30 @@ pub async fn acting_user(
     named: Option<i64>,
 ) -> Result<UserId, ApiError> {
     let named = named.map(|id| UserId::parse(id, FIELD)).transpose()?;
-    let Some(principal) = caller.principal() else {
-        return named.ok_or_else(|| ApiError::validation(FIELD, "is required"));
-    };
     // A verified token whose subject the shop cannot hold is refused as any unusable
     // token is, saying nothing more.
-    let subject = Subject::new(&principal.subject).map_err(|_| AuthError::InvalidToken)?;
-    match (use_cases.resolve_subject.execute(&subject).await, named) {
-        (Ok(own), Some(named)) if named != own => Err(not_yours()),
-        (Ok(own), _) => Ok(own),
-        (Err(ResolveSubjectError::Unregistered), Some(_)) => Err(not_yours()),
-        (Err(ResolveSubjectError::Unregistered), None) => Err(ApiError::not_found(
-            "USER_NOT_FOUND",
-            "the token's subject has no user yet: POST /api/v1/users registers it",
-        )),
-        (Err(ResolveSubjectError::Unknown(e)), _) => Err(ApiError::unknown(&e)),
+    let subject = caller
+        .principal()
+        .map(|principal| Subject::new(&principal.subject))
+        .transpose()
+        .map_err(|_| AuthError::InvalidToken)?;
+    Ok(use_cases
+        .resolve_subject
+        .acting_user(subject.as_ref(), named)
+        .await?)
+}
+
+impl From<ActingUserError> for ApiError {
+    fn from(err: ActingUserError) -> Self {
+        match err {
+            ActingUserError::Unnamed => ApiError::validation(FIELD, "is required"),
+            ActingUserError::NotYours => not_yours(),
+            ActingUserError::Unregistered => ApiError::not_found(
+                "USER_NOT_FOUND",
+                "the token's subject has no user yet: POST /api/v1/users registers it",
+            ),
+            ActingUserError::Unknown(e) => ApiError::unknown(&e),
+        }
     }
 }
 

@@ -199,6 +199,49 @@ impl ResolveSubject {
     }
 }
 
+/// Why a user-scoped request acts for no user.
+#[derive(Debug, thiserror::Error)]
+pub enum ActingUserError {
+    /// No authenticated subject, and the request names no user.
+    #[error("the request names no user")]
+    Unnamed,
+    /// The request names a user that is not the authenticated subject's (existing or
+    /// not: the answer says nothing about other users).
+    #[error("a subject acts only for its own user")]
+    NotYours,
+    /// The authenticated subject has no user yet, and the request names none.
+    #[error("the subject is not registered")]
+    Unregistered,
+    #[error(transparent)]
+    Unknown(#[from] anyhow::Error),
+}
+
+impl ResolveSubject {
+    /// The user a user-scoped request acts for. Without an authenticated `subject`
+    /// (end-user authentication off), the user it `named`, which it must name. With
+    /// one, the subject's user; a `named` user must be that one.
+    ///
+    /// # Errors
+    /// [`ActingUserError`]: no user named without a subject; another user named; an
+    /// unregistered subject naming no one; the store failing.
+    pub async fn acting_user(
+        &self,
+        subject: Option<&Subject>,
+        named: Option<UserId>,
+    ) -> Result<UserId, ActingUserError> {
+        let Some(subject) = subject else {
+            return named.ok_or(ActingUserError::Unnamed);
+        };
+        match (self.execute(subject).await, named) {
+            (Ok(own), Some(named)) if named != own => Err(ActingUserError::NotYours),
+            (Ok(own), _) => Ok(own),
+            (Err(ResolveSubjectError::Unregistered), Some(_)) => Err(ActingUserError::NotYours),
+            (Err(ResolveSubjectError::Unregistered), None) => Err(ActingUserError::Unregistered),
+            (Err(ResolveSubjectError::Unknown(e)), _) => Err(ActingUserError::Unknown(e)),
+        }
+    }
+}
+
 crate::debug_opaque!(CreateUser, GetUser, RegisterSubject, ResolveSubject);
 
 #[cfg(test)]
@@ -311,6 +354,52 @@ mod tests {
         assert_eq!((created.id.get(), registration), (7, Registration::Created));
         let (again, registration) = register.execute(&subject("idp|a")).await.unwrap();
         assert_eq!((again.id.get(), registration), (7, Registration::Existing));
+    }
+
+    #[tokio::test]
+    async fn without_a_subject_the_named_user_acts_and_must_be_named() {
+        let mut users = MockUserRepository::new();
+        users.expect_user_for_subject().times(0);
+        let resolve = ResolveSubject::new(Arc::new(users), SubjectCache::new(8));
+        let named = UserId::new(3).unwrap();
+        assert_eq!(resolve.acting_user(None, Some(named)).await.unwrap(), named);
+        assert!(matches!(
+            resolve.acting_user(None, None).await,
+            Err(ActingUserError::Unnamed)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_subject_acts_for_its_own_user_only() {
+        let mut users = MockUserRepository::new();
+        users.expect_user_for_subject().returning(|subject| {
+            Ok((subject.as_str() == "idp|a").then(|| UserId::new(7).unwrap()))
+        });
+        let resolve = ResolveSubject::new(Arc::new(users), SubjectCache::new(8));
+        let (a, nobody) = (subject("idp|a"), subject("idp|new"));
+        let id = |raw| UserId::new(raw).unwrap();
+        assert_eq!(resolve.acting_user(Some(&a), None).await.unwrap(), id(7));
+        assert_eq!(
+            resolve.acting_user(Some(&a), Some(id(7))).await.unwrap(),
+            id(7)
+        );
+        for (who, named) in [
+            (&a, Some(id(8))),
+            (&nobody, Some(id(7))),
+            (&nobody, Some(id(8))),
+        ] {
+            assert!(
+                matches!(
+                    resolve.acting_user(Some(who), named).await,
+                    Err(ActingUserError::NotYours)
+                ),
+                "{who:?} naming {named:?}"
+            );
+        }
+        assert!(matches!(
+            resolve.acting_user(Some(&nobody), None).await,
+            Err(ActingUserError::Unregistered)
+        ));
     }
 
     #[tokio::test]
