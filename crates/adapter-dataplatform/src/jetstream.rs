@@ -32,6 +32,13 @@ pub const DEFAULT_STREAM: &str = "SHOP_ORDERS";
 /// took less than this long ago is dropped (acknowledged as a duplicate). It spans the
 /// relay's longest backoff (a minute) and its claim lease (30 s) with room to spare.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(10 * 60);
+/// The pauses before each new look-up of the stream by name after its creation was
+/// refused as overlapping an existing stream (a concurrent creation of the same stream).
+const OVERLAP_RECHECKS: [Duration; 3] = [
+    Duration::from_millis(20),
+    Duration::from_millis(80),
+    Duration::from_millis(300),
+];
 /// The shortest duplicate window of an existing stream that is used without a warning.
 pub const MIN_DUPLICATE_WINDOW: Duration = Duration::from_secs(2 * 60);
 /// How long a stream this adapter creates keeps a message (consumers must read within it).
@@ -269,6 +276,24 @@ impl JetStreamDataPlatform {
                     {
                         tracing::info!(stream = %self.stream, "data platform: the stream was created meanwhile; using it");
                         Ok(())
+                    }
+                    Err(e)
+                        if matches!(e.kind(), CreateStreamErrorKind::JetStream(ref js)
+                            if js.error_code() == ErrorCode::STREAM_SUBJECT_OVERLAP) =>
+                    {
+                        // While another client's creation of this same stream is under
+                        // way, the server can refuse ours as overlapping it: once that
+                        // creation is done, the stream is there by name. A stream of
+                        // another name on the subject stays an error.
+                        for pause in OVERLAP_RECHECKS {
+                            tokio::time::sleep(pause).await;
+                            if self.jetstream.get_stream(&self.stream).await.is_ok() {
+                                tracing::info!(stream = %self.stream, "data platform: the stream was created meanwhile; using it");
+                                return Ok(());
+                            }
+                        }
+                        Err(anyhow::Error::new(e)
+                            .context(format!("creating the stream {}", self.stream)))
                     }
                     Err(e) => Err(anyhow::Error::new(e)
                         .context(format!("creating the stream {}", self.stream))),
