@@ -471,6 +471,39 @@ async fn a_creds_file_authenticates_to_a_server_in_operator_mode() -> anyhow::Re
 }
 
 #[tokio::test]
+async fn a_stream_of_another_name_on_the_subject_fails_every_attempt() -> anyhow::Result<()> {
+    let target = fresh_target(nats_url()?);
+    let other = unique("OTHER");
+    let client = async_nats::connect(&target.url).await?;
+    async_nats::jetstream::new(client)
+        .create_stream(StreamConfig {
+            name: other.clone(),
+            subjects: vec![target.subject.clone()],
+            storage: StorageType::Memory,
+            ..StreamConfig::default()
+        })
+        .await?;
+    let platform = platform(&target).await?;
+    for attempt in 1..=2 {
+        let delivered = platform.deliver(&event("o-1")).await;
+        let Err(e) = delivered else {
+            anyhow::bail!("attempt {attempt} was delivered into another stream's subject");
+        };
+        assert!(
+            format!("{e:#}").contains("subjects overlap"),
+            "attempt {attempt}: {e:#}"
+        );
+    }
+    assert_eq!(
+        stream_info(&target.url, &other).await?.state.messages,
+        0,
+        "nothing published into the other stream"
+    );
+    delete_stream(&target.url, &other).await?;
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_stream_deleted_while_running_is_created_again_by_a_later_attempt() -> anyhow::Result<()>
 {
     let target = fresh_target(nats_url()?);
