@@ -15,12 +15,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::Context;
 use async_trait::async_trait;
 use domain::ports::OutboxWakeup;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+mod tls;
 
 /// The channel the `outbox_events_notify` trigger notifies.
 const CHANNEL: &str = "outbox_events";
@@ -62,21 +64,23 @@ impl PgOutboxListener {
     /// How often [`OutboxWakeup::wait`] returns while the listener is not connected.
     pub const POLL_WHILE_DISCONNECTED: Duration = Duration::from_secs(1);
 
-    /// Starts listening on the database at `url` (a `postgres://` URL, without TLS) in a
-    /// background task on the current Tokio runtime. Never waits for the database: until
-    /// the first connection succeeds the listener counts as disconnected.
+    /// Starts listening on the database at `url` (`DATABASE_URL`, its TLS parameters read
+    /// as libpq reads them: see the `tls` module) in a background task on the current
+    /// Tokio runtime. Never waits for the database: until the first connection succeeds
+    /// the listener counts as disconnected.
     ///
     /// # Errors
-    /// When `url` cannot be parsed.
+    /// When `url` cannot be parsed, or names TLS files that cannot be read.
     pub fn start(url: &str) -> anyhow::Result<Self> {
-        let mut config: tokio_postgres::Config = url.parse().context("parsing the database URL")?;
+        let tls::Connection { mut config, tls } =
+            tls::connection(url, |name| std::env::var(name).ok())?;
         config
             .application_name("shop-outbox-listener")
             .connect_timeout(CONNECT_TIMEOUT)
             .keepalives(true)
             .keepalives_idle(KEEPALIVE_IDLE);
         let shared = Arc::new(Shared::default());
-        let task = tokio::spawn(listen_forever(config, shared.clone()));
+        let task = tokio::spawn(listen_forever(config, tls, shared.clone()));
         Ok(Self { shared, task })
     }
 
@@ -107,10 +111,14 @@ impl OutboxWakeup for PgOutboxListener {
 }
 
 /// Connects, listens until the connection is lost, and reconnects with backoff, forever.
-async fn listen_forever(config: tokio_postgres::Config, shared: Arc<Shared>) {
+async fn listen_forever(
+    config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
+    shared: Arc<Shared>,
+) {
     let mut backoff = MIN_BACKOFF;
     loop {
-        let lost = listen_once(&config, &shared, &mut backoff).await;
+        let lost = listen_once(&config, tls.clone(), &shared, &mut backoff).await;
         shared.set_listening(false);
         tracing::warn!(
             error = format!("{lost:#}"),
@@ -127,10 +135,11 @@ async fn listen_forever(config: tokio_postgres::Config, shared: Arc<Shared>) {
 /// resets `backoff`.
 async fn listen_once(
     config: &tokio_postgres::Config,
+    tls: MakeRustlsConnect,
     shared: &Shared,
     backoff: &mut Duration,
 ) -> anyhow::Error {
-    let (client, mut connection) = match config.connect(NoTls).await {
+    let (client, mut connection) = match config.connect(tls).await {
         Ok(pair) => pair,
         Err(err) => return anyhow::Error::new(err).context("connecting"),
     };
