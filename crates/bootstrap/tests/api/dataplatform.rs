@@ -27,7 +27,7 @@ pub(crate) async fn paid_order(app: &TestApp) -> i64 {
     id
 }
 
-async fn wait_for_requests(
+pub(crate) async fn wait_for_requests(
     server: &MockServer,
     at_least: usize,
     within: Duration,

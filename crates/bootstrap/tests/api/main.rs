@@ -12,6 +12,7 @@ mod auth;
 mod bad_input;
 mod best;
 mod coupons;
+mod database_tls;
 mod dataplatform;
 mod helpers;
 mod idempotency;

@@ -9,7 +9,8 @@
 //! share one server never share a template.
 //!
 //! [`TestDatabase::counting_pool`] counts the statements a pool's connections send, so
-//! tests can assert how many database round trips an operation takes.
+//! tests can assert how many database round trips an operation takes. [`tls`] puts TLS
+//! in front of the test database.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
@@ -21,6 +22,8 @@ use diesel::migration::MigrationSource;
 use diesel::pg::Pg;
 use diesel::{Connection, PgConnection, RunQueryDsl};
 use diesel_migrations::MigrationHarness;
+
+pub mod tls;
 
 use crate::migrate::{MIGRATIONS, migrate};
 use crate::pool::{PgPool, PoolConfig, connect, connect_instrumented};
