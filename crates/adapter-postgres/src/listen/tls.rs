@@ -10,7 +10,7 @@
 //! | `sslmode` | TLS | the server's certificate |
 //! |---|---|---|
 //! | `disable` | never | — |
-//! | `allow`, `prefer` (the default) | when the server offers it | checked against `sslrootcert` when one is given, else not |
+//! | `prefer` (the default), and `allow` taken as `prefer` | when the server offers it | checked against `sslrootcert` when one is given, else not |
 //! | `require` | always | the same |
 //! | `verify-ca` | always | signed by a CA of `sslrootcert` |
 //! | `verify-full` | always | signed by a CA of `sslrootcert`, and issued for the host |
