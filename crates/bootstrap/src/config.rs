@@ -101,8 +101,12 @@ const URLS: [&str; 3] = ["database_url", "data_platform_url", "auth_jwks_url"];
 const REDACTED: &str = "<redacted>";
 
 /// `url` with its user part (`user:password@`, or a NATS token) and its query
-/// (`?password=…`) hidden: the rest says where it points.
+/// (`?password=…`) hidden: the rest says where it points. A value that is no URL (a libpq
+/// keyword/value string such as `host=db password=…`) is hidden whole.
 fn redact_url(url: &str) -> String {
+    if !url.contains("://") {
+        return REDACTED.to_owned();
+    }
     let (rest, query) = match url.split_once('?') {
         Some((rest, _)) => (rest, format!("?{REDACTED}")),
         None => (url, String::new()),
@@ -492,6 +496,47 @@ impl Config {
 mod tests {
     use super::*;
     use figment::Jail;
+
+    #[test]
+    fn debug_output_hides_secrets_and_url_credentials() {
+        let config = Config {
+            database_url:
+                "postgres://shop:db-pass@db:5432/shop?sslmode=verify-full&password=q-pass".into(),
+            admin_token: Some("admin-secret".into()),
+            auth_jwt_secret: Some("jwt-secret".into()),
+            data_platform_secret: Some("whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0".into()),
+            data_platform_url: Some("nats://nats-token@nats:4222".into()),
+            auth_jwks_url: Some("https://idp:jwks-pass@idp.example/jwks?key=k-pass".into()),
+            ..Config::default()
+        };
+        let shown = format!("{config:?}");
+        for secret in [
+            "db-pass",
+            "q-pass",
+            "admin-secret",
+            "jwt-secret",
+            "c2VjcmV0",
+            "nats-token",
+            "jwks-pass",
+            "k-pass",
+        ] {
+            assert!(!shown.contains(secret), "{secret} shown in {shown}");
+        }
+        for place in [
+            "db:5432/shop",
+            "nats:4222",
+            "idp.example/jwks",
+            "<redacted>",
+        ] {
+            assert!(shown.contains(place), "{place} not shown in {shown}");
+        }
+        let keyword_value = Config {
+            database_url: "host=db user=shop password=kv-pass".into(),
+            ..Config::default()
+        };
+        let shown = format!("{keyword_value:?}");
+        assert!(!shown.contains("kv-pass"), "{shown}");
+    }
 
     #[test]
     fn defaults_apply_and_the_environment_overrides_them() {
