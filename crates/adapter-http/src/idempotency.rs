@@ -109,10 +109,25 @@ pub fn key_of(req: &HttpRequest) -> Result<Option<IdempotencyKey>, ApiError> {
     Ok(Some(IdempotencyKey::new(raw)?))
 }
 
+/// A request body that names the user it acts for: `userId`, which may be left out with a
+/// token.
+pub trait NamesUser: Serialize + Clone {
+    fn named_user(&mut self) -> &mut Option<i64>;
+}
+
+/// The fingerprint of `body` acting for `user_id`: its canonical JSON with `userId` filled
+/// in, so that a request leaving its user out (with a token) and the same request naming
+/// that user are one request. A request that names its user is hashed as it is.
+fn fingerprint<B: NamesUser>(body: &B, user_id: UserId) -> Fingerprint {
+    let mut named = body.clone();
+    named.named_user().get_or_insert(user_id.get());
+    Fingerprint(Sha256::digest(json_body(&named)).to_vec())
+}
+
 /// Runs `run` at most once per (user, method, route pattern, key).
 ///
-/// `body` is the parsed request (its canonical JSON is the fingerprint), `render`
-/// turns the use case's output into the success response.
+/// `body` is the parsed request (see [`fingerprint`]), `render` turns the use case's
+/// output into the success response.
 pub async fn idempotent<T, E, F, Fut, B>(
     use_cases: &UseCases,
     req: &HttpRequest,
@@ -123,7 +138,7 @@ pub async fn idempotent<T, E, F, Fut, B>(
 ) -> Result<HttpResponse, ApiError>
 where
     T: 'static,
-    B: Serialize,
+    B: NamesUser,
     E: Into<ApiError>,
     F: FnOnce(Option<Completion<T>>) -> Fut,
     Fut: Future<Output = Result<T, E>>,
@@ -140,7 +155,7 @@ where
         path: req.match_pattern().unwrap_or_else(|| req.path().to_owned()),
         key,
     };
-    let fingerprint = Fingerprint(Sha256::digest(json_body(body)).to_vec());
+    let fingerprint = fingerprint(body, user_id);
     let token = match use_cases.idempotency.begin(&scope, &fingerprint).await {
         Ok(Begin::Proceed(token)) => token,
         Ok(Begin::Replay(response)) => {
@@ -206,5 +221,39 @@ where
             }
             Err(err)
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::routes::points::ChargeRequest;
+
+    fn charge(user_id: Option<i64>, amount: i64) -> ChargeRequest {
+        serde_json::from_value(serde_json::json!({"userId": user_id, "amount": amount})).unwrap()
+    }
+
+    #[test]
+    fn leaving_the_user_out_is_the_request_naming_the_acting_user() {
+        let alice = UserId::new(7).unwrap();
+        assert_eq!(
+            fingerprint(&charge(None, 100), alice),
+            fingerprint(&charge(Some(7), 100), alice)
+        );
+        assert_ne!(
+            fingerprint(&charge(None, 100), alice),
+            fingerprint(&charge(None, 101), alice)
+        );
+    }
+
+    #[test]
+    fn a_request_naming_its_user_is_hashed_as_it_is() {
+        let body = charge(Some(7), 100);
+        assert_eq!(
+            fingerprint(&body, UserId::new(7).unwrap()),
+            Fingerprint(Sha256::digest(serde_json::to_vec(&body).unwrap()).to_vec()),
+            "the fingerprints of keys stored before are unchanged"
+        );
     }
 }

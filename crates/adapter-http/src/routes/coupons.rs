@@ -18,7 +18,7 @@ use crate::acting::{Acting, acting_user};
 use crate::auth::Caller;
 use crate::dto::{BodyRefusals, IdempotencyKeyHeader, UserQuery, path_id};
 use crate::extract::JsonBody;
-use crate::idempotency::{Rendered, idempotent};
+use crate::idempotency::{NamesUser, Rendered, idempotent};
 use crate::problem::ApiError;
 use crate::refusals::{AdminOnly, Invalid, Keyed, Refused};
 
@@ -118,7 +118,7 @@ pub struct UserCouponList {
     pub items: Vec<UserCouponResponse>,
 }
 
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IssueRequest {
     /// With end-user authentication on it may be left out: the user is the bearer
@@ -127,6 +127,12 @@ pub struct IssueRequest {
     pub user_id: Option<i64>,
     #[schema(minimum = 1)]
     pub coupon_id: i64,
+}
+
+impl NamesUser for IssueRequest {
+    fn named_user(&mut self) -> &mut Option<i64> {
+        &mut self.user_id
+    }
 }
 
 impl IssueRequest {

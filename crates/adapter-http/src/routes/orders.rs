@@ -17,11 +17,11 @@ use crate::acting::{Acting, acting_user};
 use crate::auth::Caller;
 use crate::dto::{BodyRefusals, IdempotencyKeyHeader, PageDto, UserPageQuery, UserQuery, path_id};
 use crate::extract::JsonBody;
-use crate::idempotency::{Rendered, idempotent};
+use crate::idempotency::{NamesUser, Rendered, idempotent};
 use crate::problem::ApiError;
 use crate::refusals::{Invalid, Keyed, Refused};
 
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderItemRequest {
     #[schema(minimum = 1)]
@@ -30,7 +30,7 @@ pub struct OrderItemRequest {
     pub quantity: i64,
 }
 
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PlaceOrderRequest {
     /// With end-user authentication on it may be left out: the user is the bearer
@@ -44,6 +44,12 @@ pub struct PlaceOrderRequest {
     /// One of the user's coupons (`GET /api/v1/coupons`), applied to the order.
     #[schema(minimum = 1)]
     pub user_coupon_id: Option<i64>,
+}
+
+impl NamesUser for PlaceOrderRequest {
+    fn named_user(&mut self) -> &mut Option<i64> {
+        &mut self.user_id
+    }
 }
 
 fn at_index(index: usize, err: ValidationError) -> ApiError {
@@ -139,7 +145,7 @@ impl From<&Order> for OrderResponse {
     }
 }
 
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PayRequest {
     /// With end-user authentication on it may be left out: the user is the bearer
@@ -148,6 +154,12 @@ pub struct PayRequest {
     pub user_id: Option<i64>,
     #[schema(minimum = 1)]
     pub order_id: i64,
+}
+
+impl NamesUser for PayRequest {
+    fn named_user(&mut self) -> &mut Option<i64> {
+        &mut self.user_id
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]

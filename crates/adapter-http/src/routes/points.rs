@@ -13,12 +13,12 @@ use crate::acting::{Acting, acting_user};
 use crate::auth::Caller;
 use crate::dto::{BodyRefusals, IdempotencyKeyHeader, PageDto, UserPageQuery, UserQuery};
 use crate::extract::JsonBody;
-use crate::idempotency::{Rendered, idempotent};
+use crate::idempotency::{NamesUser, Rendered, idempotent};
 use crate::problem::ApiError;
 use crate::refusals::{Invalid, Keyed, Refused};
 use chrono::{DateTime, Utc};
 
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ChargeRequest {
     /// With end-user authentication on it may be left out: the user is the bearer
@@ -28,6 +28,12 @@ pub struct ChargeRequest {
     /// KRW, 1..=1,000,000 per charge.
     #[schema(minimum = 1, maximum = 1_000_000, example = 10_000)]
     pub amount: i64,
+}
+
+impl NamesUser for ChargeRequest {
+    fn named_user(&mut self) -> &mut Option<i64> {
+        &mut self.user_id
+    }
 }
 
 impl ChargeRequest {

@@ -540,6 +540,27 @@ async fn idempotency_keys_belong_to_the_tokens_user() {
         again.json::<Value>().await.unwrap(),
         json!({"userId": shop.alice, "balance": 50_700})
     );
+    // Naming herself is the same request as leaving her user out: a replay, not a
+    // reuse of the key with another request.
+    let named = shop
+        .app
+        .client
+        .post(shop.app.url("/api/v1/points/charge"))
+        .header("authorization", bearer("alice"))
+        .header("Idempotency-Key", "charge-1")
+        .json(&json!({"userId": shop.alice, "amount": 700}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(named.status().as_u16(), 200);
+    assert_eq!(named.headers().get("idempotent-replayed").unwrap(), "true");
+    // Another amount under the same key is another request.
+    let other = charge(bearer("alice"))
+        .json(&json!({"amount": 701}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status().as_u16(), 422);
     assert_eq!(
         shop.app
             .db
@@ -549,6 +570,18 @@ async fn idempotency_keys_belong_to_the_tokens_user() {
             .unwrap(),
         format!("{},{}", shop.alice, shop.bob)
     );
+    let balance: Value = shop
+        .app
+        .client
+        .get(shop.app.url("/api/v1/points"))
+        .header("authorization", bearer("alice"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(balance["balance"], 50_700, "one charge for Alice");
 }
 
 #[tokio::test]
