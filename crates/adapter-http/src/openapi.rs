@@ -5,7 +5,7 @@
 //! [`document`] is what the server serves: that, or with authentication on, the
 //! user-scoped operations requiring the bearer token and `userId` optional.
 
-use utoipa::openapi::path::Operation;
+use utoipa::openapi::path::{Operation, Paths};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{RefOr, Required, Schema};
 use utoipa::{Modify, OpenApi};
@@ -81,6 +81,19 @@ fn takes_user_token(op: &Operation) -> bool {
         .is_some_and(|id| id == "createUser" || USER_SCOPED.contains(&id))
 }
 
+/// The GET and POST operations of `paths` that take the end user's token.
+fn user_token_operations(paths: &mut Paths) -> impl Iterator<Item = &mut Operation> {
+    paths
+        .paths
+        .values_mut()
+        .flat_map(|item| {
+            [item.get.as_mut(), item.post.as_mut()]
+                .into_iter()
+                .flatten()
+        })
+        .filter(|op| takes_user_token(op))
+}
+
 /// The document to serve: [`ApiDoc`] with end-user authentication off; with it on,
 /// every user-scoped operation (and `createUser`) requires the `bearer` scheme, and the
 /// `userId` they name their user by is optional.
@@ -90,28 +103,22 @@ pub fn document(authentication: bool) -> utoipa::openapi::OpenApi {
         return doc;
     }
     let mut bodies = Vec::new();
-    for item in doc.paths.paths.values_mut() {
-        for op in [&mut item.get, &mut item.post]
-            .into_iter()
-            .flatten()
-            .filter(|op| takes_user_token(op))
+    for op in user_token_operations(&mut doc.paths) {
+        op.security = Some(vec![SecurityRequirement::new("bearer", [""; 0])]);
+        for param in op.parameters.iter_mut().flatten() {
+            if param.name == crate::acting::FIELD {
+                param.required = Required::False;
+            }
+        }
+        let schema = op
+            .request_body
+            .as_ref()
+            .and_then(|body| body.content.get("application/json"))
+            .and_then(|content| content.schema.as_ref());
+        if let Some(RefOr::Ref(reference)) = schema
+            && let Some(name) = reference.ref_location.rsplit('/').next()
         {
-            op.security = Some(vec![SecurityRequirement::new("bearer", [""; 0])]);
-            for param in op.parameters.iter_mut().flatten() {
-                if param.name == crate::acting::FIELD {
-                    param.required = Required::False;
-                }
-            }
-            let schema = op
-                .request_body
-                .as_ref()
-                .and_then(|body| body.content.get("application/json"))
-                .and_then(|content| content.schema.as_ref());
-            if let Some(RefOr::Ref(reference)) = schema
-                && let Some(name) = reference.ref_location.rsplit('/').next()
-            {
-                bodies.push(name.to_owned());
-            }
+            bodies.push(name.to_owned());
         }
     }
     for name in bodies {
@@ -180,17 +187,11 @@ struct UserSecurity;
 
 impl Modify for UserSecurity {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        for item in openapi.paths.paths.values_mut() {
-            for op in [&mut item.get, &mut item.post]
-                .into_iter()
-                .flatten()
-                .filter(|op| takes_user_token(op))
-            {
-                op.security = Some(vec![
-                    SecurityRequirement::default(),
-                    SecurityRequirement::new("bearer", [""; 0]),
-                ]);
-            }
+        for op in user_token_operations(&mut openapi.paths) {
+            op.security = Some(vec![
+                SecurityRequirement::default(),
+                SecurityRequirement::new("bearer", [""; 0]),
+            ]);
         }
     }
 }
