@@ -233,6 +233,17 @@ impl JetStreamDataPlatform {
         Ok(())
     }
 
+    /// Whether the stream can be looked up by name within [`OVERLAP_RECHECKS`].
+    async fn appears_by_name(&self) -> bool {
+        for pause in OVERLAP_RECHECKS {
+            tokio::time::sleep(pause).await;
+            if self.jetstream.get_stream(&self.stream).await.is_ok() {
+                return true;
+            }
+        }
+        false
+    }
+
     /// Uses the stream as it is when it exists, else creates it with [`stream_config`].
     /// A stream of that name created meanwhile (by another instance) counts as there.
     async fn ensure_stream(&self) -> anyhow::Result<()> {
@@ -270,33 +281,25 @@ impl JetStreamDataPlatform {
                         tracing::info!(stream = %self.stream, subject = %self.subject, "data platform: created the stream");
                         Ok(())
                     }
-                    Err(e)
-                        if matches!(e.kind(), CreateStreamErrorKind::JetStream(ref js)
-                            if js.error_code() == ErrorCode::STREAM_NAME_EXIST) =>
-                    {
-                        tracing::info!(stream = %self.stream, "data platform: the stream was created meanwhile; using it");
-                        Ok(())
-                    }
-                    Err(e)
-                        if matches!(e.kind(), CreateStreamErrorKind::JetStream(ref js)
-                            if js.error_code() == ErrorCode::STREAM_SUBJECT_OVERLAP) =>
-                    {
-                        // While another client's creation of this same stream is under
-                        // way, the server can refuse ours as overlapping it: once that
-                        // creation is done, the stream is there by name. A stream of
-                        // another name on the subject stays an error.
-                        for pause in OVERLAP_RECHECKS {
-                            tokio::time::sleep(pause).await;
-                            if self.jetstream.get_stream(&self.stream).await.is_ok() {
-                                tracing::info!(stream = %self.stream, "data platform: the stream was created meanwhile; using it");
-                                return Ok(());
-                            }
+                    Err(e) => {
+                        let code = match e.kind() {
+                            CreateStreamErrorKind::JetStream(js) => Some(js.error_code()),
+                            _ => None,
+                        };
+                        // While another client's creation of this same stream is under way,
+                        // the server can refuse ours as overlapping it: once that creation is
+                        // done, the stream is there by name. A stream of another name on the
+                        // subject stays an error.
+                        if code == Some(ErrorCode::STREAM_NAME_EXIST)
+                            || (code == Some(ErrorCode::STREAM_SUBJECT_OVERLAP)
+                                && self.appears_by_name().await)
+                        {
+                            tracing::info!(stream = %self.stream, "data platform: the stream was created meanwhile; using it");
+                            return Ok(());
                         }
                         Err(anyhow::Error::new(e)
                             .context(format!("creating the stream {}", self.stream)))
                     }
-                    Err(e) => Err(anyhow::Error::new(e)
-                        .context(format!("creating the stream {}", self.stream))),
                 }
             }
             Err(e) => {
