@@ -136,10 +136,12 @@ pub(crate) fn connection(
             (Some(given), _) => Some(roots(given)?),
             (None, Check::Nothing) => None,
             (None, _) => {
-                let default = home_file("root.crt").filter(|path| path.exists()).context(
-                    "sslmode verify-ca or verify-full needs sslrootcert (a PEM file, or \
+                let default = home_file(&env, "root.crt")
+                    .filter(|path| path.exists())
+                    .context(
+                        "sslmode verify-ca or verify-full needs sslrootcert (a PEM file, or \
                      system), or ~/.postgresql/root.crt",
-                )?;
+                    )?;
                 Some(roots(&default.to_string_lossy())?)
             }
         };
@@ -196,8 +198,8 @@ fn split_tls_params(url: &str) -> anyhow::Result<(String, TlsParams)> {
 }
 
 /// `~/.postgresql/<name>`, libpq's default place for TLS files.
-fn home_file(name: &str) -> Option<PathBuf> {
-    std::env::var_os("HOME").map(|home| Path::new(&home).join(".postgresql").join(name))
+fn home_file(env: impl Fn(&str) -> Option<String>, name: &str) -> Option<PathBuf> {
+    env("HOME").map(|home| Path::new(&home).join(".postgresql").join(name))
 }
 
 /// The CAs of `sslrootcert`: a PEM file, or `system` for the web's roots.
@@ -397,6 +399,24 @@ mod tests {
             no_env,
         );
         assert!(half.is_err_and(|e| e.to_string().contains("together")));
+    }
+
+    #[test]
+    fn verifying_modes_fall_back_to_the_root_certificate_in_the_home_directory() {
+        let pki = crate::test_support::tls::TestPki::new("home").unwrap();
+        let home = std::env::temp_dir().join(format!("shop-home-{}", std::process::id()));
+        let home_env = |name: &str| (name == "HOME").then(|| home.display().to_string());
+        let url = "postgres://u@db/shop?sslmode=verify-ca";
+        let missing = connection(url, home_env);
+        assert!(
+            missing.is_err_and(|e| e.to_string().contains("~/.postgresql/root.crt")),
+            "no sslrootcert and no ~/.postgresql/root.crt"
+        );
+        std::fs::create_dir_all(home.join(".postgresql")).unwrap();
+        std::fs::copy(pki.ca_file(), home.join(".postgresql/root.crt")).unwrap();
+        let found = connection(url, home_env);
+        std::fs::remove_dir_all(&home).unwrap();
+        assert_eq!(found.unwrap().config.get_ssl_mode(), SslMode::Require);
     }
 
     #[test]
