@@ -143,6 +143,33 @@ async fn a_server_that_asks_for_a_client_certificate_gets_sslcert_and_sslkey() {
 }
 
 #[tokio::test]
+async fn a_keyword_value_string_is_read_the_same_way() {
+    let db = TestDatabase::create().unwrap();
+    let pki = TestPki::new("keyword").unwrap();
+    let front = TlsFront::start(db.url(), pki.leaf("localhost").unwrap(), None)
+        .await
+        .unwrap();
+    // The front's URL, written as keyword/value pairs.
+    let url = front.url(db.url(), "x=y").unwrap();
+    let (_, rest) = url.split_once("://").unwrap();
+    let (authority, path) = rest.split_once('/').unwrap();
+    let (user, host_port) = authority.rsplit_once('@').unwrap();
+    let (host, port) = host_port.split_once(':').unwrap();
+    let dbname = path.split_once('?').map_or(path, |(name, _)| name);
+    let conninfo = |ca: &str| {
+        format!(
+            "host={host} port={port} user={user} dbname = '{dbname}' sslmode=verify-full \
+             sslrootcert='{ca}' gssencmode=disable"
+        )
+    };
+    let stranger = TestPki::new("keyword-stranger").unwrap();
+    assert!(!listens(&conninfo(&stranger.ca_file())).await, "another CA");
+    assert_eq!(front.tls_sessions(), 0);
+    assert!(listens(&conninfo(&pki.ca_file())).await);
+    assert_eq!((front.tls_sessions(), front.plain_sessions()), (1, 0));
+}
+
+#[tokio::test]
 async fn libpq_only_parameters_do_not_stop_the_listener() {
     let db = TestDatabase::create().unwrap();
     let url = format!(

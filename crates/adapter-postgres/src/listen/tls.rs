@@ -20,8 +20,8 @@
 //! must exist. `sslcert` and `sslkey` (PEM) present a client certificate. Any other query
 //! parameter tokio-postgres does not know (libpq-only ones such as `sslcrl` or `gssencmode`)
 //! is left out with a warning naming it, rather than failing the start: the pool, through
-//! libpq, still applies it. A keyword/value connection string is given to tokio-postgres
-//! as it is.
+//! libpq, still applies it. The same holds for a keyword/value connection string
+//! (`host=db sslmode=verify-full sslrootcert='/etc/ca.pem'`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -158,12 +158,37 @@ pub(crate) fn connection(
     })
 }
 
-/// Takes libpq's TLS parameters out of a URL's query, and any parameter tokio-postgres does
-/// not know (with a warning). A keyword/value string is returned as it is.
+/// Takes libpq's TLS parameters out of a URL's query or a keyword/value string, and any
+/// parameter tokio-postgres does not know (with a warning). What is left is kept as written
+/// (a keyword/value string re-quoted).
 fn split_tls_params(url: &str) -> anyhow::Result<(String, TlsParams)> {
     let mut params = TlsParams::default();
-    let is_url = url.starts_with("postgres://") || url.starts_with("postgresql://");
-    let Some((base, query)) = url.split_once('?').filter(|_| is_url) else {
+    // Whether tokio-postgres is to get the parameter: the TLS ones are taken, unknown
+    // ones left out.
+    let mut keep = |key: &str, value: String| {
+        if KNOWN.contains(&key) {
+            return true;
+        }
+        if !params.set(key, value) {
+            tracing::warn!(
+                parameter = %key,
+                "the outbox listener's connection ignores this database URL parameter \
+                 (libpq's pool applies it)"
+            );
+        }
+        false
+    };
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        let mut kept = Vec::new();
+        for (key, value) in keyword_values(url)? {
+            if keep(&key, value.clone()) {
+                let quoted = value.replace('\\', "\\\\").replace('\'', "\\'");
+                kept.push(format!("{key}='{quoted}'"));
+            }
+        }
+        return Ok((kept.join(" "), params));
+    }
+    let Some((base, query)) = url.split_once('?') else {
         return Ok((url.to_owned(), params));
     };
     let mut kept = Vec::new();
@@ -172,21 +197,13 @@ fn split_tls_params(url: &str) -> anyhow::Result<(String, TlsParams)> {
         let key = percent_decode_str(key)
             .decode_utf8()
             .context("a database URL parameter's name is not UTF-8")?;
-        if KNOWN.contains(&key.as_ref()) {
-            // Kept as written: tokio-postgres decodes it.
-            kept.push(pair);
-            continue;
-        }
         let value = percent_decode_str(value)
             .decode_utf8()
             .with_context(|| format!("the database URL parameter {key} is not UTF-8"))?
             .into_owned();
-        if !params.set(&key, value) {
-            tracing::warn!(
-                parameter = %key,
-                "the outbox listener's connection ignores this database URL parameter \
-                 (libpq's pool applies it)"
-            );
+        if keep(&key, value) {
+            // As written: tokio-postgres decodes it.
+            kept.push(pair);
         }
     }
     let rest = if kept.is_empty() {
@@ -195,6 +212,59 @@ fn split_tls_params(url: &str) -> anyhow::Result<(String, TlsParams)> {
         format!("{base}?{}", kept.join("&"))
     };
     Ok((rest, params))
+}
+
+/// The `keyword = value` pairs of a libpq keyword/value string: a value may be written in
+/// single quotes (then it may hold spaces), and a backslash takes the next character as
+/// it is. Error messages never show a value (it may be a password).
+fn keyword_values(conninfo: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let mut pairs = Vec::new();
+    let mut chars = conninfo.chars().peekable();
+    let skip_spaces = |chars: &mut std::iter::Peekable<std::str::Chars<'_>>| {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+    };
+    loop {
+        skip_spaces(&mut chars);
+        if chars.peek().is_none() {
+            return Ok(pairs);
+        }
+        let mut key = String::new();
+        while let Some(c) = chars.next_if(|c| *c != '=' && !c.is_whitespace()) {
+            key.push(c);
+        }
+        skip_spaces(&mut chars);
+        if chars.next() != Some('=') {
+            bail!("the database connection string's {key:?} has no \"=\"");
+        }
+        skip_spaces(&mut chars);
+        let quoted = chars.next_if_eq(&'\'').is_some();
+        let mut value = String::new();
+        loop {
+            match chars.peek().copied() {
+                None if quoted => {
+                    bail!("the database connection string's {key} has an unterminated quote")
+                }
+                None => break,
+                Some('\'') if quoted => {
+                    chars.next();
+                    break;
+                }
+                Some(c) if c.is_whitespace() && !quoted => break,
+                Some('\\') => {
+                    chars.next();
+                    let escaped = chars.next().with_context(|| {
+                        format!("the database connection string's {key} ends with a backslash")
+                    })?;
+                    value.push(escaped);
+                }
+                Some(c) => {
+                    chars.next();
+                    value.push(c);
+                }
+            }
+        }
+        pairs.push((key, value));
+    }
 }
 
 /// `~/.postgresql/<name>`, libpq's default place for TLS files.
@@ -346,9 +416,34 @@ mod tests {
             (rest.as_str(), params.sslmode.as_deref()),
             ("postgres://db/shop", Some("disable"))
         );
-        // A keyword/value string goes to tokio-postgres as it is.
-        let kv = "host=db user=u sslmode=require";
-        assert_eq!(split_tls_params(kv).unwrap().0, kv);
+        let (rest, params) = split_tls_params(
+            "host=db  user = u sslmode=verify-full sslrootcert='/etc/my ca.pem' \
+             password='it\\'s \\\\ here' sslcrl=x.pem application_name=a\\ b",
+        )
+        .unwrap();
+        assert_eq!(
+            rest,
+            r"host='db' user='u' password='it\'s \\ here' application_name='a b'"
+        );
+        assert_eq!(
+            params,
+            TlsParams {
+                sslmode: Some("verify-full".into()),
+                sslrootcert: Some("/etc/my ca.pem".into()),
+                ..TlsParams::default()
+            }
+        );
+        let parsed: tokio_postgres::Config = rest.parse().unwrap();
+        assert_eq!(parsed.get_password(), Some(&br"it's \ here"[..]));
+        for broken in ["host", "host=db port", "password='open", r"password=x\"] {
+            let refused = split_tls_params(broken);
+            assert!(refused.is_err(), "{broken}");
+        }
+        assert!(
+            split_tls_params("password='s3cret")
+                .is_err_and(|e| !format!("{e:#}").contains("s3cret")),
+            "a value is never shown"
+        );
     }
 
     #[test]
