@@ -36,8 +36,8 @@ pub const LEEWAY_SECS: u64 = 60;
 pub const MIN_SECRET_BYTES: usize = 32;
 
 /// How many verified tokens a verifier remembers, so that a client's next request with the
-/// same token skips the signature check (an RS256 check costs about 130 µs of CPU, an
-/// ES256 one about 400 µs; see docs/benchmarks.md). At most a few MiB.
+/// same token skips the signature check (an RS256 check costs about 110 µs of CPU, an
+/// ES256 one about 360 µs; see docs/benchmarks.md). At most a few MiB.
 pub const REMEMBERED_TOKENS: usize = 10_000;
 
 /// Who made a request, as a verified token says.
