@@ -74,6 +74,17 @@ CONF
     echo "db: starting PostgreSQL on 127.0.0.1:${port}" >&2
     as_pg "$bin/pg_ctl" -D "$data" -l "$data/server.log" -w -t 60 start >/dev/null
   fi
+  # Members of the role shop_password_login must give their password over TCP, so tests
+  # of passwords in DATABASE_URL and of ~/.pgpass prove the password got through (every
+  # other role is trusted). The first matching line wins, so it goes on top.
+  local hba="$data/pg_hba.conf" hba_line="host all +shop_password_login 127.0.0.1/32 scram-sha-256"
+  if ! grep -qxF "$hba_line" "$hba"; then
+    { echo "# scripts/db.sh: password tests"; echo "$hba_line"; cat "$hba"; } >"$hba.new"
+    cat "$hba.new" >"$hba" && rm -f "$hba.new"
+    as_pg "$bin/pg_ctl" -D "$data" reload >/dev/null
+  fi
+  as_pg "$bin/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -qc \
+    "DO \$\$ BEGIN CREATE ROLE shop_password_login NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END \$\$" >/dev/null
   # Create the application database once.
   if ! as_pg "$bin/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres -tAc \
       "SELECT 1 FROM pg_database WHERE datname = '${db_name}'" | grep -q 1; then

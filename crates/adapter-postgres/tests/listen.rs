@@ -119,3 +119,56 @@ async fn a_commit_notifies_only_while_no_other_event_waits_to_be_claimed() {
         "with nothing left to claim, a commit notifies again"
     );
 }
+
+#[tokio::test]
+async fn the_listeners_state_shows_in_its_status_and_its_gauge() {
+    use domain::ports::ComponentStatus;
+    let db = TestDatabase::create().unwrap();
+    let listener = listening(&db).await;
+    assert_eq!(listener.name(), "outboxListener");
+    assert_eq!((listener.status(), listener.gauge().get()), (Ok(()), 1));
+
+    db.set_reachable(false).unwrap();
+    until("disconnected", || !listener.is_listening()).await;
+    let status = listener.status().unwrap_err();
+    assert!(status.contains("polls"), "{status}");
+    assert!(
+        !status.contains("127.0.0.1"),
+        "no address in the probe: {status}"
+    );
+    assert_eq!(listener.gauge().get(), 0);
+
+    // One that never connects is down from the start.
+    let never = PgOutboxListener::start("postgres://nobody@127.0.0.1:1/none").unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(never.status().is_err());
+    assert_eq!(never.gauge().get(), 0);
+}
+
+/// The bound: a commit wakes the relay within 100 ms. Measured from the commit's
+/// acknowledgement (the server sends the notification before it), the median of five.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_commit_wakes_a_waiting_listener_within_100_ms() {
+    let db = TestDatabase::create().unwrap();
+    let listener = listening(&db).await;
+    let mut lags = Vec::new();
+    for _ in 0..5 {
+        let waiter = async {
+            listener.wait(LONG).await;
+            Instant::now()
+        };
+        let commit = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let db = &db;
+            tokio::task::block_in_place(|| db.execute(INSERT).unwrap());
+            Instant::now()
+        };
+        let (woken, committed) = tokio::join!(waiter, commit);
+        lags.push(woken.saturating_duration_since(committed));
+        // Out of what is due, as a relay's claim would take it.
+        db.execute("UPDATE outbox_events SET next_attempt_at = now() + interval '1 hour'")
+            .unwrap();
+    }
+    lags.sort();
+    assert!(lags[2] < Duration::from_millis(100), "{lags:?}");
+}

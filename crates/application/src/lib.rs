@@ -30,8 +30,8 @@ pub mod users;
 use std::sync::Arc;
 
 use domain::ports::{
-    Clock, CouponStore, DataPlatform, HealthCheck, IdempotencyStore, OrderStore, OutboxStore,
-    PointStore, ProductRepository, SalesStore, UserRepository,
+    Clock, ComponentStatus, CouponStore, DataPlatform, HealthCheck, IdempotencyStore, OrderStore,
+    OutboxStore, PointStore, ProductRepository, SalesStore, UserRepository,
 };
 
 /// The driven adapters the use cases need.
@@ -42,6 +42,8 @@ pub struct Ports {
     pub points: Arc<dyn PointStore>,
     pub idempotency: Arc<dyn IdempotencyStore>,
     pub health: Arc<dyn HealthCheck>,
+    /// The parts that work beside the requests, shown in the readiness detail.
+    pub components: Vec<Arc<dyn ComponentStatus>>,
     pub products: Arc<dyn ProductRepository>,
     pub coupons: Arc<dyn CouponStore>,
     pub orders: Arc<dyn OrderStore>,
@@ -119,7 +121,10 @@ impl UseCases {
                 ports.idempotency.clone(),
                 ports.clock.clone(),
             ),
-            check_readiness: ops::CheckReadiness::new(ports.health.clone()),
+            check_readiness: ops::CheckReadiness::new(
+                ports.health.clone(),
+                ports.components.clone(),
+            ),
             create_product: catalog::CreateProduct::new(
                 ports.products.clone(),
                 ports.clock.clone(),

@@ -23,8 +23,8 @@ use adapter_http::HttpState;
 use adapter_http::auth::Verifier;
 use adapter_postgres::{
     IssueBatcher, IssueBatcherLimits, PgCouponStore, PgHealthCheck, PgIdempotencyStore,
-    PgOrderStore, PgOutboxStore, PgPointStore, PgPool, PgProductRepository, PgSalesStore,
-    PgUserRepository, PoolConfig,
+    PgOrderStore, PgOutboxListener, PgOutboxStore, PgPointStore, PgPool, PgProductRepository,
+    PgSalesStore, PgUserRepository, PoolConfig,
 };
 use anyhow::Context;
 use application::{Ports, Settings, UseCases};
@@ -36,12 +36,16 @@ use tokio::task::JoinSet;
 
 pub use config::{Config, DataPlatformKind};
 
+/// How long shutdown waits for the outbox listener's thread to end.
+const LISTENER_STOP_WAIT: Duration = Duration::from_secs(2);
+
 /// A built, listening, not yet running server with its schedulers.
 pub struct Application {
     address: SocketAddr,
     server: Server,
     pool: PgPool,
     coupon_batcher: IssueBatcher,
+    outbox_listener: Arc<PgOutboxListener>,
     jobs: JoinSet<()>,
     stop_jobs: watch::Sender<bool>,
 }
@@ -108,12 +112,15 @@ impl Application {
                 ..IssueBatcherLimits::default()
             },
         );
+        // The relay's wake-up: one libpq connection of its own, on its own thread.
+        let outbox_listener = Arc::new(PgOutboxListener::start(&config.database_url)?);
         let ports = Ports {
             clock: Arc::new(SystemClock),
             users: Arc::new(PgUserRepository::new(pool.clone())),
             points: Arc::new(PgPointStore::new(pool.clone())),
             idempotency: Arc::new(PgIdempotencyStore::new(pool.clone())),
             health: Arc::new(PgHealthCheck::new(pool.clone())),
+            components: vec![outbox_listener.clone()],
             products: Arc::new(PgProductRepository::new(pool.clone())),
             coupons: Arc::new(PgCouponStore::grouped(pool.clone(), coupon_batcher.clone())),
             orders: Arc::new(PgOrderStore::new(pool.clone())),
@@ -267,6 +274,7 @@ impl Application {
             &use_cases,
             &pool,
             &registry,
+            outbox_listener.clone(),
             jwks_refresher,
             stopped,
         )?;
@@ -275,6 +283,7 @@ impl Application {
             server,
             pool,
             coupon_batcher,
+            outbox_listener,
             jobs,
             stop_jobs,
         })
@@ -301,7 +310,8 @@ impl Application {
 
     /// Serves until SIGTERM/SIGINT or [`ServerHandle::stop`]: in-flight requests
     /// finish (up to the shutdown timeout), then the coupon issues already queued are
-    /// written and the batcher stops, then the schedulers stop.
+    /// written and the batcher stops, then the schedulers stop, then the outbox listener
+    /// (given [`LISTENER_STOP_WAIT`]).
     ///
     /// # Errors
     /// When the server fails.
@@ -309,6 +319,7 @@ impl Application {
         let Self {
             server,
             coupon_batcher,
+            outbox_listener,
             mut jobs,
             stop_jobs,
             ..
@@ -319,6 +330,12 @@ impl Application {
         tracing::info!("server stopped; stopping schedulers");
         let _ = stop_jobs.send(true);
         while jobs.join_next().await.is_some() {}
+        // Not left inside libpq (a TLS handshake, say) while the process exits.
+        let listener_stopped =
+            tokio::task::spawn_blocking(move || outbox_listener.stop(LISTENER_STOP_WAIT)).await;
+        if !matches!(listener_stopped, Ok(true)) {
+            tracing::warn!("the outbox listener was still connecting at exit");
+        }
         served.context("HTTP server failed")
     }
 }

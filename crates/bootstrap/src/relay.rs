@@ -2,9 +2,11 @@
 //! each on its own task, so one slow receiver call (up to the client's timeout) holds back
 //! no other event; newer events are claimed into the free slots as they come.
 //!
-//! - **Claims** happen when a commit's `NOTIFY` (or a poll) wakes the relay, after letting
-//!   events gather for [`RelaySettings::gather`], and again whenever deliveries settle
-//!   while the last claim filled every free slot (more may be due).
+//! - **Claims** happen when a commit's `NOTIFY` (or a poll) wakes the relay: at once when
+//!   it wakes from a rest (nothing in flight or just claimed, so a lone paid order goes
+//!   out without delay), else after letting events gather for [`RelaySettings::gather`];
+//!   and again whenever deliveries settle while the last claim filled every free slot
+//!   (more may be due).
 //! - **Marks**: deliveries that settle close together (within `gather` of the first, or
 //!   until none is left in flight) are marked delivered in one statement.
 //! - **Waits**: while anything is in flight or was just claimed, the relay waits for a
@@ -29,8 +31,8 @@ use tokio::time::Instant;
 pub struct RelaySettings {
     /// Deliveries in flight at most (`OUTBOX_DELIVERY_CONCURRENCY`).
     pub concurrency: usize,
-    /// How long woken events gather before the claim, and settled deliveries before the
-    /// mark: a burst costs a few statements, not a few per event.
+    /// How long woken events gather before the claim of a busy relay, and settled
+    /// deliveries before the mark: a burst costs a few statements, not a few per event.
     pub gather: Duration,
     /// The longest wait while deliveries are in flight or just claimed: finds an event
     /// whose commit raced a claim (its `NOTIFY` was left to an event that claim took).
@@ -110,10 +112,15 @@ pub async fn run(
                 claim_now = more_due;
             }
             () = wait_for_work, if has_room => {
-                tokio::select! {
-                    _ = stop.changed() => break,
-                    () = tokio::time::sleep(settings.gather) => claim_now = true,
+                // Woken from a rest, the first event goes at once; while busy, events
+                // gather first.
+                if busy {
+                    tokio::select! {
+                        _ = stop.changed() => break,
+                        () = tokio::time::sleep(settings.gather) => {}
+                    }
                 }
+                claim_now = true;
             }
         }
     }

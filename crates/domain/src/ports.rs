@@ -63,6 +63,22 @@ pub trait HealthCheck: Send + Sync {
     async fn is_ready(&self) -> bool;
 }
 
+/// A part of the server that works beside the requests (the outbox listener, the identity
+/// provider's keys). Its state shows in the readiness detail; the database alone decides
+/// readiness.
+#[cfg_attr(feature = "mock", mockall::automock)]
+pub trait ComponentStatus: Send + Sync {
+    /// Its name in the readiness detail, e.g. `outboxListener`.
+    fn name(&self) -> &'static str;
+
+    /// `Ok` while it works; otherwise a short reason fit for an unauthenticated probe
+    /// (no host, user or URL).
+    ///
+    /// # Errors
+    /// The reason it does not work now.
+    fn status(&self) -> Result<(), String>;
+}
+
 /// Users.
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]

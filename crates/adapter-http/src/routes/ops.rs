@@ -1,5 +1,7 @@
 //! Operations: liveness, readiness, Prometheus metrics.
 
+use std::collections::BTreeMap;
+
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use prometheus::{Encoder, Registry, TextEncoder};
@@ -13,6 +15,21 @@ use application::UseCases;
 pub struct Health {
     #[schema(example = "UP")]
     pub status: &'static str,
+    /// Readiness only: the parts that work beside the requests (`outboxListener`, and
+    /// `identityKeys` with a JWKS URL), by name. They never make the probe fail.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub components: Option<BTreeMap<&'static str, ComponentHealth>>,
+}
+
+/// One part's state in the readiness detail.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ComponentHealth {
+    /// `UP` or `DOWN`.
+    #[schema(example = "UP")]
+    pub status: &'static str,
+    /// Why it is down.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// The process is up.
@@ -20,10 +37,15 @@ pub struct Health {
     operation_id = "getLiveness",
     responses((status = 200, body = Health)))]
 pub async fn live() -> web::Json<Health> {
-    web::Json(Health { status: "UP" })
+    web::Json(Health {
+        status: "UP",
+        components: None,
+    })
 }
 
-/// The database answers; 503 while it does not.
+/// The database answers; 503 while it does not. The body also shows the parts that work
+/// beside the requests (the outbox listener, the identity provider's keys), which never
+/// fail the probe.
 #[utoipa::path(get, path = "/health/ready", tag = "operations",
     operation_id = "getReadiness",
     responses(
@@ -31,8 +53,29 @@ pub async fn live() -> web::Json<Health> {
         (status = 503, description = "SERVICE_UNAVAILABLE", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn ready(use_cases: web::Data<UseCases>) -> Result<web::Json<Health>, ApiError> {
-    if use_cases.check_readiness.execute().await {
-        Ok(web::Json(Health { status: "UP" }))
+    let readiness = use_cases.check_readiness.execute().await;
+    if readiness.ready {
+        let components = readiness
+            .components
+            .into_iter()
+            .map(|(name, status)| {
+                let health = match status {
+                    Ok(()) => ComponentHealth {
+                        status: "UP",
+                        detail: None,
+                    },
+                    Err(detail) => ComponentHealth {
+                        status: "DOWN",
+                        detail: Some(detail),
+                    },
+                };
+                (name, health)
+            })
+            .collect();
+        Ok(web::Json(Health {
+            status: "UP",
+            components: Some(components),
+        }))
     } else {
         Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -1,7 +1,7 @@
 //! TLS in front of the test PostgreSQL (which runs without it): a [`TestPki`] of a test
 //! CA, and a [`TlsFront`] that answers the protocol's `SSLRequest`, terminates TLS with a
-//! certificate of that CA and passes the bytes on to the database. A client, libpq or
-//! tokio-postgres, sees a server with TLS at `localhost:<port>`.
+//! certificate of that CA and passes the bytes on to the database. A client (libpq) sees
+//! a server with TLS at `localhost:<port>`.
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -1,6 +1,6 @@
-//! The whole server on a `DATABASE_URL` with `sslmode=verify-full`: the pool (libpq) and
-//! the outbox listener (tokio-postgres with rustls) both connect over TLS, checked against
-//! a test CA, through a TLS front of the test database.
+//! The whole server on a `DATABASE_URL` with `sslmode=verify-full`: the pool and the
+//! outbox listener (both libpq) connect over TLS, checked against a test CA, through a TLS
+//! front of the test database.
 
 use std::time::{Duration, Instant};
 

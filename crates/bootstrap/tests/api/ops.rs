@@ -17,6 +17,35 @@ async fn liveness_and_readiness_are_up_with_a_request_id() {
 }
 
 #[tokio::test]
+async fn readiness_shows_the_outbox_listener_and_metrics_its_gauge() {
+    let app = spawn_app().await;
+    let listening = json!({"status": "UP", "components": {"outboxListener": {"status": "UP"}}});
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let res = app.get("/health/ready").await;
+        assert_eq!(res.status(), StatusCode::OK);
+        let body = res.json::<Value>().await.unwrap();
+        if body == listening {
+            break;
+        }
+        assert_eq!(
+            body["components"]["outboxListener"]["status"], "DOWN",
+            "{body}"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never listening: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("\nshop_outbox_listener_up 1\n"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
 async fn while_the_database_is_unreachable_readiness_and_requests_are_503_then_recover() {
     let app = spawn_app().await;
     let user = app.create_user().await;
