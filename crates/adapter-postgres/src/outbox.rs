@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Integer, Nullable, Text, Timestamptz};
+use diesel::sql_types::{BigInt, Integer, Nullable, Text};
 use domain::outbox::{CLAIM_LEASE, OutboxCounts, OutboxEvent};
 use domain::ports::OutboxStore;
 
@@ -23,26 +23,38 @@ const PURGE_DELIVERED: &str = "\
           WHERE delivered_at IS NOT NULL AND delivered_at < $1 \
           ORDER BY delivered_at LIMIT $2))";
 
-/// Claims up to `$2` events due at `$1`, oldest first, until `$3` (see
-/// [`OutboxStore::claim_due`]).
+/// Claims up to `$1` events due now, oldest first, for `$2` microseconds (see
+/// [`OutboxStore::claim_due`]). `now()` is the database's clock, shared by every instance.
 const CLAIM_DUE: &str = "\
     WITH due AS MATERIALIZED ( \
         SELECT id FROM outbox_events \
-        WHERE delivered_at IS NULL AND next_attempt_at <= $1 \
-        ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED) \
-    UPDATE outbox_events e SET attempts = e.attempts + 1, next_attempt_at = $3 \
+        WHERE delivered_at IS NULL AND next_attempt_at <= now() \
+        ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED) \
+    UPDATE outbox_events e SET attempts = e.attempts + 1, \
+        next_attempt_at = now() + $2 * interval '1 microsecond' \
     FROM due WHERE e.id = due.id \
     RETURNING e.id::text AS id, e.event_type, e.payload::text AS payload, e.attempts";
 
-/// Marks the events `$1` delivered at `$2`.
+/// Marks the events `$1` delivered now.
 const MARK_DELIVERED: &str = "\
-    UPDATE outbox_events SET delivered_at = $2, last_error = NULL \
+    UPDATE outbox_events SET delivered_at = now(), last_error = NULL \
     WHERE id = ANY ($1::uuid[]) AND delivered_at IS NULL";
 
-/// Records a failed attempt of `$1` and its next due time `$2`.
+/// Records a failed attempt of `$1`, due again `$2` microseconds from now.
 const RESCHEDULE: &str = "\
-    UPDATE outbox_events SET next_attempt_at = $2, last_error = left($3, 1000) \
+    UPDATE outbox_events SET next_attempt_at = now() + $2 * interval '1 microsecond', \
+        last_error = left($3, 1000) \
     WHERE id = $1::uuid AND delivered_at IS NULL";
+
+/// Microseconds until the earliest undelivered event is due (negative when overdue).
+const NEXT_DUE_IN: &str = "\
+    SELECT (extract(epoch FROM min(next_attempt_at) - now()) * 1000000)::bigint AS micros \
+    FROM outbox_events WHERE delivered_at IS NULL";
+
+/// A span in whole microseconds, as the statements take it.
+fn micros(span: chrono::Duration) -> i64 {
+    span.num_microseconds().unwrap_or(i64::MAX)
+}
 
 /// Arbitrary, fixed key of the advisory lock one purging batch holds.
 const PURGE_LOCK_KEY: i64 = 0x5350_4f55_5442; // "SPOUTB"
@@ -83,8 +95,8 @@ struct Counts {
 
 #[derive(QueryableByName)]
 struct NextDue {
-    #[diesel(sql_type = Nullable<Timestamptz>)]
-    at: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    micros: Option<i64>,
 }
 
 #[async_trait]
@@ -99,13 +111,12 @@ impl OutboxStore for PgOutboxStore {
     }
 
     #[tracing::instrument(name = "pg.outbox.claim_due", skip_all)]
-    async fn claim_due(&self, now: DateTime<Utc>, limit: i64) -> anyhow::Result<Vec<OutboxEvent>> {
+    async fn claim_due(&self, limit: i64) -> anyhow::Result<Vec<OutboxEvent>> {
         run(&self.pool, move |conn| {
             retrying(conn, |conn| {
                 statement(CLAIM_DUE)
-                    .bind::<Timestamptz, _>(now)
                     .bind::<BigInt, _>(limit)
-                    .bind::<Timestamptz, _>(now + CLAIM_LEASE)
+                    .bind::<BigInt, _>(micros(CLAIM_LEASE))
                     .load::<Claimed>(conn)
             })
             .map(|rows| {
@@ -123,12 +134,11 @@ impl OutboxStore for PgOutboxStore {
         .await
     }
 
-    async fn mark_delivered(&self, ids: Vec<String>, now: DateTime<Utc>) -> anyhow::Result<()> {
+    async fn mark_delivered(&self, ids: Vec<String>) -> anyhow::Result<()> {
         run(&self.pool, move |conn| {
             retrying(conn, |conn| {
                 statement(MARK_DELIVERED)
                     .bind::<diesel::sql_types::Array<Text>, _>(&ids)
-                    .bind::<Timestamptz, _>(now)
                     .execute(conn)
             })
             .map(drop)
@@ -137,12 +147,17 @@ impl OutboxStore for PgOutboxStore {
         .await
     }
 
-    async fn reschedule(&self, id: String, at: DateTime<Utc>, error: String) -> anyhow::Result<()> {
+    async fn reschedule(
+        &self,
+        id: String,
+        after: chrono::Duration,
+        error: String,
+    ) -> anyhow::Result<()> {
         run(&self.pool, move |conn| {
             retrying(conn, |conn| {
                 statement(RESCHEDULE)
                     .bind::<Text, _>(&id)
-                    .bind::<Timestamptz, _>(at)
+                    .bind::<BigInt, _>(micros(after))
                     .bind::<Text, _>(&error)
                     .execute(conn)
             })
@@ -173,15 +188,13 @@ impl OutboxStore for PgOutboxStore {
 
     /// Reads the first entry of the partial index `outbox_events_pending`, so it costs the
     /// same however long the outbox grows.
-    #[tracing::instrument(name = "pg.outbox.next_due", skip_all)]
-    async fn next_due(&self) -> anyhow::Result<Option<DateTime<Utc>>> {
+    #[tracing::instrument(name = "pg.outbox.next_due_in", skip_all)]
+    async fn next_due_in(&self) -> anyhow::Result<Option<chrono::Duration>> {
         run(&self.pool, move |conn| {
-            statement(
-                "SELECT min(next_attempt_at) AS at FROM outbox_events WHERE delivered_at IS NULL",
-            )
-            .get_result::<NextDue>(conn)
-            .map(|row| row.at)
-            .map_err(db_error)
+            statement(NEXT_DUE_IN)
+                .get_result::<NextDue>(conn)
+                .map(|row| row.micros.map(chrono::Duration::microseconds))
+                .map_err(db_error)
         })
         .await
     }

@@ -20,7 +20,7 @@
 //! With the `mock` feature, mockall generates `Mock<Trait>` for each of them.
 
 use async_trait::async_trait;
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
 
 use crate::coupon::{Coupon, CouponIssue, NewCoupon, UserCoupon};
 use crate::idempotency::{
@@ -523,25 +523,28 @@ pub trait SalesStore: Send + Sync {
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait OutboxStore: Send + Sync {
-    /// Claims up to `limit` undelivered events due at `now`, oldest first, for
-    /// `CLAIM_LEASE`: committed at once, so other relays skip them while this one
-    /// delivers, and take them again if it dies. Counts the attempt.
+    /// Claims up to `limit` undelivered events due now, oldest first, for `CLAIM_LEASE`:
+    /// committed at once, so other relays skip them while this one delivers, and take them
+    /// again if it dies. Counts the attempt. "Now" and the lease's end are the store's
+    /// clock, the one every instance shares, so an instance whose own clock runs ahead
+    /// never takes another's lease early.
     ///
     /// # Errors
     /// Only when the store fails.
-    async fn claim_due(&self, now: DateTime<Utc>, limit: i64) -> anyhow::Result<Vec<OutboxEvent>>;
+    async fn claim_due(&self, limit: i64) -> anyhow::Result<Vec<OutboxEvent>>;
 
-    /// Records the delivery of the events `ids` at `now`, all at once.
+    /// Records the delivery of the events `ids` now (the store's clock), all at once.
     ///
     /// # Errors
     /// Only when the store fails.
-    async fn mark_delivered(&self, ids: Vec<String>, now: DateTime<Utc>) -> anyhow::Result<()>;
+    async fn mark_delivered(&self, ids: Vec<String>) -> anyhow::Result<()>;
 
-    /// Records a failed attempt of `id` and when to try again.
+    /// Records a failed attempt of `id`, to be tried again `after` from now (the store's
+    /// clock).
     ///
     /// # Errors
     /// Only when the store fails.
-    async fn reschedule(&self, id: String, at: DateTime<Utc>, error: String) -> anyhow::Result<()>;
+    async fn reschedule(&self, id: String, after: Duration, error: String) -> anyhow::Result<()>;
 
     /// Delivery counts.
     ///
@@ -549,13 +552,14 @@ pub trait OutboxStore: Send + Sync {
     /// Only when the store fails.
     async fn counts(&self) -> anyhow::Result<OutboxCounts>;
 
-    /// When the earliest undelivered event is next due (its `next_attempt_at`: a retry's
-    /// time, or a claim's lease end), or `None` when every event is delivered. Lets the
-    /// relay sleep until then instead of polling.
+    /// How long until the earliest undelivered event is next due (its `next_attempt_at`:
+    /// a retry's time, or a claim's lease end), by the store's clock: negative when it is
+    /// overdue, `None` when every event is delivered. Lets the relay sleep until then
+    /// instead of polling.
     ///
     /// # Errors
     /// Only when the store fails.
-    async fn next_due(&self) -> anyhow::Result<Option<DateTime<Utc>>>;
+    async fn next_due_in(&self) -> anyhow::Result<Option<Duration>>;
 
     /// Deletes events delivered before `cutoff`, in bounded batches, one instance at a
     /// time (an instance finding another one purging stops); returns how many it deleted.
