@@ -51,8 +51,10 @@ pub(crate) fn db_error(err: DieselError) -> anyhow::Error {
 }
 
 /// Statement and lock timeouts (SQLSTATE 57014 / 55P03), which diesel reports
-/// without a kind, and the messages of a server that is going away.
-fn is_overload_message(message: &str) -> bool {
+/// without a kind or SQLSTATE, and the messages of a server that is going away. These are
+/// the server's English texts: [`crate::pool::check_error_language`] makes sure at
+/// start-up that the server speaks English to the pool.
+pub(crate) fn is_overload_message(message: &str) -> bool {
     const PATTERNS: [&str; 5] = [
         "canceling statement due to statement timeout",
         "canceling statement due to lock timeout",

@@ -107,10 +107,16 @@ pub fn connect_instrumented<I: Instrumentation>(
     )
 }
 
+/// Asks for the server's messages in English where the role may change `lc_messages` (a
+/// superuser, or a role granted `SET` on it); elsewhere leaves the setting as it is, and
+/// [`check_error_language`] refuses to start when that is not English.
+const ENGLISH_MESSAGES: &str = "DO $$ BEGIN SET lc_messages = 'C'; \
+     EXCEPTION WHEN insufficient_privilege THEN NULL; END $$;";
+
 fn build(config: &PoolConfig, instrumentation: Option<InstrumentationFactory>) -> PgPool {
     let settings = SessionSettings {
         sql: format!(
-            "SET statement_timeout = {}; SET lock_timeout = {}; SET idle_in_transaction_session_timeout = 10000; SET TIME ZONE 'UTC';",
+            "{ENGLISH_MESSAGES} SET statement_timeout = {}; SET lock_timeout = {}; SET idle_in_transaction_session_timeout = 10000; SET TIME ZONE 'UTC';",
             config.statement_timeout.as_millis(),
             config.lock_timeout.as_millis(),
         ),
@@ -147,6 +153,59 @@ where
     })
     .await
     .map_err(|join| E::from(anyhow::anyhow!("database task failed: {join}")))?
+}
+
+/// Checks, on a pooled connection, that the server's error messages are the English ones
+/// the error classes rely on. Diesel reports a statement or lock timeout (SQLSTATE `57014`,
+/// `55P03`) and a deadlock (`40P01`) without their SQLSTATE, so [`crate::error`] and
+/// [`crate::retry`] tell them by their messages; in another language they would answer
+/// 500 instead of 503, and a deadlock would not be retried. Each pooled session asks for
+/// English (`lc_messages = 'C'`) where the role may; this provokes a statement timeout (a
+/// 1 ms timeout on a 50 ms sleep, inside a transaction rolled back) and checks that it is
+/// classified as one.
+///
+/// # Errors
+/// When the database cannot be reached, or when its messages are in another language and
+/// the role may not change that; the message says what to set.
+pub async fn check_error_language(pool: &PgPool) -> anyhow::Result<()> {
+    run(pool, |conn| {
+        let provoked = conn.transaction(|conn| {
+            conn.batch_execute("SET LOCAL statement_timeout = 1; SELECT pg_sleep(0.05)")
+        });
+        match provoked {
+            Err(diesel::result::Error::DatabaseError(_, info))
+                if crate::error::is_overload_message(info.message()) =>
+            {
+                Ok(())
+            }
+            Err(diesel::result::Error::DatabaseError(_, info)) => {
+                let setting = diesel::RunQueryDsl::get_result::<LcMessages>(
+                    diesel::sql_query("SHOW lc_messages"),
+                    conn,
+                )
+                .map_or_else(|_| "?".to_owned(), |row| row.lc_messages);
+                Err(anyhow::anyhow!(
+                    "PostgreSQL reports errors in another language (lc_messages = {setting:?}; \
+                     a statement timeout read {:?}) and this role may not set lc_messages, \
+                     so timeouts and deadlocks could not be told apart from other errors. \
+                     Have a superuser run `ALTER ROLE <role> SET lc_messages = 'C'` (or \
+                     `GRANT SET ON PARAMETER lc_messages TO <role>`, PostgreSQL 15+)",
+                    info.message()
+                ))
+            }
+            Err(err) => Err(anyhow::Error::new(err).context("checking the error messages' language")),
+            Ok(()) => Err(anyhow::anyhow!(
+                "checking the error messages' language: a 50 ms sleep outlived a 1 ms statement_timeout"
+            )),
+        }
+    })
+    .await
+}
+
+#[derive(diesel::QueryableByName)]
+struct LcMessages {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    lc_messages: String,
 }
 
 /// Whether the database answers a trivial query now.

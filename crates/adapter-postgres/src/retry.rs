@@ -57,8 +57,8 @@ impl Conflicted for DieselError {
             Self::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => {
                 Some(Conflict::Serialization)
             }
-            // Diesel gives `40P01` no kind of its own: its primary message says it (the
-            // server's messages are English, as `crate::error` also assumes).
+            // Diesel gives `40P01` no kind or SQLSTATE of its own: its primary message
+            // says it (in English: see `crate::pool::check_error_language`).
             Self::DatabaseError(_, info) if is_deadlock_message(info.message()) => {
                 Some(Conflict::Deadlock)
             }

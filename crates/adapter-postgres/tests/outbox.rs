@@ -111,7 +111,10 @@ async fn next_due_in_is_the_wait_for_the_earliest_undelivered_attempt_in_one_rou
     assert_eq!(outbox.next_due_in().await.unwrap(), None, "an empty outbox");
     seed(&db, 2);
     let (due_in, round_trips) = trips.count(outbox.next_due_in()).await;
-    assert!(due_in.unwrap().unwrap() <= Duration::zero(), "seeded events are due");
+    assert!(
+        due_in.unwrap().unwrap() <= Duration::zero(),
+        "seeded events are due"
+    );
     assert_eq!(round_trips, 1);
 
     let claimed = outbox.claim_due(10).await.unwrap();

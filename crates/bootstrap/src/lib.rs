@@ -102,8 +102,12 @@ impl Application {
     /// counts its round trips).
     ///
     /// # Errors
-    /// When the business time zone is unknown or the address is taken.
+    /// When the database speaks another language and may not be told to speak English
+    /// ([`adapter_postgres::pool::check_error_language`]), the business time zone is
+    /// unknown, or the address is taken.
     pub async fn build_with_pool(config: Config, pool: PgPool) -> anyhow::Result<Self> {
+        // Timeouts and deadlocks are told by the server's English messages.
+        adapter_postgres::pool::check_error_language(&pool).await?;
         // Groups concurrent issues of one coupon; stopped after the HTTP server.
         let coupon_batcher = IssueBatcher::start_with(
             pool.clone(),

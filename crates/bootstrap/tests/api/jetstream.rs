@@ -287,7 +287,8 @@ async fn while_nats_is_down_events_wait_in_the_outbox_and_all_arrive_within_the_
     .await;
     // At worst one more attempt failed while the client reconnected (at most 1 s apart);
     // the retry after it is the backoff's delay for one attempt more.
-    let bound = restarted + domain::outbox::retry_delay(attempts + 1) + chrono::Duration::seconds(3);
+    let bound =
+        restarted + domain::outbox::retry_delay(attempts + 1) + chrono::Duration::seconds(3);
     let last: chrono::DateTime<chrono::Utc> = app
         .db
         .query_scalar(
