@@ -16,7 +16,6 @@ use actix_web::http::StatusCode;
 use application::UseCases;
 use application::users::ActingUserError;
 use domain::UserId;
-use domain::user::Subject;
 
 use crate::auth::{AuthError, Caller};
 use crate::problem::ApiError;
@@ -42,16 +41,10 @@ pub async fn acting_user(
     named: Option<i64>,
 ) -> Result<UserId, ApiError> {
     let named = named.map(|id| UserId::parse(id, FIELD)).transpose()?;
-    // A verified token whose subject the shop cannot hold is refused as any unusable
-    // token is, saying nothing more.
-    let subject = caller
-        .principal()
-        .map(|principal| Subject::new(&principal.subject))
-        .transpose()
-        .map_err(|_| AuthError::InvalidToken)?;
+    let subject = caller.principal().map(|principal| &principal.subject);
     Ok(use_cases
         .resolve_subject
-        .acting_user(subject.as_ref(), named)
+        .acting_user(subject, named)
         .await?)
 }
 

@@ -136,27 +136,26 @@ mod tests {
         assert_eq!(gate.check(None).unwrap_err().code(), "UNAUTHORIZED");
     }
 
+    /// End-user authentication on, with a verifier that takes `admin-jwt` as an admin's
+    /// token and `user-jwt` as a user's.
     fn jwt_on() -> Authentication {
-        Authentication::new(Some(
-            crate::auth::Verifier::hs256(SECRET, None, None).unwrap(),
-        ))
+        let mut verifier = domain::ports::MockTokenVerifier::new();
+        verifier.expect_verify().returning(|token| {
+            let admin = match token {
+                "admin-jwt" => true,
+                "user-jwt" => false,
+                _ => return Err(domain::identity::InvalidToken),
+            };
+            Ok(domain::identity::Principal {
+                subject: domain::user::Subject::new("", "ops").unwrap(),
+                admin,
+            })
+        });
+        Authentication::new(Some(std::sync::Arc::new(verifier)))
     }
 
-    const SECRET: &[u8] = b"a-test-secret-of-at-least-32-bytes!!";
-
     fn bearer(admin: bool) -> String {
-        let token = crate::auth::mint_hs256(
-            SECRET,
-            &crate::auth::TokenRequest {
-                subject: "ops",
-                admin,
-                ttl: std::time::Duration::from_secs(60),
-                issuer: None,
-                audience: None,
-            },
-        )
-        .unwrap();
-        format!("Bearer {token}")
+        format!("Bearer {}", if admin { "admin-jwt" } else { "user-jwt" })
     }
 
     fn verdict(token: &AdminToken, auth: &Authentication, header: Option<&str>) -> (u16, String) {

@@ -31,9 +31,10 @@ use tracing_actix_web::{RequestId, TracingLogger};
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::admin::{AdminToken, require_admin};
-use crate::auth::{Authentication, Verifier};
+use crate::auth::Authentication;
 use crate::problem::{ApiError, PROBLEM_JSON};
 use crate::routes::{best, coupons, jobs, ops, orders, points, products, resource, users};
+use domain::ports::TokenVerifier;
 
 /// Everything the HTTP layer needs, cheap to clone into each worker.
 #[derive(Clone)]
@@ -78,9 +79,9 @@ impl HttpState {
     /// Turns end-user authentication on with `verifier` (it is off by default); an
     /// `Arc` lets whatever refreshes the verifier's keys share it.
     #[must_use]
-    pub fn with_authentication(self, verifier: impl Into<Arc<Verifier>>) -> Self {
+    pub fn with_authentication(self, verifier: Arc<dyn TokenVerifier>) -> Self {
         Self {
-            authentication: web::Data::new(Authentication::shared(verifier.into())),
+            authentication: web::Data::new(Authentication::new(Some(verifier))),
             ..self
         }
     }

@@ -138,10 +138,11 @@ diesel::table! {
 }
 
 diesel::table! {
-    user_subjects (subject) {
+    user_subjects (user_id) {
         subject -> Text,
         user_id -> Int8,
         created_at -> Timestamptz,
+        issuer -> Nullable<Text>,
     }
 }
 

@@ -43,24 +43,28 @@ struct SubjectUser {
 const FOR_SUBJECT: &str = "\
     WITH found AS ( \
         SELECT s.user_id, u.created_at FROM user_subjects s \
-        JOIN users u ON u.id = s.user_id WHERE s.subject = $1), \
+        JOIN users u ON u.id = s.user_id WHERE s.issuer = $1 AND s.subject = $2), \
     m AS ( \
-        INSERT INTO user_subjects (subject, user_id, created_at) \
-        SELECT $1, nextval(pg_get_serial_sequence('users', 'id')), $2 \
+        INSERT INTO user_subjects (issuer, subject, user_id, created_at) \
+        SELECT $1, $2, nextval(pg_get_serial_sequence('users', 'id')), $3 \
         WHERE NOT EXISTS (SELECT 1 FROM found) \
-        ON CONFLICT (subject) DO NOTHING \
+        ON CONFLICT (issuer, subject) DO NOTHING \
         RETURNING user_id), \
     u AS ( \
-        INSERT INTO users (id, created_at) SELECT user_id, $2 FROM m RETURNING id), \
+        INSERT INTO users (id, created_at) SELECT user_id, $3 FROM m RETURNING id), \
     w AS ( \
-        INSERT INTO point_wallets (user_id, balance, updated_at) SELECT id, 0, $2 FROM u) \
+        INSERT INTO point_wallets (user_id, balance, updated_at) SELECT id, 0, $3 FROM u) \
     SELECT user_id, created_at, false AS created FROM found \
-    UNION ALL SELECT id, $2, true FROM u";
+    UNION ALL SELECT id, $3, true FROM u";
 
 /// The user a subject already maps to, read after losing the race to register it.
 const EXISTING: &str = "\
     SELECT s.user_id, u.created_at, false AS created FROM user_subjects s \
-    JOIN users u ON u.id = s.user_id WHERE s.subject = $1";
+    JOIN users u ON u.id = s.user_id WHERE s.issuer = $1 AND s.subject = $2";
+
+/// Gives the mappings made before subjects were keyed by issuer (issuer NULL) the issuer
+/// `$1`.
+const ADOPT_UNKEYED: &str = "UPDATE user_subjects SET issuer = $1 WHERE issuer IS NULL";
 
 /// Users and their wallets in PostgreSQL.
 #[derive(Debug, Clone)]
@@ -119,11 +123,12 @@ impl UserRepository for PgUserRepository {
         subject: &Subject,
         now: DateTime<Utc>,
     ) -> anyhow::Result<(User, Registration)> {
-        let subject = subject.as_str().to_owned();
+        let subject = subject.clone();
         run(&self.pool, move |conn| {
             let row = retrying(conn, |conn| {
                 statement(FOR_SUBJECT)
-                    .bind::<Text, _>(subject.as_str())
+                    .bind::<Text, _>(subject.issuer())
+                    .bind::<Text, _>(subject.sub())
                     .bind::<Timestamptz, _>(now)
                     .get_result::<SubjectUser>(conn)
                     .optional()
@@ -134,7 +139,8 @@ impl UserRepository for PgUserRepository {
                 // Lost the race: the winner committed before `ON CONFLICT` gave way (had
                 // it rolled back, this statement would have inserted), so it is there.
                 None => statement(EXISTING)
-                    .bind::<Text, _>(subject.as_str())
+                    .bind::<Text, _>(subject.issuer())
+                    .bind::<Text, _>(subject.sub())
                     .get_result::<SubjectUser>(conn)
                     .map_err(db_error)?,
             };
@@ -156,14 +162,28 @@ impl UserRepository for PgUserRepository {
 
     #[tracing::instrument(name = "pg.users.user_for_subject", skip_all)]
     async fn user_for_subject(&self, subject: &Subject) -> anyhow::Result<Option<UserId>> {
-        let subject = subject.as_str().to_owned();
+        let subject = subject.clone();
         run(&self.pool, move |conn| {
             user_subjects::table
-                .find(subject)
+                .filter(user_subjects::issuer.eq(subject.issuer()))
+                .filter(user_subjects::subject.eq(subject.sub()))
                 .select(user_subjects::user_id)
                 .first::<i64>(conn)
                 .optional()
                 .map(|found| found.map(UserId::from_trusted))
+                .map_err(db_error)
+        })
+        .await
+    }
+
+    #[tracing::instrument(name = "pg.users.adopt_unkeyed_subjects", skip_all)]
+    async fn adopt_unkeyed_subjects(&self, issuer: &str) -> anyhow::Result<u64> {
+        let issuer = issuer.to_owned();
+        run(&self.pool, move |conn| {
+            statement(ADOPT_UNKEYED)
+                .bind::<Text, _>(&issuer)
+                .execute(conn)
+                .map(|rows| u64::try_from(rows).unwrap_or(u64::MAX))
                 .map_err(db_error)
         })
         .await

@@ -19,8 +19,10 @@ use diesel::{Connection, PgConnection, connection::SimpleConnection};
 use domain::ports::UserRepository;
 use domain::user::{Registration, Subject};
 
+const ISSUER: &str = "https://id.example";
+
 fn subject(raw: &str) -> Subject {
-    Subject::new(raw).unwrap()
+    Subject::new(ISSUER, raw).unwrap()
 }
 
 fn count(db: &TestDatabase, sql: &str) -> i64 {
@@ -117,7 +119,8 @@ fn register_uncommitted(db: &TestDatabase, subject: &str) -> PgConnection {
         "BEGIN; \
          INSERT INTO users (id, created_at) VALUES (1000, now()); \
          INSERT INTO point_wallets (user_id, balance, updated_at) VALUES (1000, 0, now()); \
-         INSERT INTO user_subjects (subject, user_id, created_at) VALUES ('{subject}', 1000, now());"
+         INSERT INTO user_subjects (issuer, subject, user_id, created_at) \
+         VALUES ('{ISSUER}', '{subject}', 1000, now());"
     ))
     .unwrap();
     conn
@@ -195,4 +198,61 @@ async fn a_registration_or_a_lookup_is_one_round_trip() {
         .await;
     let (_, lookup) = trips.count(users.user_for_subject(&subject("new"))).await;
     assert_eq!((created, existing, lookup), (1, 1, 1));
+}
+
+#[tokio::test]
+async fn one_sub_of_two_issuers_is_two_users() {
+    let db = TestDatabase::create().unwrap();
+    let users = PgUserRepository::new(db.pool(4));
+    let ours = Subject::new(ISSUER, "u1").unwrap();
+    let theirs = Subject::new("https://other.example", "u1").unwrap();
+    let secret = Subject::new("", "u1").unwrap();
+    let (a, _) = users.for_subject(&ours, Utc::now()).await.unwrap();
+    assert_eq!(users.user_for_subject(&theirs).await.unwrap(), None);
+    let (b, registration) = users.for_subject(&theirs, Utc::now()).await.unwrap();
+    assert_eq!(
+        registration,
+        Registration::Created,
+        "a stranger gets a user of their own"
+    );
+    let (c, _) = users.for_subject(&secret, Utc::now()).await.unwrap();
+    assert!(a.id != b.id && b.id != c.id && a.id != c.id);
+    assert_eq!(users.user_for_subject(&ours).await.unwrap(), Some(a.id));
+}
+
+#[tokio::test]
+async fn mappings_from_before_issuers_are_adopted_by_the_configured_issuer_once() {
+    let db = TestDatabase::create().unwrap();
+    let users = PgUserRepository::new(db.pool(4));
+    // A mapping as the previous version made it: no issuer.
+    let old = users.create(Utc::now()).await.unwrap();
+    db.execute(&format!(
+        "INSERT INTO user_subjects (subject, user_id, created_at) VALUES ('idp|old', {}, now())",
+        old.id
+    ))
+    .unwrap();
+    let subject = Subject::new(ISSUER, "idp|old").unwrap();
+    assert_eq!(
+        users.user_for_subject(&subject).await.unwrap(),
+        None,
+        "not before adoption"
+    );
+
+    assert_eq!(users.adopt_unkeyed_subjects(ISSUER).await.unwrap(), 1);
+    assert_eq!(
+        users.user_for_subject(&subject).await.unwrap(),
+        Some(old.id)
+    );
+    let (user, registration) = users.for_subject(&subject, Utc::now()).await.unwrap();
+    assert_eq!((user.id, registration), (old.id, Registration::Existing));
+    // Once adopted, another issuer's start adopts nothing: its sub is a stranger.
+    assert_eq!(
+        users
+            .adopt_unkeyed_subjects("https://other.example")
+            .await
+            .unwrap(),
+        0
+    );
+    let stranger = Subject::new("https://other.example", "idp|old").unwrap();
+    assert_eq!(users.user_for_subject(&stranger).await.unwrap(), None);
 }

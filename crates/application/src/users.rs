@@ -322,7 +322,7 @@ mod tests {
     }
 
     fn subject(raw: &str) -> Subject {
-        Subject::new(raw).unwrap()
+        Subject::new("https://id.example", raw).unwrap()
     }
 
     fn user(id: i64) -> User {
@@ -338,7 +338,7 @@ mod tests {
         let mut first = true;
         users
             .expect_for_subject()
-            .withf(|subject, now| subject.as_str() == "idp|a" && now.timestamp() == 1_000)
+            .withf(|subject, now| subject.sub() == "idp|a" && now.timestamp() == 1_000)
             .times(2)
             .returning(move |_, _| {
                 let registration = if first {
@@ -372,9 +372,9 @@ mod tests {
     #[tokio::test]
     async fn a_subject_acts_for_its_own_user_only() {
         let mut users = MockUserRepository::new();
-        users.expect_user_for_subject().returning(|subject| {
-            Ok((subject.as_str() == "idp|a").then(|| UserId::new(7).unwrap()))
-        });
+        users
+            .expect_user_for_subject()
+            .returning(|subject| Ok((subject.sub() == "idp|a").then(|| UserId::new(7).unwrap())));
         let resolve = ResolveSubject::new(Arc::new(users), SubjectCache::new(8));
         let (a, nobody) = (subject("idp|a"), subject("idp|new"));
         let id = |raw| UserId::new(raw).unwrap();
@@ -427,7 +427,7 @@ mod tests {
         let mut users = MockUserRepository::new();
         users
             .expect_user_for_subject()
-            .withf(|subject| subject.as_str() == "idp|b")
+            .withf(|subject| subject.sub() == "idp|b")
             .times(1)
             .returning(|_| Ok(Some(UserId::new(9).unwrap())));
         let resolve = ResolveSubject::new(Arc::new(users), SubjectCache::new(8));

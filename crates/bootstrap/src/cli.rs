@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use adapter_http::auth::{TokenRequest, mint_hs256};
+use adapter_identity::{TokenRequest, mint_hs256};
 
 use crate::Config;
 
@@ -96,7 +96,9 @@ pub fn token(config: &Config, args: &TokenArgs) -> anyhow::Result<String> {
 
 #[cfg(test)]
 mod tests {
-    use adapter_http::auth::{Principal, Verifier};
+    use adapter_identity::Verifier;
+    use domain::identity::Principal;
+    use domain::user::Subject;
 
     use super::*;
 
@@ -182,7 +184,7 @@ mod tests {
         assert_eq!(
             server("https://id.example"),
             Ok(Principal {
-                subject: "ops".into(),
+                subject: Subject::new("https://id.example", "ops").unwrap(),
                 admin: true
             })
         );

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use adapter_dataplatform::WebhookSecret;
-use adapter_http::auth::MIN_SECRET_BYTES;
+use adapter_identity::MIN_SECRET_BYTES;
 use anyhow::Context;
 use figment::Figment;
 use figment::providers::{Env, Serialized};
@@ -84,6 +84,11 @@ pub struct Config {
     pub auth_jwks_url: Option<String>,
     /// How often the JWK set at `auth_jwks_url` is fetched again.
     pub auth_jwks_refresh_secs: u64,
+    /// How old the keys fetched from `auth_jwks_url` may grow without a successful fetch
+    /// before every token is refused.
+    pub auth_jwks_max_age_secs: u64,
+    /// Takes an `http://` `auth_jwks_url` (development only).
+    pub auth_jwks_allow_http: bool,
     /// The `iss` a token must carry; unset means not checked (required with JWKS).
     pub auth_jwt_issuer: Option<String>,
     /// The `aud` a token must name; unset means not checked (required with JWKS).
@@ -104,21 +109,26 @@ const REDACTED: &str = "<redacted>";
 /// (`?password=…`) hidden: the rest says where it points. A value that is no URL (a libpq
 /// keyword/value string such as `host=db password=…`) is hidden whole.
 fn redact_url(url: &str) -> String {
-    if !url.contains("://") {
+    // A string the URL parser does not take (a libpq keyword/value string, or a raw `?`
+    // in a password, which ends the authority for the parser) is hidden whole.
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return REDACTED.to_owned();
+    };
+    if parsed.cannot_be_a_base() {
         return REDACTED.to_owned();
     }
-    let (rest, query) = match url.split_once('?') {
-        Some((rest, _)) => (rest, format!("?{REDACTED}")),
-        None => (url, String::new()),
-    };
-    let rest = match rest.split_once("://") {
-        Some((scheme, after)) => match after.rsplit_once('@') {
-            Some((_, host)) => format!("{scheme}://{REDACTED}@{host}"),
-            None => rest.to_owned(),
-        },
-        None => rest.to_owned(),
-    };
-    format!("{rest}{query}")
+    // A URL's parts are percent-encoded, so they are hidden with a plain word.
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        let _ = parsed.set_password(None);
+        let _ = parsed.set_username("redacted");
+    }
+    if parsed.query().is_some() {
+        parsed.set_query(Some("redacted"));
+    }
+    if parsed.fragment().is_some() {
+        parsed.set_fragment(Some("redacted"));
+    }
+    parsed.to_string()
 }
 
 impl std::fmt::Debug for Config {
@@ -193,6 +203,8 @@ impl Default for Config {
             auth_jwks_file: None,
             auth_jwks_url: None,
             auth_jwks_refresh_secs: 600,
+            auth_jwks_max_age_secs: 86_400,
+            auth_jwks_allow_http: false,
             auth_jwt_issuer: None,
             auth_jwt_audience: None,
             auth_required: false,
@@ -210,7 +222,7 @@ pub enum DataPlatformKind {
 }
 
 /// Number and boolean settings: figment's `Env` provider parses their text.
-const TYPED: [&str; 16] = [
+const TYPED: [&str; 18] = [
     "OUTBOX_RETENTION_DAYS",
     "OUTBOX_DELIVERY_CONCURRENCY",
     "OUTBOX_SHUTDOWN_GRACE_MS",
@@ -227,6 +239,8 @@ const TYPED: [&str; 16] = [
     "SEED_DEMO_DATA",
     "AUTH_REQUIRED",
     "AUTH_JWKS_REFRESH_SECS",
+    "AUTH_JWKS_MAX_AGE_SECS",
+    "AUTH_JWKS_ALLOW_HTTP",
 ];
 
 /// Text settings, taken verbatim. `Env` parses every value (`0123` becomes the number 123,
@@ -265,6 +279,9 @@ fn verbatim_env() -> Serialized<Dict> {
 /// The bounds of `AUTH_JWKS_REFRESH_SECS`: no more often than the unknown-`kid`
 /// refetch's minute, at least daily.
 pub const AUTH_JWKS_REFRESH_SECS: std::ops::RangeInclusive<u64> = 60..=86_400;
+
+/// The bounds of `AUTH_JWKS_MAX_AGE_SECS`: a minute to a week.
+pub const AUTH_JWKS_MAX_AGE_SECS: std::ops::RangeInclusive<u64> = 60..=604_800;
 
 /// The largest `COUPON_ISSUE_QUEUE_LIMIT`: far beyond any sensible value.
 const COUPON_ISSUE_QUEUE_MAX: usize = 1_000_000;
@@ -331,10 +348,32 @@ impl Config {
                 anyhow::bail!("{name} needs AUTH_JWT_ISSUER and AUTH_JWT_AUDIENCE");
             }
         }
-        if let Some(url) = &self.auth_jwks_url
-            && !(url.starts_with("https://") || url.starts_with("http://"))
+        if let Some(url) = &self.auth_jwks_url {
+            let scheme = url::Url::parse(url)
+                .map_err(|e| anyhow::anyhow!("AUTH_JWKS_URL is not a URL: {e}"))?
+                .scheme()
+                .to_owned();
+            match scheme.as_str() {
+                "https" => {}
+                "http" if self.auth_jwks_allow_http => {}
+                "http" => anyhow::bail!(
+                    "AUTH_JWKS_URL is http://, which lets anyone on the path hand the server \
+                     keys of their own: use https://, or set AUTH_JWKS_ALLOW_HTTP=true for a \
+                     development identity provider"
+                ),
+                _ => anyhow::bail!("AUTH_JWKS_URL must be an https:// URL"),
+            }
+        }
+        if !AUTH_JWKS_MAX_AGE_SECS.contains(&self.auth_jwks_max_age_secs)
+            || self.auth_jwks_max_age_secs < self.auth_jwks_refresh_secs
         {
-            anyhow::bail!("AUTH_JWKS_URL must be an http:// or https:// URL");
+            anyhow::bail!(
+                "AUTH_JWKS_MAX_AGE_SECS must be {}..={} and at least AUTH_JWKS_REFRESH_SECS \
+                 (got {})",
+                AUTH_JWKS_MAX_AGE_SECS.start(),
+                AUTH_JWKS_MAX_AGE_SECS.end(),
+                self.auth_jwks_max_age_secs
+            );
         }
         if !AUTH_JWKS_REFRESH_SECS.contains(&self.auth_jwks_refresh_secs) {
             anyhow::bail!(
@@ -942,5 +981,57 @@ mod tests {
             assert!(Config::from_env().is_err(), "not a URL");
             Ok(())
         });
+    }
+
+    #[test]
+    fn an_http_jwks_url_needs_the_development_setting_and_keys_have_a_maximum_age() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("DATABASE_URL", "postgres://x/y");
+            jail.set_env("AUTH_JWT_ISSUER", "https://id.example");
+            jail.set_env("AUTH_JWT_AUDIENCE", "shop");
+            jail.set_env("AUTH_JWKS_URL", "http://idp:pw@id.example/jwks?k=v");
+            let err = Config::from_env().unwrap_err().to_string();
+            assert!(err.contains("AUTH_JWKS_ALLOW_HTTP"), "{err}");
+            assert!(!err.contains("pw") && !err.contains("k=v"), "{err}");
+            jail.set_env("AUTH_JWKS_ALLOW_HTTP", "true");
+            let config = Config::from_env().map_err(|e| e.to_string())?;
+            assert_eq!(config.auth_jwks_max_age_secs, 86_400, "a day");
+            jail.set_env("AUTH_JWKS_URL", "ftp://id.example/jwks");
+            assert!(Config::from_env().is_err(), "not http(s)");
+            jail.set_env("AUTH_JWKS_URL", "https://id.example/jwks");
+            for bad in ["59", "604801", "300"] {
+                jail.set_env("AUTH_JWKS_REFRESH_SECS", "600");
+                jail.set_env("AUTH_JWKS_MAX_AGE_SECS", bad);
+                let err = Config::from_env().unwrap_err().to_string();
+                assert!(err.contains("AUTH_JWKS_MAX_AGE_SECS"), "{bad}: {err}");
+            }
+            jail.set_env("AUTH_JWKS_MAX_AGE_SECS", "3600");
+            let config = Config::from_env().map_err(|e| e.to_string())?;
+            assert_eq!(config.auth_jwks_max_age_secs, 3600);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn url_redaction_parses_the_url() {
+        for (url, shown) in [
+            (
+                "postgres://shop:pw@db:5432/shop?sslmode=verify-full",
+                "postgres://redacted@db:5432/shop?redacted",
+            ),
+            ("https://id.example/jwks", "https://id.example/jwks"),
+            (
+                "https://id.example/jwks#frag",
+                "https://id.example/jwks#redacted",
+            ),
+            // A raw `?` in a password ends the authority for a URL parser: the whole
+            // text is hidden, not the password's head shown.
+            ("postgres://shop:pa?ss@db/shop", "<redacted>"),
+            ("host=db password=pw", "<redacted>"),
+            ("mailto:someone@example.com", "<redacted>"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
     }
 }

@@ -17,8 +17,8 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::Config;
-use crate::jwks::{JwksRefresher, UNKNOWN_KID_REFETCH_EVERY};
 use crate::relay::RelaySettings;
+use adapter_identity::{JwksRefresher, UNKNOWN_KID_REFETCH_EVERY};
 
 mod outbox_gauge;
 

@@ -6,7 +6,6 @@
 pub mod cli;
 pub mod config;
 mod jobs;
-mod jwks;
 pub mod relay;
 pub mod telemetry;
 
@@ -20,7 +19,7 @@ use adapter_dataplatform::{
     HttpDataPlatform, JetStreamDataPlatform, JetStreamSettings, LoggingDataPlatform, WebhookSecret,
 };
 use adapter_http::HttpState;
-use adapter_http::auth::Verifier;
+use adapter_identity::{JwksRefresher, JwksSettings, Verifier};
 use adapter_postgres::{
     IssueBatcher, IssueBatcherLimits, PgCouponStore, PgHealthCheck, PgIdempotencyStore,
     PgOrderStore, PgOutboxListener, PgOutboxStore, PgPointStore, PgPool, PgProductRepository,
@@ -29,7 +28,7 @@ use adapter_postgres::{
 use anyhow::Context;
 use application::{Ports, Settings, UseCases};
 use backon::{BlockingRetryable, ExponentialBuilder};
-use domain::ports::SystemClock;
+use domain::ports::{ComponentStatus, SystemClock};
 use prometheus::Registry;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -116,6 +115,7 @@ impl Application {
                 ..IssueBatcherLimits::default()
             },
         );
+        let (verifier, jwks_refresher) = authentication(&config).await?;
         // The relay's wake-up: one libpq connection of its own, on its own thread.
         let outbox_listener = Arc::new(PgOutboxListener::start(&config.database_url)?);
         let ports = Ports {
@@ -124,7 +124,13 @@ impl Application {
             points: Arc::new(PgPointStore::new(pool.clone())),
             idempotency: Arc::new(PgIdempotencyStore::new(pool.clone())),
             health: Arc::new(PgHealthCheck::new(pool.clone())),
-            components: vec![outbox_listener.clone()],
+            components: {
+                let mut components: Vec<Arc<dyn ComponentStatus>> = vec![outbox_listener.clone()];
+                if let (Some(verifier), Some(_)) = (&verifier, &jwks_refresher) {
+                    components.push(verifier.clone());
+                }
+                components
+            },
             products: Arc::new(PgProductRepository::new(pool.clone())),
             coupons: Arc::new(PgCouponStore::grouped(pool.clone(), coupon_batcher.clone())),
             orders: Arc::new(PgOrderStore::new(pool.clone())),
@@ -190,62 +196,19 @@ impl Application {
             registry.clone(),
             config.admin_token.as_deref(),
         )?;
-        let mut jwks_refresher = None;
-        let verifier = match (&config.auth_jwt_secret, &config.auth_jwks_file) {
-            (Some(secret), _) => Some(Arc::new(
-                Verifier::hs256(
-                    secret.as_bytes(),
-                    config.auth_jwt_issuer.clone(),
-                    config.auth_jwt_audience.clone(),
-                )
-                .context("AUTH_JWT_SECRET")?,
-            )),
-            (None, Some(file)) => {
-                let json = std::fs::read_to_string(file)
-                    .with_context(|| format!("AUTH_JWKS_FILE {file:?}"))?;
-                let (Some(issuer), Some(audience)) =
-                    (&config.auth_jwt_issuer, &config.auth_jwt_audience)
-                else {
-                    anyhow::bail!("AUTH_JWKS_FILE needs AUTH_JWT_ISSUER and AUTH_JWT_AUDIENCE");
-                };
-                Some(Arc::new(
-                    Verifier::from_jwk_set(&json, issuer.clone(), audience.clone())
-                        .with_context(|| format!("AUTH_JWKS_FILE {file:?}"))?,
-                ))
-            }
-            (None, None) => match &config.auth_jwks_url {
-                Some(url) => {
-                    let (Some(issuer), Some(audience)) =
-                        (&config.auth_jwt_issuer, &config.auth_jwt_audience)
-                    else {
-                        anyhow::bail!("AUTH_JWKS_URL needs AUTH_JWT_ISSUER and AUTH_JWT_AUDIENCE");
-                    };
-                    let refresher =
-                        jwks::JwksRefresher::new(url, issuer.clone(), audience.clone())?;
-                    match refresher.fetch().await {
-                        Ok(_) => {}
-                        Err(e) if config.auth_required => {
-                            return Err(e.context(format!(
-                                "AUTH_JWKS_URL {url:?} (AUTH_REQUIRED=true refuses to start \
-                                 without the identity provider's keys)"
-                            )));
-                        }
-                        Err(e) => tracing::error!(
-                            url,
-                            error = format!("{e:#}"),
-                            "fetching the JWK set failed: starting with no keys, so every \
-                             bearer token is refused until a refetch succeeds"
-                        ),
-                    }
-                    let verifier = refresher.verifier();
-                    jwks_refresher = Some(refresher);
-                    Some(verifier)
-                }
-                None => None,
-            },
-        };
         match verifier {
             Some(verifier) => {
+                // Subjects mapped before they were keyed by issuer belong to the issuer
+                // configured now (docs/security.md), adopted before any request.
+                let issuer = config.auth_jwt_issuer.as_deref().unwrap_or("");
+                let adopted = ports.users.adopt_unkeyed_subjects(issuer).await?;
+                if adopted > 0 {
+                    tracing::info!(
+                        subjects = adopted,
+                        issuer,
+                        "subjects mapped before issuers were kept now belong to the configured issuer"
+                    );
+                }
                 tracing::info!(
                     issuer = config.auth_jwt_issuer.as_deref(),
                     audience = config.auth_jwt_audience.as_deref(),
@@ -260,7 +223,6 @@ impl Application {
                  AUTH_REQUIRED=true to refuse to start like this)"
             ),
         }
-
         let listener = TcpListener::bind(&config.bind_addr)
             .with_context(|| format!("binding {}", config.bind_addr))?;
         let address = listener.local_addr()?;
@@ -342,4 +304,67 @@ impl Application {
         }
         served.context("HTTP server failed")
     }
+}
+
+/// The token verifier the configuration asks for (none: authentication off), and what
+/// refreshes its keys when they come from `AUTH_JWKS_URL`, fetched once here.
+///
+/// # Errors
+/// When the key material cannot be read, or with `AUTH_REQUIRED=true` the JWK set cannot
+/// be fetched.
+async fn authentication(
+    config: &Config,
+) -> anyhow::Result<(Option<Arc<Verifier>>, Option<JwksRefresher>)> {
+    let issuer = config.auth_jwt_issuer.clone();
+    let audience = config.auth_jwt_audience.clone();
+    if let Some(secret) = &config.auth_jwt_secret {
+        let verifier =
+            Verifier::hs256(secret.as_bytes(), issuer, audience).context("AUTH_JWT_SECRET")?;
+        return Ok((Some(Arc::new(verifier)), None));
+    }
+    let (Some(issuer), Some(audience)) = (issuer, audience) else {
+        if config.auth_jwks_file.is_some() || config.auth_jwks_url.is_some() {
+            anyhow::bail!(
+                "AUTH_JWKS_FILE and AUTH_JWKS_URL need AUTH_JWT_ISSUER and AUTH_JWT_AUDIENCE"
+            );
+        }
+        return Ok((None, None));
+    };
+    if let Some(file) = &config.auth_jwks_file {
+        let json =
+            std::fs::read_to_string(file).with_context(|| format!("AUTH_JWKS_FILE {file:?}"))?;
+        let verifier = Verifier::from_jwk_set(&json, issuer, audience)
+            .with_context(|| format!("AUTH_JWKS_FILE {file:?}"))?;
+        return Ok((Some(Arc::new(verifier)), None));
+    }
+    let Some(url) = &config.auth_jwks_url else {
+        return Ok((None, None));
+    };
+    let refresher = JwksRefresher::new(
+        url,
+        issuer,
+        audience,
+        JwksSettings {
+            max_key_age: Duration::from_secs(config.auth_jwks_max_age_secs),
+            allow_http: config.auth_jwks_allow_http,
+        },
+    )
+    .context("AUTH_JWKS_URL")?;
+    match refresher.fetch().await {
+        Ok(_) => {}
+        Err(e) if config.auth_required => {
+            return Err(e.context(format!(
+                "AUTH_JWKS_URL {} (AUTH_REQUIRED=true refuses to start without the identity \
+                 provider's keys)",
+                refresher.shown_url()
+            )));
+        }
+        Err(e) => tracing::error!(
+            url = refresher.shown_url(),
+            error = format!("{e:#}"),
+            "fetching the JWK set failed: starting with no keys, so every bearer token is \
+             refused until a refetch succeeds"
+        ),
+    }
+    Ok((Some(refresher.verifier()), Some(refresher)))
 }

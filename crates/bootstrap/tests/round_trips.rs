@@ -213,7 +213,7 @@ async fn registering_a_subject_is_one_round_trip_and_resolving_a_known_one_none(
     let cache = SubjectCache::new(64);
     let register = RegisterSubject::new(users.clone(), f.clock.clone(), cache.clone());
     let resolve = ResolveSubject::new(users.clone(), cache);
-    let subject = |raw: &str| Subject::new(raw).unwrap();
+    let subject = |raw: &str| Subject::new("https://id.example", raw).unwrap();
     // Warm the connection's statements.
     register.execute(&subject("warm")).await.unwrap();
     ResolveSubject::new(users.clone(), SubjectCache::new(64))

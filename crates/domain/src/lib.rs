@@ -8,6 +8,7 @@ pub mod coupon;
 pub mod error;
 pub mod id;
 pub mod idempotency;
+pub mod identity;
 pub mod money;
 pub mod order;
 pub mod outbox;

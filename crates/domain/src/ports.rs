@@ -26,6 +26,7 @@ use crate::coupon::{Coupon, CouponIssue, NewCoupon, UserCoupon};
 use crate::idempotency::{
     Completion, Fingerprint, IdempotencyRecord, IdempotencyScope, LeaseToken, StoredResponse,
 };
+use crate::identity::{InvalidToken, Principal};
 use crate::order::{
     CancelRefusal, Order, OrderPayment, OrderPlacement, PayRefusal, Payment, PlaceRefusal,
 };
@@ -79,6 +80,18 @@ pub trait ComponentStatus: Send + Sync {
     fn status(&self) -> Result<(), String>;
 }
 
+/// The identity provider's side of end-user authentication: turns a bearer token into the
+/// principal it names. Synchronous: a check is CPU work on keys already held (fetching them
+/// is the adapter's background business), and must never wait on the request path.
+#[cfg_attr(feature = "mock", mockall::automock)]
+pub trait TokenVerifier: Send + Sync {
+    /// The principal `token` names.
+    ///
+    /// # Errors
+    /// [`InvalidToken`] for any token that does not pass every check.
+    fn verify(&self, token: &str) -> Result<Principal, InvalidToken>;
+}
+
 /// Users.
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
@@ -114,6 +127,14 @@ pub trait UserRepository: Send + Sync {
     /// # Errors
     /// Only when the store fails.
     async fn user_for_subject(&self, subject: &Subject) -> anyhow::Result<Option<UserId>>;
+
+    /// Gives the mappings made before subjects were keyed by issuer the issuer `issuer`
+    /// (the one configured now); returns how many there were. Run at start-up, before
+    /// any request, so that those users keep their wallets.
+    ///
+    /// # Errors
+    /// Only when the store fails.
+    async fn adopt_unkeyed_subjects(&self, issuer: &str) -> anyhow::Result<u64>;
 }
 
 /// Why a credit was not applied.

@@ -6,12 +6,12 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use application::UseCases;
 use application::users::{CreateUserError, GetUserError, RegisterSubjectError};
 use domain::UserId;
-use domain::user::{Registration, Subject, User};
+use domain::user::{Registration, User};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::acting::{Acting, acting_user};
-use crate::auth::{AuthError, Caller};
+use crate::auth::Caller;
 use crate::dto::{BodyRefusals, path_id};
 use crate::problem::ApiError;
 use crate::refusals::{Authenticated, Invalid, Refused};
@@ -119,10 +119,13 @@ pub async fn create_user(
         let user = use_cases.create_user.execute().await?;
         return Ok(created(user));
     };
-    // A verified token whose subject the shop cannot hold (over 255 characters, or a
-    // control character) is refused as any unusable token is, saying nothing more.
-    let subject = Subject::new(&principal.subject).map_err(|_| AuthError::InvalidToken)?;
-    match use_cases.register_subject.execute(&subject).await? {
+    // The verifier refused a token whose subject the shop cannot hold (over 255
+    // characters, or a control character) as any unusable token.
+    match use_cases
+        .register_subject
+        .execute(&principal.subject)
+        .await?
+    {
         (user, Registration::Created) => Ok(created(user)),
         (user, Registration::Existing) => Ok(HttpResponse::Ok().json(UserResponse::from(user))),
     }

@@ -200,6 +200,8 @@ async fn with_a_jwks_url_tokens_of_the_fetched_keys_are_accepted() {
     let url = format!("{}/jwks", idp.uri());
     let app = spawn_app_with(|c| {
         c.auth_jwks_url = Some(url);
+        // The mock identity provider speaks http://.
+        c.auth_jwks_allow_http = true;
         c.auth_jwt_issuer = Some(ISSUER.into());
         c.auth_jwt_audience = Some(AUDIENCE.into());
         c.auth_required = true;
@@ -210,6 +212,12 @@ async fn with_a_jwks_url_tokens_of_the_fetched_keys_are_accepted() {
     let res = create_product(&app, Some(&es256_admin_token("k2"))).await;
     assert_problem(res, 401, "UNAUTHORIZED").await;
     assert_eq!(products(&app), "1");
+    // The fetched keys' state shows in readiness.
+    let ready: serde_json::Value = app.get("/health/ready").await.json().await.unwrap();
+    assert_eq!(
+        ready["components"]["identityKeys"]["status"], "UP",
+        "{ready}"
+    );
 }
 
 #[tokio::test]
@@ -227,6 +235,7 @@ async fn an_unreachable_jwks_url_refuses_start_up_only_when_authentication_is_re
         bind_addr: "127.0.0.1:0".into(),
         http_workers: 1,
         auth_jwks_url: Some(url.clone()),
+        auth_jwks_allow_http: true,
         auth_jwt_issuer: Some(ISSUER.into()),
         auth_jwt_audience: Some(AUDIENCE.into()),
         auth_required: required,
@@ -248,6 +257,15 @@ async fn an_unreachable_jwks_url_refuses_start_up_only_when_authentication_is_re
         .await
         .unwrap();
     assert_eq!(res.status().as_u16(), 401);
+    // Readiness stays up (requests without a token, and the database, work) and says why.
+    let ready = reqwest::get(format!("http://127.0.0.1:{port}/health/ready"))
+        .await
+        .unwrap();
+    assert_eq!(ready.status().as_u16(), 200);
+    let ready: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(ready["components"]["identityKeys"]["status"], "DOWN", "{ready}");
+    let detail = ready["components"]["identityKeys"]["detail"].as_str().unwrap();
+    assert!(detail.contains("refused"), "{detail}");
     handle.stop(true).await;
     running.await.unwrap().unwrap();
 }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use adapter_http::auth::{TokenRequest, mint_hs256};
+use adapter_identity::{TokenRequest, mint_hs256};
 use bootstrap::Config;
 use reqwest::Response;
 use serde_json::Value;
@@ -140,4 +140,113 @@ async fn with_authentication_off_a_token_changes_nothing() {
     );
     assert_eq!(count(&app, "users"), 2);
     assert_eq!(count(&app, "user_subjects"), 0);
+}
+
+fn bearer_from(issuer: Option<&str>, subject: &str) -> String {
+    let token = mint_hs256(
+        SECRET.as_bytes(),
+        &TokenRequest {
+            subject,
+            admin: false,
+            ttl: Duration::from_secs(600),
+            issuer,
+            audience: None,
+        },
+    )
+    .unwrap();
+    format!("Bearer {token}")
+}
+
+/// The provider changes (same secret, another issuer configured): a token of the new one
+/// with an old `sub` is a stranger, never the old user with its wallet.
+#[tokio::test]
+async fn a_sub_under_another_issuer_is_another_user() {
+    let app = spawn_app_with(|c| {
+        with_auth(c);
+        c.auth_jwt_issuer = Some("https://old.example".into());
+    })
+    .await;
+    let old = register(
+        &app.client,
+        &app.base,
+        Some(&bearer_from(Some("https://old.example"), "u1")),
+    )
+    .await;
+    assert_eq!(old.status().as_u16(), 201);
+    let old: Value = old.json().await.unwrap();
+
+    let (base, handle) = second_instance(&app, |c| {
+        with_auth(c);
+        c.auth_jwt_issuer = Some("https://new.example".into());
+    })
+    .await;
+    let new = register(
+        &app.client,
+        &base,
+        Some(&bearer_from(Some("https://new.example"), "u1")),
+    )
+    .await;
+    assert_eq!(new.status().as_u16(), 201, "a user of its own");
+    let new: Value = new.json().await.unwrap();
+    assert_ne!(new["id"], old["id"]);
+    // And a token naming an issuer the instance was not configured with is refused.
+    let foreign = register(
+        &app.client,
+        &base,
+        Some(&bearer_from(Some("https://old.example"), "u1")),
+    )
+    .await;
+    assert_problem(foreign, 401, "UNAUTHORIZED").await;
+    handle.stop(true).await;
+}
+
+#[tokio::test]
+async fn without_an_issuer_configured_a_token_naming_one_is_refused() {
+    let app = spawn_app_with(with_auth).await;
+    let named = bearer_from(Some("https://id.example"), "u1");
+    assert_problem(
+        register(&app.client, &app.base, Some(&named)).await,
+        401,
+        "UNAUTHORIZED",
+    )
+    .await;
+    let res = register(&app.client, &app.base, Some(&bearer_from(None, "u1"))).await;
+    assert_eq!(res.status().as_u16(), 201);
+    assert_eq!(
+        app.db
+            .query_scalar("SELECT issuer AS value FROM user_subjects")
+            .unwrap(),
+        "",
+        "the secret's own subjects have the empty issuer"
+    );
+}
+
+/// Mappings made by the previous version (no issuer) belong to the issuer configured at
+/// the first start after the upgrade.
+#[tokio::test]
+async fn a_mapping_from_before_issuers_keeps_its_user_after_the_upgrade() {
+    let app = spawn_app_with(with_auth).await;
+    let user = 5_000;
+    app.db
+        .execute(&format!(
+            "INSERT INTO users (id, created_at) VALUES ({user}, now()); \
+             INSERT INTO point_wallets (user_id, balance, updated_at) VALUES ({user}, 0, now()); \
+             INSERT INTO user_subjects (subject, user_id, created_at) VALUES ('legacy', {user}, now())"
+        ))
+        .unwrap();
+    let (base, handle) = second_instance(&app, |c| {
+        with_auth(c);
+        c.auth_jwt_issuer = Some("https://id.example".into());
+    })
+    .await;
+    let res = register(
+        &app.client,
+        &base,
+        Some(&bearer_from(Some("https://id.example"), "legacy")),
+    )
+    .await;
+    assert_eq!(res.status().as_u16(), 200, "the user it had");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["id"], user);
+    handle.stop(true).await;
 }

@@ -1,14 +1,14 @@
 //! What checking a bearer token costs, per algorithm: the full check of a token seen for
 //! the first time (signature, claims) and the check of a token the verifier remembers.
 //!
-//! `cargo run --release -p adapter-http --example token_check_cost` (figures in
+//! `cargo run --release -p adapter-identity --example token_check_cost` (figures in
 //! docs/benchmarks.md). The keys are the test suites' own.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use std::time::Instant;
 
-use adapter_http::auth::Verifier;
+use adapter_identity::Verifier;
 use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode, get_current_timestamp};
 use serde_json::json;

@@ -5,15 +5,21 @@
 //! [`UNKNOWN_KID_REFETCH_EVERY`] counted from the last fetch, whatever started it. That
 //! token itself is refused (401): the request never waits for a fetch; a request after
 //! the fetch finds the new key. A fetch that fails, times out, or brings a set the
-//! verifier cannot use keeps the keys held (logged as a warning).
+//! verifier cannot use keeps the keys held (logged as a warning) until they are older
+//! than [`JwksSettings::max_key_age`]: from then on every token is refused until a fetch
+//! succeeds, so a key the provider withdrew does not verify forever.
+//!
+//! The URL must be `https://` unless [`JwksSettings::allow_http`] says otherwise (a
+//! development provider). Logs and errors show it without credentials, query or fragment.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use adapter_http::auth::Verifier;
 use anyhow::Context;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
+
+use crate::verifier::Verifier;
 
 /// How long one fetch of the set may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -21,62 +27,124 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_SET_BYTES: usize = 1 << 20;
 /// The shortest time between a fetch and a refetch a token with an unknown `kid` asks
 /// for, per instance.
-pub(crate) const UNKNOWN_KID_REFETCH_EVERY: Duration = Duration::from_secs(60);
+pub const UNKNOWN_KID_REFETCH_EVERY: Duration = Duration::from_secs(60);
+
+/// How the keys are fetched and trusted.
+#[derive(Debug, Clone, Copy)]
+pub struct JwksSettings {
+    /// Past this age without a successful fetch, the keys are no longer trusted
+    /// (`AUTH_JWKS_MAX_AGE_SECS`).
+    pub max_key_age: Duration,
+    /// Takes an `http://` URL (`AUTH_JWKS_ALLOW_HTTP`, for development only: anyone on
+    /// the path could hand the server keys of their own).
+    pub allow_http: bool,
+}
+
+/// `url` as logs and errors may show it: scheme, host, port and path; no user, password,
+/// query or fragment.
+pub fn redacted(url: &url::Url) -> String {
+    let mut shown = url.clone();
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.set_query(None);
+    shown.set_fragment(None);
+    shown.to_string()
+}
 
 /// Fetches the set at one URL into a verifier, and wakes on its unknown-`kid` hook.
-pub(crate) struct JwksRefresher {
-    url: String,
+pub struct JwksRefresher {
+    url: url::Url,
+    /// [`redacted`] `url`.
+    shown: String,
     client: reqwest::Client,
     verifier: Arc<Verifier>,
     wake: Arc<Notify>,
+}
+
+impl std::fmt::Debug for JwksRefresher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwksRefresher")
+            .field("url", &self.shown)
+            .finish_non_exhaustive()
+    }
 }
 
 impl JwksRefresher {
     /// A verifier without keys yet, and what fills it from `url`.
     ///
     /// # Errors
-    /// When the HTTP client cannot be built.
-    pub(crate) fn new(url: &str, issuer: String, audience: String) -> anyhow::Result<Self> {
+    /// When `url` is not an `https://` URL (or `http://` with [`JwksSettings::allow_http`]),
+    /// or the HTTP client cannot be built. The error never shows the URL's credentials
+    /// or query.
+    pub fn new(
+        url: &str,
+        issuer: String,
+        audience: String,
+        settings: JwksSettings,
+    ) -> anyhow::Result<Self> {
+        let url = url::Url::parse(url).map_err(|e| anyhow::anyhow!("not a URL: {e}"))?;
+        let shown = redacted(&url);
+        match url.scheme() {
+            "https" => {}
+            "http" if settings.allow_http => {}
+            "http" => anyhow::bail!(
+                "{shown}: http:// lets anyone on the path hand the server keys of their own; \
+                 use https://, or set AUTH_JWKS_ALLOW_HTTP=true for a development provider"
+            ),
+            other => anyhow::bail!("{shown}: the scheme {other}:// is not https://"),
+        }
         let wake = Arc::new(Notify::new());
         let hook = Arc::clone(&wake);
         let verifier = Verifier::without_keys(issuer, audience)
+            .with_max_key_age(settings.max_key_age)
             .on_unknown_kid(Arc::new(move || hook.notify_one()));
         let client = reqwest::Client::builder()
             .timeout(FETCH_TIMEOUT)
             .build()
             .context("building the JWKS client")?;
         Ok(Self {
-            url: url.to_owned(),
+            url,
+            shown,
             client,
             verifier: Arc::new(verifier),
             wake,
         })
     }
 
-    pub(crate) fn verifier(&self) -> Arc<Verifier> {
+    pub fn verifier(&self) -> Arc<Verifier> {
         Arc::clone(&self.verifier)
+    }
+
+    /// The URL as logs may show it ([`redacted`]).
+    pub fn shown_url(&self) -> &str {
+        &self.shown
     }
 
     /// Fetches the set and gives its keys to the verifier; returns how many it holds.
     ///
     /// # Errors
     /// When the URL does not answer 200 within [`FETCH_TIMEOUT`] with a set holding a
-    /// usable key: the verifier's keys are then unchanged.
-    pub(crate) async fn fetch(&self) -> anyhow::Result<usize> {
+    /// usable key: the verifier's keys are then unchanged. The error does not show the
+    /// URL.
+    pub async fn fetch(&self) -> anyhow::Result<usize> {
         let response = self
             .client
-            .get(&self.url)
+            .get(self.url.clone())
             .header(reqwest::header::ACCEPT, "application/json")
             .send()
-            .await?
-            .error_for_status()?;
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(reqwest::Error::without_url)?;
         if response
             .content_length()
             .is_some_and(|n| n > MAX_SET_BYTES as u64)
         {
             anyhow::bail!("the JWK set is larger than {MAX_SET_BYTES} bytes");
         }
-        let body = response.bytes().await?;
+        let body = response
+            .bytes()
+            .await
+            .map_err(reqwest::Error::without_url)?;
         if body.len() > MAX_SET_BYTES {
             anyhow::bail!("the JWK set is larger than {MAX_SET_BYTES} bytes");
         }
@@ -86,12 +154,12 @@ impl JwksRefresher {
 
     async fn fetch_logged(&self) {
         match self.fetch().await {
-            Ok(keys) => tracing::debug!(url = %self.url, keys, "fetched the JWK set"),
+            Ok(keys) => tracing::debug!(url = %self.shown, keys, "fetched the JWK set"),
             Err(e) => tracing::warn!(
-                url = %self.url,
+                url = %self.shown,
                 error = format!("{e:#}"),
                 keys = self.verifier.key_count(),
-                "fetching the JWK set failed; keeping the keys held"
+                "fetching the JWK set failed; keeping the keys held until they are too old"
             ),
         }
     }
@@ -99,7 +167,7 @@ impl JwksRefresher {
     /// Refetches every `refresh_every` after the last fetch, and when woken by an
     /// unknown `kid` no sooner than `min_refetch` after it, until `stop` turns true. The
     /// start-up fetch is the caller's.
-    pub(crate) async fn run(
+    pub async fn run(
         self,
         refresh_every: Duration,
         min_refetch: Duration,
@@ -150,6 +218,11 @@ mod tests {
         "yPQIcb05qbyRlpfHNZn9Q3BXQWjvlaeIxOSudKnIQ2E",
     );
     const LONG: Duration = Duration::from_secs(3600);
+    /// The mock server speaks http://.
+    const DEV: JwksSettings = JwksSettings {
+        max_key_age: LONG,
+        allow_http: true,
+    };
 
     fn set(keys: &[(&str, (&str, &str))]) -> Value {
         let keys: Vec<Value> = keys
@@ -190,6 +263,7 @@ mod tests {
             &format!("{}/jwks", server.uri()),
             ISSUER.into(),
             AUDIENCE.into(),
+            DEV,
         )
         .unwrap();
         assert_eq!(refresher.fetch().await.unwrap(), 1);
@@ -334,5 +408,56 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert!(verifier.verify(&a).is_ok());
         assert_eq!(verifier.key_count(), 1);
+    }
+
+    #[test]
+    fn only_https_is_taken_unless_http_is_allowed_and_errors_hide_credentials_and_query() {
+        let strict = JwksSettings {
+            max_key_age: LONG,
+            allow_http: false,
+        };
+        let new = |url: &str, settings| {
+            JwksRefresher::new(url, ISSUER.into(), AUDIENCE.into(), settings).map(|_| ())
+        };
+        let err = new("http://idp:s3cret@id.example/jwks?key=hidden", strict).unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("AUTH_JWKS_ALLOW_HTTP"), "{text}");
+        assert!(text.contains("http://id.example/jwks"), "{text}");
+        assert!(
+            !text.contains("s3cret") && !text.contains("hidden"),
+            "{text}"
+        );
+        assert!(new("ftp://id.example/jwks", DEV).is_err());
+        assert!(new("not a url", DEV).is_err());
+        assert!(new("http://id.example/jwks", DEV).is_ok());
+        assert!(new("https://id.example/jwks", strict).is_ok());
+        let refresher = JwksRefresher::new(
+            "https://idp:s3cret@id.example/jwks?key=hidden#f",
+            ISSUER.into(),
+            AUDIENCE.into(),
+            strict,
+        )
+        .unwrap();
+        assert_eq!(refresher.shown_url(), "https://id.example/jwks");
+        assert_eq!(
+            format!("{refresher:?}"),
+            "JwksRefresher { url: \"https://id.example/jwks\", .. }"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_fetch_does_not_show_the_urls_query() {
+        let server = MockServer::start().await;
+        serve(&server, ResponseTemplate::new(503)).await;
+        let refresher = JwksRefresher::new(
+            &format!("{}/jwks?api_key=hidden", server.uri()),
+            ISSUER.into(),
+            AUDIENCE.into(),
+            DEV,
+        )
+        .unwrap();
+        let err = format!("{:#}", refresher.fetch().await.unwrap_err());
+        assert!(err.contains("503"), "{err}");
+        assert!(!err.contains("hidden"), "{err}");
     }
 }
