@@ -130,8 +130,13 @@ impl DataPlatform for HttpDataPlatform {
                     secret.sign(&event.id, timestamp, &body),
                 );
         }
-        // The signed bytes are the bytes sent.
-        let response = request.body(body).send().await?;
+        // The signed bytes are the bytes sent. The error leaves the URL out: its query or
+        // credentials would reach the logs and `outbox_events.last_error`.
+        let response = request
+            .body(body)
+            .send()
+            .await
+            .map_err(reqwest::Error::without_url)?;
         let status = response.status();
         if status.is_success() {
             Ok(())
@@ -218,6 +223,23 @@ mod tests {
             HttpDataPlatform::new("http://127.0.0.1:9".into(), Duration::from_secs(1), None)
                 .unwrap();
         assert!(refused.deliver(&event()).await.is_err());
+    }
+
+    /// The error is logged and stored in `outbox_events.last_error`: it must not carry the
+    /// URL's credentials or query.
+    #[tokio::test]
+    async fn a_failed_delivery_does_not_show_the_urls_credentials_or_query() {
+        let refused = HttpDataPlatform::new(
+            "http://user:dp-pass@127.0.0.1:9/events?token=dp-query".into(),
+            Duration::from_secs(1),
+            None,
+        )
+        .unwrap();
+        let err = format!("{:#}", refused.deliver(&event()).await.unwrap_err());
+        assert!(
+            !err.contains("dp-pass") && !err.contains("dp-query"),
+            "{err}"
+        );
     }
 
     #[test]

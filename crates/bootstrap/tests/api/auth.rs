@@ -263,8 +263,13 @@ async fn an_unreachable_jwks_url_refuses_start_up_only_when_authentication_is_re
         .unwrap();
     assert_eq!(ready.status().as_u16(), 200);
     let ready: serde_json::Value = ready.json().await.unwrap();
-    assert_eq!(ready["components"]["identityKeys"]["status"], "DOWN", "{ready}");
-    let detail = ready["components"]["identityKeys"]["detail"].as_str().unwrap();
+    assert_eq!(
+        ready["components"]["identityKeys"]["status"], "DOWN",
+        "{ready}"
+    );
+    let detail = ready["components"]["identityKeys"]["detail"]
+        .as_str()
+        .unwrap();
     assert!(detail.contains("refused"), "{detail}");
     handle.stop(true).await;
     running.await.unwrap().unwrap();
