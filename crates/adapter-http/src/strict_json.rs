@@ -3,7 +3,10 @@
 //! serde and `serde_json` are lenient in three ways an API must not be:
 //! - a struct is read from an array as well as from an object, at any depth
 //!   (`{"items": [[7, 2]]}` would be an order line of product 7 × 2);
-//! - of two equal keys in one object the last silently wins (`{"userId":1,"userId":2}`);
+//! - a key repeated in one object passes unnoticed wherever the type does not name it: an
+//!   unknown field (`{"userId":1,"note":"a","note":"b"}` read by a type without `note`), or
+//!   any key of a map or a `Value`, where the last one wins (serde's derive refuses only a
+//!   repeated field it knows, as `duplicate field`);
 //! - text may hold NUL and other control characters (PostgreSQL cannot store NUL).
 //!
 //! A body is therefore read in two steps. [`StrictValue`] parses the bytes into a
@@ -408,6 +411,21 @@ mod tests {
         assert!(err.starts_with("invalid type: sequence"), "{err}");
         // ...and serde_json alone would have taken both.
         assert!(serde_json::from_str::<Order>(r#"{"userId":1,"items":[[7,2]]}"#).is_ok());
+    }
+
+    /// Keys serde would take silently: an unknown field repeated, a map's key repeated.
+    #[test]
+    fn a_repeated_key_serde_would_take_is_refused() {
+        let unknown = r#"{"userId":1,"items":[],"extra":1,"extra":2}"#;
+        assert!(serde_json::from_str::<Order>(unknown).is_ok(), "serde alone");
+        let err = read::<Order>(unknown).unwrap_err();
+        assert!(err.contains("the key `extra` appears twice"), "{err}");
+
+        let map = r#"{"a":1,"a":2}"#;
+        let lenient: std::collections::HashMap<String, i64> = serde_json::from_str(map).unwrap();
+        assert_eq!(lenient["a"], 2, "serde alone: the last wins");
+        let err = read::<std::collections::HashMap<String, i64>>(map).unwrap_err();
+        assert!(err.contains("the key `a` appears twice"), "{err}");
     }
 
     #[test]
