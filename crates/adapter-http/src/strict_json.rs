@@ -417,7 +417,10 @@ mod tests {
     #[test]
     fn a_repeated_key_serde_would_take_is_refused() {
         let unknown = r#"{"userId":1,"items":[],"extra":1,"extra":2}"#;
-        assert!(serde_json::from_str::<Order>(unknown).is_ok(), "serde alone");
+        assert!(
+            serde_json::from_str::<Order>(unknown).is_ok(),
+            "serde alone"
+        );
         let err = read::<Order>(unknown).unwrap_err();
         assert!(err.contains("the key `extra` appears twice"), "{err}");
 

@@ -436,6 +436,21 @@ mod tests {
         }
     }
 
+    /// The cache is keyed by issuer too: one `sub` remembered for one issuer is never the
+    /// answer for another's.
+    #[tokio::test]
+    async fn a_remembered_sub_of_one_issuer_is_not_anothers() {
+        let mut users = MockUserRepository::new();
+        users.expect_user_for_subject().returning(|subject| {
+            Ok((subject.issuer() == "https://id.example").then(|| UserId::new(9).unwrap()))
+        });
+        let resolve = ResolveSubject::new(Arc::new(users), SubjectCache::new(8));
+        assert_eq!(resolve.execute(&subject("u")).await.unwrap().get(), 9);
+        let stranger = Subject::new("https://other.example", "u").unwrap();
+        let err = resolve.execute(&stranger).await.unwrap_err();
+        assert!(matches!(err, ResolveSubjectError::Unregistered));
+    }
+
     #[tokio::test]
     async fn an_unregistered_subject_is_refused_and_not_remembered() {
         let mut users = MockUserRepository::new();
