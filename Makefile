@@ -39,9 +39,10 @@ run: deps ## start the server (and the local PostgreSQL unless DATABASE_URL is s
 	  DATABASE_URL="$$url" SEED_DEMO_DATA="$${SEED_DEMO_DATA:-true}" exec target/release/shop-server
 
 test: deps ## provision/start the local PostgreSQL and NATS (JetStream), then run every test (cargo, then a generated client's flow)
-	@# A German locale for the test of a server whose messages are not English; generated
-	@# before PostgreSQL starts, which sees only the locales there were when it started.
-	@scripts/locale.sh de_DE.UTF-8
+	@# A German locale for the test of a server whose messages are not English. PostgreSQL
+	@# sees only the locales there were when it started: a local one already running (make
+	@# lint starts it) is restarted when the locale was generated now.
+	@if [ "$$(scripts/locale.sh de_DE.UTF-8)" = generated ] && [ -z "$$DATABASE_URL" ]; then scripts/db.sh down; fi
 	@if [ -z "$$DATABASE_URL" ]; then scripts/db.sh up; fi
 	@# The local nats-server (scripts/nats.sh) runs for the cargo tests only, unless NATS_URL
 	@# names another; one this recipe starts has an empty store and is stopped afterwards,
