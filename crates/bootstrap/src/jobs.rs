@@ -36,10 +36,11 @@ const OUTBOX_FALLBACK_POLL: Duration = Duration::from_secs(10);
 /// `outbox_events_notify` trigger), so an event committed just as a claim takes the others
 /// is found by this poll, within a second.
 const OUTBOX_BUSY_POLL: Duration = Duration::from_secs(1);
-/// How long a busy relay lets events gather after it wakes, and settled deliveries before
-/// it marks them, so payments committed close together are claimed and marked together (a
-/// few statements for the lot, not two per payment). A relay woken from a rest claims at
-/// once, so a lone paid order reaches the data platform within milliseconds of its commit.
+/// The least time between two claims a wake-up starts, and how long settled deliveries
+/// gather before they are marked, so payments committed close together are claimed and
+/// marked together (a few statements for the lot, not two per payment). A wake-up at least
+/// this long after the last claim claims at once, so a paid order after a quiet spell
+/// reaches the data platform within milliseconds of its commit.
 const OUTBOX_GATHER: Duration = Duration::from_millis(100);
 
 /// Starts every scheduler; each stops when `stop` turns true.

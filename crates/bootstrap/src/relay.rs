@@ -3,10 +3,10 @@
 //! no other event; newer events are claimed into the free slots as they come.
 //!
 //! - **Claims** happen when a commit's `NOTIFY` (or a poll) wakes the relay: at once when
-//!   it wakes from a rest (nothing in flight or just claimed, so a lone paid order goes
-//!   out without delay), else after letting events gather for [`RelaySettings::gather`];
-//!   and again whenever deliveries settle while the last claim filled every free slot
-//!   (more may be due).
+//!   the last claim is at least [`RelaySettings::gather`] ago (so a paid order after a
+//!   quiet spell goes out without delay), else once it is (so the rest of a burst gathers
+//!   into one claim); and again whenever deliveries settle while the last claim filled
+//!   every free slot (more may be due).
 //! - **Marks**: deliveries that settle close together (within `gather` of the first, or
 //!   until none is left in flight) are marked delivered in one statement.
 //! - **Waits**: while anything is in flight or was just claimed, the relay waits for a
@@ -31,8 +31,9 @@ use tokio::time::Instant;
 pub struct RelaySettings {
     /// Deliveries in flight at most (`OUTBOX_DELIVERY_CONCURRENCY`).
     pub concurrency: usize,
-    /// How long woken events gather before the claim of a busy relay, and settled
-    /// deliveries before the mark: a burst costs a few statements, not a few per event.
+    /// The least time between two claims a wake-up starts, and how long settled
+    /// deliveries gather before the mark: a burst costs a few statements, not a few per
+    /// event.
     pub gather: Duration,
     /// The longest wait while deliveries are in flight or just claimed: finds an event
     /// whose commit raced a claim (its `NOTIFY` was left to an event that claim took).
@@ -63,9 +64,11 @@ pub async fn run(
     // Something was claimed or is in flight: wait with the busy poll, not a rest.
     let mut busy = false;
     let mut poll_at = Instant::now();
+    let mut last_claim: Option<Instant> = None;
     loop {
         if claim_now {
             let free = concurrency - in_flight.len();
+            last_claim = Some(Instant::now());
             match relay.claim(free).await {
                 Ok(events) => {
                     more_due = free > 0 && events.len() == free;
@@ -112,12 +115,14 @@ pub async fn run(
                 claim_now = more_due;
             }
             () = wait_for_work, if has_room => {
-                // Woken from a rest, the first event goes at once; while busy, events
-                // gather first.
-                if busy {
+                // Claims woken this way are at least `gather` apart: the first event
+                // after a quiet spell goes at once, the rest of a burst gathers.
+                if let Some(gathered) = last_claim.map(|at| at + settings.gather)
+                    && Instant::now() < gathered
+                {
                     tokio::select! {
                         _ = stop.changed() => break,
-                        () = tokio::time::sleep(settings.gather) => {}
+                        () = tokio::time::sleep_until(gathered) => {}
                     }
                 }
                 claim_now = true;

@@ -61,6 +61,11 @@ struct Relay {
 
 impl Relay {
     async fn start() -> Self {
+        Self::start_gathering(Duration::from_millis(100)).await
+    }
+
+    /// A relay whose claims a wake-up starts are at least `gather` apart.
+    async fn start_gathering(gather: Duration) -> Self {
         let db = TestDatabase::create().unwrap();
         let platform = MockServer::start().await;
         Mock::given(method("POST"))
@@ -75,7 +80,7 @@ impl Relay {
         let listener = Arc::new(PgOutboxListener::start(db.url()).unwrap());
         let settings = RelaySettings {
             concurrency: 16,
-            gather: Duration::from_millis(100),
+            gather,
             busy_poll: Duration::from_secs(60),
             fallback_poll: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(1),
@@ -149,6 +154,32 @@ async fn a_commit_wakes_the_resting_relay_long_before_its_fallback_poll() {
     relay.commit_event(1);
     let took = relay.time_until_delivered(1).await;
     assert!(took < Duration::from_secs(10), "delivered after {took:?}");
+}
+
+/// With a gather period of 3 s: an event committed after a quiet spell (the last claim
+/// longer ago than that) is claimed at once, not 3 s later; one committed right after a
+/// claim waits for the period, gathering with whatever else comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_after_a_quiet_spell_is_claimed_at_once_and_one_right_after_a_claim_gathers() {
+    let gather = Duration::from_secs(3);
+    let relay = Relay::start_gathering(gather).await;
+    // The start-up claim, and the one the listener's connecting wakes (held back to 3 s
+    // after it), are recent: let them age.
+    tokio::time::sleep(gather * 2).await;
+    relay.commit_event(1);
+    let took = relay.time_until_delivered(1).await;
+    assert!(took < Duration::from_secs(2), "first after quiet: {took:?}");
+    tokio::time::sleep(gather + Duration::from_millis(500)).await;
+    relay.commit_event(2);
+    let took = relay.time_until_delivered(2).await;
+    assert!(
+        took < Duration::from_secs(2),
+        "second after quiet: {took:?}"
+    );
+    // Right after that claim: the next waits out the period.
+    relay.commit_event(3);
+    let took = relay.time_until_delivered(3).await;
+    assert!(took >= Duration::from_secs(1), "gathered: {took:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
