@@ -18,18 +18,7 @@ fn with_auth(c: &mut Config) {
 }
 
 fn bearer(subject: &str) -> String {
-    let token = mint_hs256(
-        SECRET.as_bytes(),
-        &TokenRequest {
-            subject,
-            admin: false,
-            ttl: Duration::from_secs(600),
-            issuer: None,
-            audience: None,
-        },
-    )
-    .unwrap();
-    format!("Bearer {token}")
+    bearer_from(None, subject)
 }
 
 async fn register(client: &reqwest::Client, base: &str, authorization: Option<&str>) -> Response {
