@@ -51,7 +51,9 @@ pub const MAX_MESSAGE_SIZE: i32 = 1 << 20;
 /// Where and how to publish.
 #[derive(Debug, Clone)]
 pub struct JetStreamSettings {
-    /// `nats://` or `tls://`, with `user:password@` or `token@` when the server wants them.
+    /// One or more comma-separated `nats://` or `tls://` URLs (the seeds of a cluster: the
+    /// client reaches any live one, and learns the others from the cluster), with
+    /// `user:password@` or `token@` when the servers want them (the same on every seed).
     pub url: String,
     /// The subject every event is published to (no wildcards).
     pub subject: String,
@@ -63,6 +65,9 @@ pub struct JetStreamSettings {
     pub ca_file: Option<PathBuf>,
     /// How long one publish waits for its acknowledgement.
     pub timeout: Duration,
+    /// How many servers hold the stream this adapter creates (1 on a single server, 3 on a
+    /// cluster): a publish is acknowledged once a majority of them stored it.
+    pub replicas: usize,
 }
 
 /// Publishes events to a JetStream stream. Connecting never waits for the server: the
@@ -70,6 +75,8 @@ pub struct JetStreamSettings {
 /// is down and events wait in the outbox until it is back.
 pub struct JetStreamDataPlatform {
     jetstream: jetstream::Context,
+    /// The replica count of a stream this adapter creates.
+    replicas: usize,
     subject: String,
     stream: String,
     timeout: Duration,
@@ -129,7 +136,7 @@ pub fn check_stream_name(name: &str) -> anyhow::Result<()> {
 }
 
 /// The configuration of a stream this adapter creates for `subject`.
-pub fn stream_config(stream: &str, subject: &str) -> StreamConfig {
+pub fn stream_config(stream: &str, subject: &str, replicas: usize) -> StreamConfig {
     StreamConfig {
         name: stream.to_owned(),
         subjects: vec![subject.to_owned()],
@@ -140,9 +147,62 @@ pub fn stream_config(stream: &str, subject: &str) -> StreamConfig {
         max_age: MAX_AGE,
         max_bytes: MAX_BYTES,
         max_message_size: MAX_MESSAGE_SIZE,
-        num_replicas: 1,
+        num_replicas: replicas,
         ..StreamConfig::default()
     }
+}
+
+/// The most replicas a JetStream stream may have.
+pub const MAX_REPLICAS: usize = 5;
+
+/// What the seed URLs of `DATA_PLATFORM_URL` say: the URLs as the client sees (and may
+/// log) them, without credentials; whether they want TLS; the credentials, the same on
+/// every seed that names any.
+struct Seeds {
+    urls: Vec<String>,
+    tls: bool,
+    user: String,
+    password: Option<String>,
+}
+
+fn seeds(text: &str) -> anyhow::Result<Seeds> {
+    let mut urls = Vec::new();
+    let mut schemes = Vec::new();
+    let mut credentials: Option<(String, Option<String>)> = None;
+    for seed in text.split(',').map(str::trim) {
+        let mut url = reqwest::Url::parse(seed)
+            .map_err(|e| anyhow::anyhow!("DATA_PLATFORM_URL is not a valid URL: {e}"))?;
+        match url.scheme() {
+            "nats" | "tls" => schemes.push(url.scheme() == "tls"),
+            other => anyhow::bail!(
+                "a JetStream DATA_PLATFORM_URL must be a nats:// or tls:// URL (got scheme `{other}`)"
+            ),
+        }
+        let user = decoded(url.username())?;
+        let password = url.password().map(decoded).transpose()?;
+        if !user.is_empty() || password.is_some() {
+            match &credentials {
+                Some(known) if *known != (user.clone(), password.clone()) => anyhow::bail!(
+                    "the seeds of DATA_PLATFORM_URL name different credentials: give each the same"
+                ),
+                _ => credentials = Some((user, password)),
+            }
+        }
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        urls.push(url.to_string());
+    }
+    let tls = schemes.first().copied().unwrap_or(false);
+    if schemes.iter().any(|&t| t != tls) {
+        anyhow::bail!("the seeds of DATA_PLATFORM_URL mix nats:// and tls://: use one scheme");
+    }
+    let (user, password) = credentials.unwrap_or_default();
+    Ok(Seeds {
+        urls,
+        tls,
+        user,
+        password,
+    })
 }
 
 impl JetStreamDataPlatform {
@@ -154,15 +214,18 @@ impl JetStreamDataPlatform {
     pub async fn connect(settings: JetStreamSettings) -> anyhow::Result<Self> {
         check_subject(&settings.subject)?;
         check_stream_name(&settings.stream)?;
-        let mut url = reqwest::Url::parse(&settings.url)
-            .map_err(|e| anyhow::anyhow!("DATA_PLATFORM_URL is not a valid URL: {e}"))?;
-        let tls = match url.scheme() {
-            "nats" => false,
-            "tls" => true,
-            other => anyhow::bail!(
-                "a JetStream DATA_PLATFORM_URL must be a nats:// or tls:// URL (got scheme `{other}`)"
-            ),
-        };
+        if !(1..=MAX_REPLICAS).contains(&settings.replicas) {
+            anyhow::bail!(
+                "DATA_PLATFORM_STREAM_REPLICAS must be 1..={MAX_REPLICAS} (got {})",
+                settings.replicas
+            );
+        }
+        let Seeds {
+            urls,
+            tls,
+            user,
+            password,
+        } = seeds(&settings.url)?;
         let mut options = ConnectOptions::new()
             .name("shop-server")
             .retry_on_initial_connect()
@@ -182,16 +245,11 @@ impl JetStreamDataPlatform {
             .event_callback(|event| async move {
                 tracing::info!(%event, "data platform (NATS) connection");
             });
-        let user = decoded(url.username())?;
-        let password = url.password().map(decoded).transpose()?;
         match (user, password) {
             (user, Some(password)) => options = options.user_and_password(user, password),
             (token, None) if !token.is_empty() => options = options.token(token),
             _ => {}
         }
-        // The URL the client sees (and may log) carries no credentials.
-        let _ = url.set_username("");
-        let _ = url.set_password(None);
         if let Some(path) = &settings.creds_file {
             options = options
                 .credentials_file(path)
@@ -204,13 +262,14 @@ impl JetStreamDataPlatform {
             options = options.add_root_certificates(path.clone());
         }
         let client = options
-            .connect(url.as_str())
+            .connect(urls.as_slice())
             .await
-            .with_context(|| format!("connecting to NATS at {url}"))?;
+            .with_context(|| format!("connecting to NATS at {}", urls.join(",")))?;
         let mut jetstream = jetstream::new(client);
         jetstream.set_timeout(settings.timeout);
         Ok(Self {
             jetstream,
+            replicas: settings.replicas,
             subject: settings.subject,
             stream: settings.stream,
             timeout: settings.timeout,
@@ -274,7 +333,7 @@ impl JetStreamDataPlatform {
                 // in use: either way someone else created it first, and it is used as it is.
                 match self
                     .jetstream
-                    .create_stream(stream_config(&self.stream, &self.subject))
+                    .create_stream(stream_config(&self.stream, &self.subject, self.replicas))
                     .await
                 {
                     Ok(_) => {
@@ -421,7 +480,8 @@ mod tests {
 
     #[test]
     fn a_created_stream_is_on_file_with_a_duplicate_window_of_at_least_two_minutes() {
-        let config = stream_config("S", "s.x");
+        let config = stream_config("S", "s.x", 3);
+        assert_eq!(config.num_replicas, 3);
         assert_eq!(config.storage, StorageType::File);
         assert!(config.duplicate_window >= MIN_DUPLICATE_WINDOW);
         assert!(config.duplicate_window <= config.max_age);
@@ -443,8 +503,14 @@ mod tests {
             creds_file: None,
             ca_file: None,
             timeout: Duration::from_secs(1),
+            replicas: 1,
         };
-        for bad in ["http://127.0.0.1:4222", "127.0.0.1:4222"] {
+        for bad in [
+            "http://127.0.0.1:4222",
+            "127.0.0.1:4222",
+            "nats://127.0.0.1:4222,http://127.0.0.1:4223",
+            "nats://127.0.0.1:4222,",
+        ] {
             assert!(
                 JetStreamDataPlatform::connect(settings(bad)).await.is_err(),
                 "{bad}"
@@ -468,5 +534,48 @@ mod tests {
                 .unwrap_err()
         );
         assert!(err.contains("DATA_PLATFORM_CA_FILE"), "{err}");
+    }
+
+    #[test]
+    fn seeds_are_read_one_by_one_with_one_scheme_and_one_set_of_credentials() {
+        let read =
+            seeds("nats://u:p%40ss@n1:4222, nats://u:p%40ss@n2:4223,nats://n3:4224").unwrap();
+        assert_eq!(
+            read.urls,
+            ["nats://n1:4222", "nats://n2:4223", "nats://n3:4224"]
+        );
+        assert_eq!(
+            (read.user.as_str(), read.password.as_deref()),
+            ("u", Some("p@ss"))
+        );
+        assert!(!read.tls);
+        assert!(seeds("tls://n1:4222,tls://n2:4222").unwrap().tls);
+        for bad in [
+            "nats://n1:4222,tls://n2:4222",
+            "nats://a:b@n1:4222,nats://a:c@n2:4222",
+            "nats://n1:4222,,nats://n2:4222",
+        ] {
+            assert!(seeds(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_replica_count_beyond_what_jetstream_takes_is_refused() {
+        for replicas in [0, MAX_REPLICAS + 1] {
+            let settings = JetStreamSettings {
+                url: "nats://127.0.0.1:9".into(),
+                subject: DEFAULT_SUBJECT.into(),
+                stream: DEFAULT_STREAM.into(),
+                creds_file: None,
+                ca_file: None,
+                timeout: Duration::from_secs(1),
+                replicas,
+            };
+            let err = format!(
+                "{:#}",
+                JetStreamDataPlatform::connect(settings).await.unwrap_err()
+            );
+            assert!(err.contains("DATA_PLATFORM_STREAM_REPLICAS"), "{err}");
+        }
     }
 }

@@ -20,8 +20,8 @@ use domain::ports::DataPlatform;
 
 pub use jetstream::{
     DEFAULT_STREAM, DEFAULT_SUBJECT, DUPLICATE_WINDOW, JetStreamDataPlatform, JetStreamSettings,
-    MAX_AGE, MAX_BYTES, MAX_MESSAGE_SIZE, MIN_DUPLICATE_WINDOW, check_stream_name, check_subject,
-    stream_config,
+    MAX_AGE, MAX_BYTES, MAX_MESSAGE_SIZE, MAX_REPLICAS, MIN_DUPLICATE_WINDOW, check_stream_name,
+    check_subject, stream_config,
 };
 pub use signing::{MAX_SECRET_BYTES, MIN_SECRET_BYTES, WebhookSecret};
 

@@ -37,6 +37,7 @@ async fn platform(target: &Target) -> anyhow::Result<JetStreamDataPlatform> {
         creds_file: None,
         ca_file: None,
         timeout: Duration::from_secs(2),
+        replicas: 1,
     })
     .await
 }
@@ -272,6 +273,7 @@ async fn a_tls_url_publishes_over_tls_trusting_the_ca_file() -> anyhow::Result<(
         creds_file: None,
         ca_file: Some(ca.into()),
         timeout: Duration::from_secs(2),
+        replicas: 1,
     })
     .await?;
     trusted.deliver(&event("tls-1")).await?;
@@ -422,6 +424,7 @@ async fn a_creds_file_authenticates_to_a_server_in_operator_mode() -> anyhow::Re
             creds_file: creds,
             ca_file: None,
             timeout: Duration::from_secs(2),
+            replicas: 1,
         };
         (target, JetStreamDataPlatform::connect(settings))
     };
@@ -519,7 +522,7 @@ async fn a_stream_deleted_while_running_is_created_again_by_a_later_attempt() ->
     platform.deliver(&event("del-2")).await?;
 
     let info = stream_info(&target.url, &target.stream).await?;
-    let want = adapter_dataplatform::stream_config(&target.stream, &target.subject);
+    let want = adapter_dataplatform::stream_config(&target.stream, &target.subject, 1);
     assert_eq!(
         (
             info.config.subjects,
@@ -593,5 +596,129 @@ async fn many_deliveries_in_flight_after_a_deletion_all_arrive_by_the_next_attem
     assert_eq!(got, want, "every event once, and nothing from before");
     // The shared server reserves each stream's max bytes: leave none behind.
     delete_stream(&target.url, &target.stream).await?;
+    Ok(())
+}
+
+/// `DATA_PLATFORM_URL` with several seeds: the first names a port nothing listens on, the
+/// second the live server; the client reaches the live one and every event is delivered.
+#[tokio::test]
+async fn a_list_of_seeds_reaches_a_live_one() -> anyhow::Result<()> {
+    let live = nats_url()?;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let target = fresh_target(live.clone());
+    let seeded = Target {
+        url: format!("nats://127.0.0.1:{dead},{live}"),
+        stream: target.stream.clone(),
+        subject: target.subject.clone(),
+    };
+    let platform = platform(&seeded).await?;
+    platform.deliver(&event("seed-1")).await?;
+    let read = read_new(&live, &target.stream, "reader").await?;
+    assert_eq!(read.len(), 1);
+    assert_eq!(read[0].msg_id.as_deref(), Some("seed-1"));
+    delete_stream(&live, &target.stream).await?;
+    Ok(())
+}
+
+/// Delivers `event`, retrying for up to 60 s while the cluster elects leaders (a new
+/// cluster, or one that just lost a node, refuses publishes until it has).
+async fn deliver_eventually(platform: &JetStreamDataPlatform, event: &OutboxEvent) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match platform.deliver(event).await {
+            Ok(()) => return,
+            Err(e) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "never delivered: {e:#}"
+                );
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    }
+}
+
+/// Three `nats-server -js` nodes clustered, `DATA_PLATFORM_URL` naming all three as seeds
+/// and `DATA_PLATFORM_STREAM_REPLICAS=3`: the stream is created on all three, and with one
+/// node killed every event still reaches it, once.
+#[tokio::test(flavor = "multi_thread")]
+async fn on_a_three_node_cluster_the_stream_has_three_replicas_and_survives_a_node()
+-> anyhow::Result<()> {
+    let cluster_ports: Vec<u16> = (0..3)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+        })
+        .collect::<Result<_, _>>()?;
+    let routes = cluster_ports
+        .iter()
+        .map(|p| format!("nats://127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut nodes = Vec::new();
+    for (n, port) in cluster_ports.iter().enumerate() {
+        let name = format!("n{n}");
+        let listen = format!("nats://127.0.0.1:{port}");
+        nodes.push(NatsServer::start(&[
+            "--server_name",
+            &name,
+            "--cluster_name",
+            "shop-test",
+            "--cluster",
+            &listen,
+            "--routes",
+            &routes,
+        ])?);
+    }
+    let seeds = nodes
+        .iter()
+        .map(NatsServer::url)
+        .collect::<Vec<_>>()
+        .join(",");
+    let stream = unique("R");
+    let subject = format!("test.{}.orders.paid", stream.to_ascii_lowercase());
+    let platform = JetStreamDataPlatform::connect(JetStreamSettings {
+        url: seeds,
+        subject,
+        stream: stream.clone(),
+        creds_file: None,
+        ca_file: None,
+        timeout: Duration::from_secs(2),
+        replicas: 3,
+    })
+    .await?;
+    deliver_eventually(&platform, &event("r-1")).await;
+    let url = nodes[1].url();
+    let info = stream_info(&url, &stream).await?;
+    assert_eq!(info.config.num_replicas, 3);
+    let cluster = info.cluster.context("cluster info")?;
+    assert_eq!(cluster.replicas.len(), 2, "a leader and two replicas");
+
+    nodes[0].kill()?;
+    for id in ["r-2", "r-3"] {
+        deliver_eventually(&platform, &event(id)).await;
+    }
+    // A retry of a delivered event is dropped by the duplicate window, on any node.
+    deliver_eventually(&platform, &event("r-2")).await;
+    // Read back through a surviving node, retried while the cluster settles after the kill.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let ids = loop {
+        match read_new(&url, &stream, "reader").await {
+            Ok(read) => {
+                break read
+                    .into_iter()
+                    .filter_map(|m| m.msg_id)
+                    .collect::<Vec<_>>();
+            }
+            Err(e) => {
+                assert!(std::time::Instant::now() < deadline, "never read: {e:#}");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    };
+    assert_eq!(ids, ["r-1", "r-2", "r-3"], "each event once");
     Ok(())
 }

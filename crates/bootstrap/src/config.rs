@@ -34,6 +34,9 @@ pub struct Config {
     pub data_platform_subject: String,
     /// The stream that holds them, created when missing (JetStream).
     pub data_platform_stream: String,
+    /// How many servers hold the stream when the server creates it (JetStream; 3 on a
+    /// cluster).
+    pub data_platform_stream_replicas: usize,
     /// A NATS credentials file (JetStream).
     pub data_platform_nats_creds: Option<String>,
     /// `whsec_<base64>`: signs every HTTP delivery (Standard Webhooks headers); unset or
@@ -109,6 +112,14 @@ const REDACTED: &str = "<redacted>";
 /// (`?password=…`) hidden: the rest says where it points. A value that is no URL (a libpq
 /// keyword/value string such as `host=db password=…`) is hidden whole.
 fn redact_url(url: &str) -> String {
+    // A comma-separated list (the seeds of a NATS cluster) is redacted URL by URL.
+    if url.contains(',') {
+        return url
+            .split(',')
+            .map(|part| redact_url(part.trim()))
+            .collect::<Vec<_>>()
+            .join(",");
+    }
     // A string the URL parser does not take (a libpq keyword/value string, or a raw `?`
     // in a password, which ends the authority for the parser) is hidden whole.
     let Ok(mut parsed) = url::Url::parse(url) else {
@@ -182,6 +193,7 @@ impl Default for Config {
             data_platform_secret: None,
             data_platform_subject: adapter_dataplatform::DEFAULT_SUBJECT.into(),
             data_platform_stream: adapter_dataplatform::DEFAULT_STREAM.into(),
+            data_platform_stream_replicas: 1,
             data_platform_nats_creds: None,
             outbox_retention_days: 7,
             outbox_delivery_concurrency: 64,
@@ -222,7 +234,7 @@ pub enum DataPlatformKind {
 }
 
 /// Number and boolean settings: figment's `Env` provider parses their text.
-const TYPED: [&str; 18] = [
+const TYPED: [&str; 19] = [
     "OUTBOX_RETENTION_DAYS",
     "OUTBOX_DELIVERY_CONCURRENCY",
     "OUTBOX_SHUTDOWN_GRACE_MS",
@@ -241,6 +253,7 @@ const TYPED: [&str; 18] = [
     "AUTH_JWKS_REFRESH_SECS",
     "AUTH_JWKS_MAX_AGE_SECS",
     "AUTH_JWKS_ALLOW_HTTP",
+    "DATA_PLATFORM_STREAM_REPLICAS",
 ];
 
 /// Text settings, taken verbatim. `Env` parses every value (`0123` becomes the number 123,
@@ -417,6 +430,13 @@ impl Config {
         }
         adapter_dataplatform::check_subject(&self.data_platform_subject)?;
         adapter_dataplatform::check_stream_name(&self.data_platform_stream)?;
+        if !(1..=adapter_dataplatform::MAX_REPLICAS).contains(&self.data_platform_stream_replicas) {
+            anyhow::bail!(
+                "DATA_PLATFORM_STREAM_REPLICAS must be 1..={} (got {})",
+                adapter_dataplatform::MAX_REPLICAS,
+                self.data_platform_stream_replicas
+            );
+        }
         match self.data_platform_kind() {
             Some(DataPlatformKind::JetStream) if self.data_platform_secret.is_some() => {
                 anyhow::bail!(
@@ -1014,6 +1034,33 @@ mod tests {
     }
 
     #[test]
+    fn the_stream_replicas_are_one_to_five() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("DATABASE_URL", "postgres://x/y");
+            jail.set_env("DATA_PLATFORM_URL", "nats://n1:4222,nats://n2:4222");
+            let config = Config::from_env().map_err(|e| e.to_string())?;
+            assert_eq!(config.data_platform_stream_replicas, 1);
+            assert_eq!(
+                config.data_platform_kind(),
+                Some(DataPlatformKind::JetStream)
+            );
+            jail.set_env("DATA_PLATFORM_STREAM_REPLICAS", "3");
+            let config = Config::from_env().map_err(|e| e.to_string())?;
+            assert_eq!(config.data_platform_stream_replicas, 3);
+            for bad in ["0", "6"] {
+                jail.set_env("DATA_PLATFORM_STREAM_REPLICAS", bad);
+                let err = Config::from_env().unwrap_err().to_string();
+                assert!(
+                    err.contains("DATA_PLATFORM_STREAM_REPLICAS"),
+                    "{bad}: {err}"
+                );
+            }
+            Ok(())
+        });
+    }
+
+    #[test]
     fn url_redaction_parses_the_url() {
         for (url, shown) in [
             (
@@ -1030,6 +1077,10 @@ mod tests {
             ("postgres://shop:pa?ss@db/shop", "<redacted>"),
             ("host=db password=pw", "<redacted>"),
             ("mailto:someone@example.com", "<redacted>"),
+            (
+                "nats://u:p@n1:4222,nats://u:p@n2:4222",
+                "nats://redacted@n1:4222,nats://redacted@n2:4222",
+            ),
         ] {
             assert_eq!(redact_url(url), shown, "{url}");
         }

@@ -145,6 +145,7 @@ impl Application {
                         creds_file: config.data_platform_nats_creds.as_ref().map(Into::into),
                         ca_file: config.data_platform_ca_file.as_ref().map(Into::into),
                         timeout: Duration::from_secs(5),
+                        replicas: config.data_platform_stream_replicas,
                     })
                     .await?;
                     tracing::info!(
