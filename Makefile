@@ -44,6 +44,8 @@ test: deps ## provision/start the local PostgreSQL and NATS (JetStream), then ru
 	@# lint starts it) is restarted when the locale was generated now.
 	@if [ "$$(scripts/locale.sh de_DE.UTF-8)" = generated ] && [ -z "$$DATABASE_URL" ]; then scripts/db.sh down; fi
 	@if [ -z "$$DATABASE_URL" ]; then scripts/db.sh up; fi
+	@# Debian's PgBouncer, which tests start in front of the test database.
+	@scripts/pgbouncer.sh bin >/dev/null
 	@# The local nats-server (scripts/nats.sh) runs for the cargo tests only, unless NATS_URL
 	@# names another; one this recipe starts has an empty store and is stopped afterwards,
 	@# even when tests fail.

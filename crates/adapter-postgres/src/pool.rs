@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use diesel::connection::{Instrumentation, SimpleConnection};
+use diesel::connection::{CacheSize, Instrumentation, SimpleConnection};
 use diesel::r2d2::{ConnectionManager, CustomizeConnection, ManageConnection, Pool};
 use diesel::{Connection, PgConnection};
 use domain::StoreUnavailable;
@@ -57,6 +57,12 @@ pub struct PoolConfig {
     pub statement_timeout: Duration,
     /// Server-side cap on waiting for a row lock.
     pub lock_timeout: Duration,
+    /// Each connection prepares a statement once under a name and then only executes it
+    /// (the default). Off, every statement is sent unnamed, parsed with its parameters in
+    /// one exchange (libpq's `PQsendQueryParams`): what a transaction-mode pooler that does
+    /// not track prepared statements (PgBouncer before 1.21) needs. The round trips per
+    /// statement are the same; the server parses and plans each time.
+    pub prepared_statements: bool,
 }
 
 /// Makes a fresh instrumentation for each new connection.
@@ -64,6 +70,7 @@ type InstrumentationFactory = Arc<dyn Fn() -> Box<dyn Instrumentation> + Send + 
 
 struct SessionSettings {
     sql: String,
+    prepared_statements: bool,
     instrumentation: Option<InstrumentationFactory>,
 }
 
@@ -79,6 +86,9 @@ impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for SessionSettings 
     fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
         conn.batch_execute(&self.sql)
             .map_err(diesel::r2d2::Error::QueryError)?;
+        if !self.prepared_statements {
+            conn.set_prepared_statement_cache_size(CacheSize::Disabled);
+        }
         if let Some(make) = &self.instrumentation {
             conn.set_instrumentation(make());
         }
@@ -120,6 +130,7 @@ fn build(config: &PoolConfig, instrumentation: Option<InstrumentationFactory>) -
             config.statement_timeout.as_millis(),
             config.lock_timeout.as_millis(),
         ),
+        prepared_statements: config.prepared_statements,
         instrumentation,
     };
     Pool::builder()

@@ -47,6 +47,7 @@ fn pool(url: &str) -> PgPool {
         checkout_timeout: Duration::from_secs(5),
         statement_timeout: Duration::from_secs(5),
         lock_timeout: Duration::from_secs(1),
+        prepared_statements: true,
     })
 }
 
@@ -145,6 +146,7 @@ async fn a_lock_timeout_on_a_german_database_is_still_the_store_being_unavailabl
         checkout_timeout: Duration::from_secs(5),
         statement_timeout: Duration::from_secs(5),
         lock_timeout: Duration::from_millis(100),
+        prepared_statements: true,
     });
     let points = adapter_postgres::PgPointStore::new(pool);
     let mut holder = diesel::PgConnection::establish(db.url()).unwrap();

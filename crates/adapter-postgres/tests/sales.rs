@@ -43,6 +43,7 @@ fn store(db: &TestDatabase, options: &str) -> PgSalesStore {
         checkout_timeout: Duration::from_secs(5),
         statement_timeout: Duration::from_secs(30),
         lock_timeout: Duration::from_secs(30),
+        prepared_statements: true,
     }))
 }
 

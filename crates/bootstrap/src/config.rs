@@ -64,6 +64,9 @@ pub struct Config {
     pub db_checkout_timeout_ms: u64,
     pub db_statement_timeout_ms: u64,
     pub db_lock_timeout_ms: u64,
+    /// Named prepared statements on each pooled connection (the default); off, every
+    /// statement is sent unnamed, for a transaction-mode pooler that does not track them.
+    pub db_prepared_statements: bool,
     /// HTTP worker threads; 0 means one per core.
     pub http_workers: usize,
     /// How long in-flight requests get to finish on SIGTERM/SIGINT.
@@ -194,6 +197,7 @@ impl Default for Config {
             data_platform_subject: adapter_dataplatform::DEFAULT_SUBJECT.into(),
             data_platform_stream: adapter_dataplatform::DEFAULT_STREAM.into(),
             data_platform_stream_replicas: 1,
+            db_prepared_statements: true,
             data_platform_nats_creds: None,
             outbox_retention_days: 7,
             outbox_delivery_concurrency: 64,
@@ -234,7 +238,7 @@ pub enum DataPlatformKind {
 }
 
 /// Number and boolean settings: figment's `Env` provider parses their text.
-const TYPED: [&str; 19] = [
+const TYPED: [&str; 20] = [
     "OUTBOX_RETENTION_DAYS",
     "OUTBOX_DELIVERY_CONCURRENCY",
     "OUTBOX_SHUTDOWN_GRACE_MS",
@@ -254,6 +258,7 @@ const TYPED: [&str; 19] = [
     "AUTH_JWKS_MAX_AGE_SECS",
     "AUTH_JWKS_ALLOW_HTTP",
     "DATA_PLATFORM_STREAM_REPLICAS",
+    "DB_PREPARED_STATEMENTS",
 ];
 
 /// Text settings, taken verbatim. `Env` parses every value (`0123` becomes the number 123,

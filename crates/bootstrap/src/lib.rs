@@ -93,6 +93,7 @@ impl Application {
             checkout_timeout: config.checkout_timeout(),
             statement_timeout: Duration::from_millis(config.db_statement_timeout_ms),
             lock_timeout: Duration::from_millis(config.db_lock_timeout_ms),
+            prepared_statements: config.db_prepared_statements,
         });
         Self::build_with_pool(config, pool).await
     }

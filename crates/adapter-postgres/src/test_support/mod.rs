@@ -23,6 +23,7 @@ use diesel::pg::Pg;
 use diesel::{Connection, PgConnection, RunQueryDsl};
 use diesel_migrations::MigrationHarness;
 
+pub mod pgbouncer;
 pub mod tls;
 
 use crate::migrate::{MIGRATIONS, migrate};
@@ -213,6 +214,7 @@ impl TestDatabase {
             checkout_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(10),
             lock_timeout: Duration::from_secs(5),
+            prepared_statements: true,
         }
     }
 

@@ -21,6 +21,7 @@ mod instances;
 mod jetstream;
 mod ops;
 mod orders;
+mod pgbouncer;
 mod points;
 mod products;
 mod user_routes;
