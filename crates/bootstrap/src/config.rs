@@ -20,6 +20,10 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     /// PostgreSQL URL. Required.
     pub database_url: String,
+    /// PostgreSQL itself, for the connections that need a session of their own (the
+    /// migrations' advisory lock, the outbox listener's `LISTEN`) when `database_url` goes
+    /// through a transaction-mode pooler; unset, they use `database_url`.
+    pub database_direct_url: Option<String>,
     /// Address to listen on.
     pub bind_addr: String,
     /// Bearer token of the admin API; unset or empty disables the admin API.
@@ -107,7 +111,12 @@ pub struct Config {
 const SECRETS: [&str; 3] = ["admin_token", "auth_jwt_secret", "data_platform_secret"];
 
 /// Settings that are URLs, which may carry credentials in their user part or query.
-const URLS: [&str; 3] = ["database_url", "data_platform_url", "auth_jwks_url"];
+const URLS: [&str; 4] = [
+    "database_url",
+    "database_direct_url",
+    "data_platform_url",
+    "auth_jwks_url",
+];
 
 const REDACTED: &str = "<redacted>";
 
@@ -177,6 +186,14 @@ impl Config {
         fields
     }
 
+    /// The URL of the connections that need a session of their own: `database_direct_url`,
+    /// else `database_url`.
+    pub fn direct_database_url(&self) -> &str {
+        self.database_direct_url
+            .as_deref()
+            .unwrap_or(&self.database_url)
+    }
+
     /// Whether end-user authentication is on: key material is configured.
     pub fn auth_enabled(&self) -> bool {
         self.auth_jwt_secret.is_some()
@@ -189,6 +206,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             database_url: String::new(),
+            database_direct_url: None,
             bind_addr: "127.0.0.1:8080".into(),
             admin_token: None,
             data_platform_url: None,
@@ -264,8 +282,9 @@ const TYPED: [&str; 20] = [
 /// Text settings, taken verbatim. `Env` parses every value (`0123` becomes the number 123,
 /// `true` a boolean, `"x"` loses its quotes), so these variables' text reaches figment as
 /// string values instead.
-const VERBATIM: [&str; 16] = [
+const VERBATIM: [&str; 17] = [
     "DATABASE_URL",
+    "DATABASE_DIRECT_URL",
     "BIND_ADDR",
     "ADMIN_TOKEN",
     "DATA_PLATFORM_URL",
@@ -466,6 +485,10 @@ impl Config {
         if self.database_url.trim().is_empty() {
             anyhow::bail!("DATABASE_URL is required (`make run` provides a local one)");
         }
+        self.database_direct_url = self
+            .database_direct_url
+            .take()
+            .filter(|u| !u.trim().is_empty());
         self.admin_token = self.admin_token.filter(|t| !t.trim().is_empty());
         self.data_platform_url = self.data_platform_url.filter(|u| !u.trim().is_empty());
         self.data_platform_ca_file = self.data_platform_ca_file.filter(|f| !f.trim().is_empty());
@@ -1089,5 +1112,31 @@ mod tests {
         ] {
             assert_eq!(redact_url(url), shown, "{url}");
         }
+    }
+
+    #[test]
+    fn a_direct_url_is_optional_and_hidden_like_the_others() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("DATABASE_URL", "postgres://shop:pw@pgbouncer:6432/shop");
+            let config = Config::from_env().map_err(|e| e.to_string())?;
+            assert_eq!(config.database_direct_url, None);
+            assert_eq!(config.direct_database_url(), config.database_url);
+            jail.set_env(
+                "DATABASE_DIRECT_URL",
+                "postgres://shop:direct-pw@db:5432/shop",
+            );
+            let config = Config::from_env().map_err(|e| e.to_string())?;
+            assert_eq!(
+                config.direct_database_url(),
+                "postgres://shop:direct-pw@db:5432/shop"
+            );
+            let shown = format!("{config:?}");
+            assert!(
+                !shown.contains("direct-pw") && shown.contains("db:5432"),
+                "{shown}"
+            );
+            Ok(())
+        });
     }
 }

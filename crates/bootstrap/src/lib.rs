@@ -64,7 +64,7 @@ impl Application {
     /// # Errors
     /// When the database stays unreachable, a migration fails, or the address is taken.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let url = config.database_url.clone();
+        let url = config.direct_database_url().to_owned();
         let migrated = tokio::task::spawn_blocking(move || {
             (|| adapter_postgres::run_migrations(&url))
                 .retry(
@@ -118,7 +118,7 @@ impl Application {
         );
         let (verifier, jwks_refresher) = authentication(&config).await?;
         // The relay's wake-up: one libpq connection of its own, on its own thread.
-        let outbox_listener = Arc::new(PgOutboxListener::start(&config.database_url)?);
+        let outbox_listener = Arc::new(PgOutboxListener::start(config.direct_database_url())?);
         let ports = Ports {
             clock: Arc::new(SystemClock),
             users: Arc::new(PgUserRepository::new(pool.clone())),

@@ -1,50 +1,26 @@
-//! The whole server with its pool behind Debian's PgBouncer 1.18 in transaction mode and
-//! `DB_PREPARED_STATEMENTS=false` (the listener connects directly, as docs/scaling.md
-//! says it must): users, the catalogue, charges, orders and payments work, also under
-//! concurrent requests that share two server connections.
+//! The whole server with its pool behind Debian's PgBouncer 1.18 in transaction mode:
+//! `DATABASE_URL` names PgBouncer, `DB_PREPARED_STATEMENTS=false` sends every statement
+//! unnamed, and `DATABASE_DIRECT_URL` names PostgreSQL itself for the migrations and the
+//! outbox listener. Users, the catalogue, charges, orders and payments work, also under
+//! concurrent requests that share two server connections, and the listener's session is
+//! PostgreSQL's own.
 
-use std::time::Duration;
-
-use adapter_postgres::PoolConfig;
-use adapter_postgres::test_support::TestDatabase;
 use adapter_postgres::test_support::pgbouncer::PgBouncer;
-use bootstrap::{Application, Config};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN_TOKEN, TestApp};
+use crate::helpers::spawn_app_with;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shop_runs_behind_a_transaction_mode_pgbouncer_with_unnamed_statements() {
-    let db = TestDatabase::create().unwrap();
-    let bouncer = PgBouncer::start(db.url(), 2).unwrap();
-    let pool = adapter_postgres::connect(&PoolConfig {
-        url: bouncer.url(db.url()).unwrap(),
-        max_size: 8,
-        checkout_timeout: Duration::from_secs(5),
-        statement_timeout: Duration::from_secs(5),
-        lock_timeout: Duration::from_secs(1),
-        prepared_statements: false,
-    });
-    let config = Config {
-        database_url: db.url().to_owned(),
-        bind_addr: "127.0.0.1:0".into(),
-        admin_token: Some(ADMIN_TOKEN.into()),
-        http_workers: 2,
-        db_prepared_statements: false,
-        ..Config::default()
-    };
-    let app = Application::build_with_pool(config, pool).await.unwrap();
-    let base = format!("http://127.0.0.1:{}", app.port());
-    let handle = app.handle();
-    let stopped = tokio::spawn(app.run_until_stopped());
-    let app = TestApp {
-        base,
-        client: reqwest::Client::new(),
-        db,
-        handle,
-        stopped,
-    };
+    let server = std::env::var("DATABASE_URL").unwrap();
+    let bouncer = PgBouncer::start(&server, 2).unwrap();
+    let app = spawn_app_with(|c| {
+        c.database_direct_url = Some(c.database_url.clone());
+        c.database_url = bouncer.url(&c.database_url).unwrap();
+        c.db_prepared_statements = false;
+    })
+    .await;
 
     let product = app.create_product(1_000, 10).await;
     let user = app.create_user().await;
@@ -70,6 +46,21 @@ async fn the_shop_runs_behind_a_transaction_mode_pgbouncer_with_unnamed_statemen
     assert_eq!(paid.status(), StatusCode::OK);
     assert_eq!(app.balance(user).await, 7_000);
     assert_eq!(app.product(product).await["stock"], 7);
-    app.handle.stop(true).await;
+
+    // The listener holds a session of PostgreSQL's own: with PgBouncer gone it still
+    // listens (through PgBouncer it would have lost its connection).
+    let up = "\nshop_outbox_listener_up 1\n";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !app.get("/metrics").await.text().await.unwrap().contains(up) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the listener never connected"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     drop(bouncer);
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains(up), "{metrics}");
+    app.handle.stop(true).await;
 }
