@@ -20,6 +20,7 @@ use domain::{Page, PageRequest, ProductId};
 
 use crate::error::db_error;
 use crate::pool::{PgPool, run};
+use crate::reads::Reads;
 use crate::retry::retrying;
 use crate::schema::products;
 use crate::statement::statement;
@@ -28,11 +29,23 @@ use crate::statement::statement;
 #[derive(Debug, Clone)]
 pub struct PgProductRepository {
     pool: PgPool,
+    /// Where the page and detail reads go (the primary, or a read replica).
+    reads: Reads,
 }
 
 impl PgProductRepository {
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            reads: Reads::primary(pool.clone()),
+            pool,
+        }
+    }
+
+    /// Reads pages and details through `reads` (a read replica while it keeps up); writes
+    /// stay on the primary.
+    #[must_use]
+    pub fn reading_from(self, reads: Reads) -> Self {
+        Self { reads, ..self }
     }
 }
 
@@ -201,28 +214,35 @@ impl ProductRepository for PgProductRepository {
 
     #[tracing::instrument(name = "pg.products.find", skip_all, fields(product_id = %id))]
     async fn find(&self, id: ProductId) -> anyhow::Result<Option<Product>> {
-        run(&self.pool, move |conn| {
-            products::table
-                .find(id.get())
-                .select(ProductRow::as_select())
-                .first::<ProductRow>(conn)
-                .optional()
-                .map(|row| row.map(Product::from))
-                .map_err(db_error)
-        })
-        .await
+        // A product the replica does not have yet may be one just created: ask the primary.
+        self.reads
+            .run(Option::is_none, move |conn| {
+                products::table
+                    .find(id.get())
+                    .select(ProductRow::as_select())
+                    .first::<ProductRow>(conn)
+                    .optional()
+                    .map(|row| row.map(Product::from))
+                    .map_err(db_error)
+            })
+            .await
     }
 
     #[tracing::instrument(name = "pg.products.list", skip_all, fields(page = page.page()))]
     async fn list(&self, page: PageRequest) -> anyhow::Result<Page<Product>> {
-        let rows = run(&self.pool, move |conn| {
-            statement(LIST_PAGE)
-                .bind::<BigInt, _>(page.offset())
-                .bind::<BigInt, _>(page.limit())
-                .load::<PageRow>(conn)
-                .map_err(db_error)
-        })
-        .await?;
+        let rows = self
+            .reads
+            .run(
+                |_| false,
+                move |conn| {
+                    statement(LIST_PAGE)
+                        .bind::<BigInt, _>(page.offset())
+                        .bind::<BigInt, _>(page.limit())
+                        .load::<PageRow>(conn)
+                        .map_err(db_error)
+                },
+            )
+            .await?;
         let (total_count, items) = count_and_products(rows)?;
         Ok(Page {
             items,
@@ -233,14 +253,19 @@ impl ProductRepository for PgProductRepository {
 
     #[tracing::instrument(name = "pg.products.list_after", skip_all, fields(after = request.after()))]
     async fn list_after(&self, request: KeysetRequest) -> anyhow::Result<KeysetPage<Product>> {
-        let rows = run(&self.pool, move |conn| {
-            statement(LIST_AFTER)
-                .bind::<BigInt, _>(request.after())
-                .bind::<BigInt, _>(request.fetch_limit())
-                .load::<PageRow>(conn)
-                .map_err(db_error)
-        })
-        .await?;
+        let rows = self
+            .reads
+            .run(
+                |_| false,
+                move |conn| {
+                    statement(LIST_AFTER)
+                        .bind::<BigInt, _>(request.after())
+                        .bind::<BigInt, _>(request.fetch_limit())
+                        .load::<PageRow>(conn)
+                        .map_err(db_error)
+                },
+            )
+            .await?;
         let (total_count, fetched) = count_and_products(rows)?;
         Ok(KeysetPage::from_fetched(
             fetched,

@@ -24,6 +24,11 @@ pub struct Config {
     /// migrations' advisory lock, the outbox listener's `LISTEN`) when `database_url` goes
     /// through a transaction-mode pooler; unset, they use `database_url`.
     pub database_direct_url: Option<String>,
+    /// A streaming replica for the reads that tolerate a little lag (the catalogue's page
+    /// and detail); unset, every read goes to the primary.
+    pub database_read_url: Option<String>,
+    /// The most the replica may lag before those reads go to the primary.
+    pub database_read_max_lag_ms: u64,
     /// Address to listen on.
     pub bind_addr: String,
     /// Bearer token of the admin API; unset or empty disables the admin API.
@@ -111,9 +116,10 @@ pub struct Config {
 const SECRETS: [&str; 3] = ["admin_token", "auth_jwt_secret", "data_platform_secret"];
 
 /// Settings that are URLs, which may carry credentials in their user part or query.
-const URLS: [&str; 4] = [
+const URLS: [&str; 5] = [
     "database_url",
     "database_direct_url",
+    "database_read_url",
     "data_platform_url",
     "auth_jwks_url",
 ];
@@ -207,6 +213,8 @@ impl Default for Config {
         Self {
             database_url: String::new(),
             database_direct_url: None,
+            database_read_url: None,
+            database_read_max_lag_ms: 1_000,
             bind_addr: "127.0.0.1:8080".into(),
             admin_token: None,
             data_platform_url: None,
@@ -256,7 +264,7 @@ pub enum DataPlatformKind {
 }
 
 /// Number and boolean settings: figment's `Env` provider parses their text.
-const TYPED: [&str; 20] = [
+const TYPED: [&str; 21] = [
     "OUTBOX_RETENTION_DAYS",
     "OUTBOX_DELIVERY_CONCURRENCY",
     "OUTBOX_SHUTDOWN_GRACE_MS",
@@ -277,14 +285,16 @@ const TYPED: [&str; 20] = [
     "AUTH_JWKS_ALLOW_HTTP",
     "DATA_PLATFORM_STREAM_REPLICAS",
     "DB_PREPARED_STATEMENTS",
+    "DATABASE_READ_MAX_LAG_MS",
 ];
 
 /// Text settings, taken verbatim. `Env` parses every value (`0123` becomes the number 123,
 /// `true` a boolean, `"x"` loses its quotes), so these variables' text reaches figment as
 /// string values instead.
-const VERBATIM: [&str; 17] = [
+const VERBATIM: [&str; 18] = [
     "DATABASE_URL",
     "DATABASE_DIRECT_URL",
+    "DATABASE_READ_URL",
     "BIND_ADDR",
     "ADMIN_TOKEN",
     "DATA_PLATFORM_URL",
@@ -489,6 +499,10 @@ impl Config {
             .database_direct_url
             .take()
             .filter(|u| !u.trim().is_empty());
+        self.database_read_url = self
+            .database_read_url
+            .take()
+            .filter(|u| !u.trim().is_empty());
         self.admin_token = self.admin_token.filter(|t| !t.trim().is_empty());
         self.data_platform_url = self.data_platform_url.filter(|u| !u.trim().is_empty());
         self.data_platform_ca_file = self.data_platform_ca_file.filter(|f| !f.trim().is_empty());
@@ -525,7 +539,7 @@ impl Config {
 
     /// Every duration setting with its upper bound: far beyond any sensible value, and
     /// small enough that no time arithmetic on it can overflow.
-    fn durations(&self) -> [(&'static str, u64, u64); 10] {
+    fn durations(&self) -> [(&'static str, u64, u64); 11] {
         const DAY_SECS: u64 = 24 * 3600;
         const HOUR_MS: u64 = 3600 * 1000;
         [
@@ -555,6 +569,11 @@ impl Config {
                 HOUR_MS,
             ),
             ("DB_LOCK_TIMEOUT_MS", self.db_lock_timeout_ms, HOUR_MS),
+            (
+                "DATABASE_READ_MAX_LAG_MS",
+                self.database_read_max_lag_ms,
+                HOUR_MS,
+            ),
             (
                 "SHUTDOWN_TIMEOUT_SECS",
                 self.shutdown_timeout_secs,

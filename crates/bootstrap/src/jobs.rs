@@ -10,7 +10,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use adapter_postgres::{PgOutboxListener, PgPool};
+use adapter_postgres::{PgOutboxListener, PgPool, Reads};
 use application::UseCases;
 use prometheus::{IntGaugeVec, Opts, Registry};
 use tokio::sync::watch;
@@ -27,6 +27,9 @@ use outbox_gauge::OutboxGauge;
 const IDEMPOTENCY_PURGE_EVERY: Duration = Duration::from_secs(3600);
 const OUTBOX_PURGE_EVERY: Duration = Duration::from_secs(3600);
 const POOL_METRICS_EVERY: Duration = Duration::from_secs(5);
+/// How often the read replica's lag is measured (one statement on the replica, none on
+/// the primary), off the request path.
+const REPLICA_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// The relay's longest sleep. Commits wake it at once (`LISTEN/NOTIFY`) and a retry wakes
 /// it at its due time; this poll only catches what neither announced (a notification
 /// lost with a dropped connection), so it can be slow.
@@ -43,16 +46,30 @@ const OUTBOX_BUSY_POLL: Duration = Duration::from_secs(1);
 /// reaches the data platform within milliseconds of its commit.
 const OUTBOX_GATHER: Duration = Duration::from_millis(100);
 
+/// What the schedulers keep an eye on besides the use cases.
+pub(crate) struct Watched {
+    /// Wakes the outbox relay; its gauge is registered.
+    pub(crate) outbox_listener: Arc<PgOutboxListener>,
+    /// The catalogue's reads, whose replica is checked once a second.
+    pub(crate) reads: Reads,
+    /// Refreshes the identity provider's keys.
+    pub(crate) jwks: Option<JwksRefresher>,
+}
+
 /// Starts every scheduler; each stops when `stop` turns true.
 pub(crate) fn spawn_all(
     config: &Config,
     use_cases: &UseCases,
     pool: &PgPool,
     registry: &Registry,
-    outbox_listener: Arc<PgOutboxListener>,
-    jwks: Option<JwksRefresher>,
+    watched: Watched,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<JoinSet<()>> {
+    let Watched {
+        outbox_listener,
+        reads,
+        jwks,
+    } = watched;
     let mut jobs = JoinSet::new();
 
     if let Some(jwks) = jwks {
@@ -139,6 +156,20 @@ pub(crate) fn spawn_all(
 
     let relay = use_cases.deliver_events.clone();
     registry.register(Box::new(outbox_listener.gauge()))?;
+
+    if let Some(gauge) = reads.gauge() {
+        registry.register(Box::new(gauge))?;
+        every(
+            &mut jobs,
+            "read-replica-check",
+            REPLICA_CHECK_EVERY,
+            stop.clone(),
+            move || {
+                let reads = reads.clone();
+                async move { reads.check_replica().await }
+            },
+        );
+    }
     let settings = RelaySettings {
         concurrency: config.outbox_delivery_concurrency,
         gather: OUTBOX_GATHER,

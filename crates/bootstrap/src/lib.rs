@@ -23,7 +23,7 @@ use adapter_identity::{JwksRefresher, JwksSettings, Verifier};
 use adapter_postgres::{
     IssueBatcher, IssueBatcherLimits, PgCouponStore, PgHealthCheck, PgIdempotencyStore,
     PgOrderStore, PgOutboxListener, PgOutboxStore, PgPointStore, PgPool, PgProductRepository,
-    PgSalesStore, PgUserRepository, PoolConfig,
+    PgSalesStore, PgUserRepository, PoolConfig, Reads,
 };
 use anyhow::Context;
 use application::{Ports, Settings, UseCases};
@@ -117,6 +117,22 @@ impl Application {
             },
         );
         let (verifier, jwks_refresher) = authentication(&config).await?;
+        // The catalogue's reads: a read replica while it keeps up, else the primary.
+        let reads = match &config.database_read_url {
+            Some(url) => Reads::with_replica(
+                pool.clone(),
+                adapter_postgres::connect(&PoolConfig {
+                    url: url.clone(),
+                    max_size: config.db_pool_size,
+                    checkout_timeout: config.checkout_timeout(),
+                    statement_timeout: Duration::from_millis(config.db_statement_timeout_ms),
+                    lock_timeout: Duration::from_millis(config.db_lock_timeout_ms),
+                    prepared_statements: config.db_prepared_statements,
+                }),
+                Duration::from_millis(config.database_read_max_lag_ms),
+            )?,
+            None => Reads::primary(pool.clone()),
+        };
         // The relay's wake-up: one libpq connection of its own, on its own thread.
         let outbox_listener = Arc::new(PgOutboxListener::start(config.direct_database_url())?);
         let ports = Ports {
@@ -130,9 +146,12 @@ impl Application {
                 if let (Some(verifier), Some(_)) = (&verifier, &jwks_refresher) {
                     components.push(verifier.clone());
                 }
+                if config.database_read_url.is_some() {
+                    components.push(Arc::new(reads.clone()));
+                }
                 components
             },
-            products: Arc::new(PgProductRepository::new(pool.clone())),
+            products: Arc::new(PgProductRepository::new(pool.clone()).reading_from(reads.clone())),
             coupons: Arc::new(PgCouponStore::grouped(pool.clone(), coupon_batcher.clone())),
             orders: Arc::new(PgOrderStore::new(pool.clone())),
             sales: Arc::new(PgSalesStore::new(pool.clone())),
@@ -242,8 +261,11 @@ impl Application {
             &use_cases,
             &pool,
             &registry,
-            outbox_listener.clone(),
-            jwks_refresher,
+            jobs::Watched {
+                outbox_listener: outbox_listener.clone(),
+                reads,
+                jwks: jwks_refresher,
+            },
             stopped,
         )?;
         Ok(Self {

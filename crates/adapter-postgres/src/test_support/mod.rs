@@ -24,6 +24,7 @@ use diesel::{Connection, PgConnection, RunQueryDsl};
 use diesel_migrations::MigrationHarness;
 
 pub mod pgbouncer;
+pub mod replica;
 pub mod tls;
 
 use crate::migrate::{MIGRATIONS, migrate};

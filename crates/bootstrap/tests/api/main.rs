@@ -24,6 +24,7 @@ mod orders;
 mod pgbouncer;
 mod points;
 mod products;
+mod replica;
 mod user_routes;
 mod user_subjects;
 mod users;
