@@ -6,9 +6,9 @@
 //! its WAL receiver streams and how far its replay is behind (0 when it has replayed all it
 //! received, else the age of the last replayed transaction). Past the maximum lag, or when
 //! the replica does not answer, the reads go to the primary until a check finds it caught
-//! up again. A read that fails on the replica because it became unreachable is run again on
-//! the primary at once (and the replica is set aside until the next check), so no request
-//! fails because the replica is gone. A read of one row that the replica does not have yet
+//! up again. A read that fails on the replica is run again on the primary at once (and an
+//! unreachable replica is set aside until the next check), so no request fails because of
+//! the replica. A read of one row that the replica does not have yet
 //! is asked of the primary too, so a product just created is never a 404.
 //!
 //! A read costs the round trips it costs on the primary: one statement, on one of them.
@@ -146,8 +146,8 @@ impl Reads {
     }
 
     /// Runs `work` on the replica when it is in use, else on the primary; again on the
-    /// primary when the replica turned out unreachable, or when `missing` says the
-    /// replica's answer may only be lag (a row not there yet).
+    /// primary when it failed on the replica, or when `missing` says the replica's answer
+    /// may only be lag (a row not there yet).
     pub(crate) async fn run<T, F>(&self, missing: fn(&T) -> bool, work: F) -> anyhow::Result<T>
     where
         F: Fn(&mut PgConnection) -> anyhow::Result<T> + Clone + Send + 'static,
@@ -161,11 +161,15 @@ impl Reads {
             match run(&replica.pool, work.clone()).await {
                 Ok(found) if !missing(&found) => return Ok(found),
                 Ok(_) => {}
-                Err(err) if err.is::<StoreUnavailable>() => {
+                // A read is safe to run again: whatever failed on the replica (it is gone,
+                // or a hot standby cancelled the query in a conflict with recovery) is
+                // asked of the primary. Only an unreachable replica is set aside.
+                Err(err) => {
                     tracing::debug!(error = format!("{err:#}"), "the read replica failed a read");
-                    replica.set_in_use(false);
+                    if err.is::<StoreUnavailable>() {
+                        replica.set_in_use(false);
+                    }
                 }
-                Err(err) => return Err(err),
             }
         }
         run(&self.primary, work).await
