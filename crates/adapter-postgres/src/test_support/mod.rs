@@ -28,6 +28,68 @@ pub mod replica;
 pub mod tls;
 
 use crate::migrate::{MIGRATIONS, migrate};
+
+/// The `host:port` of a `postgres://` URL.
+pub(crate) fn host_port(url: &str) -> anyhow::Result<&str> {
+    let rest = url.split_once("://").context("a URL with a scheme")?.1;
+    let authority = rest.split_once('/').context("a URL with a database")?.0;
+    Ok(authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host))
+}
+
+/// `url` with `address` (`host:port`) in place of its host and port; its user, database
+/// and query kept.
+pub(crate) fn at_address(url: &str, address: &str) -> anyhow::Result<String> {
+    let (scheme, rest) = url.split_once("://").context("a URL with a scheme")?;
+    let (authority, path) = rest.split_once('/').context("a URL with a database")?;
+    let user = authority
+        .rsplit_once('@')
+        .map_or(String::new(), |(user, _)| format!("{user}@"));
+    Ok(format!("{scheme}://{user}{address}/{path}"))
+}
+
+/// A new directory `<temp>/<prefix>-<pid>-<n>` for one helper's files.
+pub(crate) fn unique_dir(prefix: &str) -> anyhow::Result<std::path::PathBuf> {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// A loopback port nothing listens on now (bound, then released).
+pub(crate) fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Waits until something accepts connections on `127.0.0.1:port`, for at most `within`.
+pub(crate) fn wait_for_port(port: u16, within: Duration, what: &str) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + within;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "{what} did not listen on port {port} within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// Whether this process runs as root: PostgreSQL and PgBouncer refuse to, so the helpers
+/// then run them as the `postgres` user, as `scripts/db.sh` does.
+pub(crate) fn running_as_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| out.stdout.starts_with(b"0\n"))
+}
+
 use crate::pool::{PgPool, PoolConfig, connect, connect_instrumented};
 
 #[derive(diesel::QueryableByName)]

@@ -4,8 +4,7 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 
@@ -26,22 +25,10 @@ impl PgBouncer {
     /// When the URL names no host and port, `pgbouncer` is missing (`scripts/pgbouncer.sh
     /// bin` installs it), or it does not listen within 10 s.
     pub fn start(database_url: &str, server_pool: u32) -> anyhow::Result<Self> {
-        let (_, rest) = database_url.split_once("://").context("a URL")?;
-        let (_, host_and_path) = rest.rsplit_once('@').unwrap_or(("", rest));
-        let (host_port, _) = host_and_path
-            .split_once('/')
-            .context("a URL with a database")?;
-        let (host, db_port) = host_port.split_once(':').unwrap_or((host_port, "5432"));
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "shop-pgbouncer-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir)?;
+        let server = super::host_port(database_url)?;
+        let (host, db_port) = server.split_once(':').unwrap_or((server, "5432"));
+        let port = super::free_port()?;
+        let dir = super::unique_dir("shop-pgbouncer")?;
         let ini = dir.join("pgbouncer.ini");
         std::fs::write(
             &ini,
@@ -56,10 +43,7 @@ impl PgBouncer {
             ),
         )?;
         std::fs::write(dir.join("userlist.txt"), "\"postgres\" \"\"\n")?;
-        let root = Command::new("id")
-            .arg("-u")
-            .output()
-            .is_ok_and(|out| out.stdout.starts_with(b"0\n"));
+        let root = super::running_as_root();
         if root {
             // The `postgres` user writes the log into the directory.
             Command::new("chmod").arg("777").arg(&dir).status()?;
@@ -77,15 +61,9 @@ impl PgBouncer {
             .context(
                 "running pgbouncer (Debian's package; `scripts/pgbouncer.sh bin` installs it)",
             )?;
+        // Dropped (and so killed) on the error path too.
         let bouncer = Self { child, port, dir };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "pgbouncer did not listen on port {port} within 10 s"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        super::wait_for_port(port, Duration::from_secs(10), "pgbouncer")?;
         Ok(bouncer)
     }
 
@@ -94,15 +72,7 @@ impl PgBouncer {
     /// # Errors
     /// When `database_url` is not a `postgres://` URL with a database.
     pub fn url(&self, database_url: &str) -> anyhow::Result<String> {
-        let (scheme, rest) = database_url.split_once("://").context("a URL")?;
-        let (user, host_and_path) = match rest.rsplit_once('@') {
-            Some((user, after)) => (format!("{user}@"), after),
-            None => (String::new(), rest),
-        };
-        let (_, path) = host_and_path
-            .split_once('/')
-            .context("a URL with a database")?;
-        Ok(format!("{scheme}://{user}127.0.0.1:{}/{path}", self.port))
+        super::at_address(database_url, &format!("127.0.0.1:{}", self.port))
     }
 }
 

@@ -5,8 +5,7 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 
@@ -45,32 +44,20 @@ impl Replica {
     /// # Errors
     /// When the copy or the start fails.
     pub fn start(database_url: &str) -> anyhow::Result<Self> {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let (_, rest) = database_url.split_once("://").context("a URL")?;
-        let (_, host_and_path) = rest.rsplit_once('@').unwrap_or(("", rest));
-        let (host_port, _) = host_and_path
-            .split_once('/')
-            .context("a URL with a database")?;
-        let (host, primary_port) = host_port.split_once(':').unwrap_or((host_port, "5432"));
-        let root = Command::new("id")
-            .arg("-u")
-            .output()
-            .is_ok_and(|out| out.stdout.starts_with(b"0\n"));
-        let dir = std::env::temp_dir().join(format!(
-            "shop-replica-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir)?;
+        let primary = super::host_port(database_url)?;
+        let (host, primary_port) = primary.split_once(':').unwrap_or((primary, "5432"));
+        let root = super::running_as_root();
+        let dir = super::unique_dir("shop-replica")?;
         if root {
             Command::new("chown").arg("postgres").arg(&dir).status()?;
         }
         let bin = bin_dir()?;
-        let slot = format!(
-            "shop_replica_{}_{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
+        // Unique as the directory is: `shop_replica_<pid>_<n>`.
+        let slot = dir
+            .file_name()
+            .and_then(|name| name.to_str())
+            .context("the replica's directory name")?
+            .replace('-', "_");
         let copied = Self::as_postgres(root, &bin.join("pg_basebackup"))
             .args([
                 "-h",
@@ -95,9 +82,7 @@ impl Replica {
             .status()
             .context("running pg_basebackup")?;
         anyhow::ensure!(copied.success(), "pg_basebackup failed: {copied}");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
+        let port = super::free_port()?;
         let mut replica = Self {
             child: None,
             port,
@@ -156,15 +141,7 @@ impl Replica {
             .spawn()
             .context("starting the replica")?;
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "the replica did not listen within 30 s"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(())
+        super::wait_for_port(self.port, Duration::from_secs(30), "the replica")
     }
 
     /// Stops it (a fast shutdown) and waits until it has.
@@ -186,15 +163,7 @@ impl Replica {
     /// # Errors
     /// When `database_url` is not a URL with a database.
     pub fn url(&self, database_url: &str) -> anyhow::Result<String> {
-        let (scheme, rest) = database_url.split_once("://").context("a URL")?;
-        let (user, host_and_path) = match rest.rsplit_once('@') {
-            Some((user, after)) => (format!("{user}@"), after),
-            None => (String::new(), rest),
-        };
-        let (_, path) = host_and_path
-            .split_once('/')
-            .context("a URL with a database")?;
-        Ok(format!("{scheme}://{user}127.0.0.1:{}/{path}", self.port))
+        super::at_address(database_url, &format!("127.0.0.1:{}", self.port))
     }
 }
 

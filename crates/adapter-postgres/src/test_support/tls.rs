@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use anyhow::Context as _;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
 use rustls::RootCertStore;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -43,13 +42,7 @@ impl TestPki {
     /// # Errors
     /// When generating or writing fails.
     pub fn new(name: &str) -> anyhow::Result<Self> {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "shop-test-pki-{}-{}-{name}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let dir = super::unique_dir(&format!("shop-test-pki-{name}"))?;
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -142,7 +135,7 @@ impl TlsFront {
         leaf: Leaf,
         client_ca: Option<RootCertStore>,
     ) -> anyhow::Result<Self> {
-        let upstream = host_port(database_url)?.to_owned();
+        let upstream = super::host_port(database_url)?.to_owned();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()?;
@@ -177,18 +170,13 @@ impl TlsFront {
     /// # Errors
     /// When the URL has no host.
     pub fn url(&self, database_url: &str, params: &str) -> anyhow::Result<String> {
-        let (scheme, rest) = database_url
+        let url = super::at_address(database_url, &format!("localhost:{}", self.port))?;
+        let has_query = url
             .split_once("://")
-            .context("a URL with a scheme")?;
-        let (authority, path) = rest.split_once('/').context("a URL with a database")?;
-        let user = authority
-            .rsplit_once('@')
-            .map_or(String::new(), |(user, _)| format!("{user}@"));
-        let separator = if path.contains('?') { '&' } else { '?' };
-        Ok(format!(
-            "{scheme}://{user}localhost:{}/{path}{separator}{params}",
-            self.port
-        ))
+            .and_then(|(_, rest)| rest.split_once('/'))
+            .is_some_and(|(_, path)| path.contains('?'));
+        let separator = if has_query { '&' } else { '?' };
+        Ok(format!("{url}{separator}{params}"))
     }
 
     /// TLS sessions whose handshake completed.
@@ -206,15 +194,6 @@ impl Drop for TlsFront {
     fn drop(&mut self) {
         self.task.abort();
     }
-}
-
-/// The `host:port` of a `postgres://` URL.
-fn host_port(url: &str) -> anyhow::Result<&str> {
-    let rest = url.split_once("://").context("a URL with a scheme")?.1;
-    let authority = rest.split_once('/').context("a URL with a database")?.0;
-    Ok(authority
-        .rsplit_once('@')
-        .map_or(authority, |(_, host)| host))
 }
 
 async fn pass_on(mut client: TcpStream, acceptor: TlsAcceptor, upstream: String, seen: Arc<Seen>) {
