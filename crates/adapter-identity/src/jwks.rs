@@ -195,28 +195,16 @@ impl JwksRefresher {
 
 #[cfg(test)]
 mod tests {
-    use base64::Engine;
-    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode, get_current_timestamp};
+    use jsonwebtoken::get_current_timestamp;
     use serde_json::{Value, json};
     use wiremock::matchers::{method, path};
     use wiremock::{Mock, MockServer, ResponseTemplate};
 
     use super::*;
+    use crate::test_keys::{EC_A, EC_A_PRIVATE, EC_B, EC_B_PRIVATE, ec_jwk, es256};
 
     const ISSUER: &str = "https://id.example";
     const AUDIENCE: &str = "shop";
-    /// Two P-256 key pairs (PKCS #8 DER, and the public point), made for these tests
-    /// only (the same as adapter-http's verifier tests).
-    const EC_A_PRIVATE: &str = "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgERaQ0ERV+hqS10NhlMryJsZXpUl6yV7MCR7STkxXZzehRANCAASwz+XB9KtsMWH8QReGCI2KYCykZ8y/JaKEWRd8XCxEGZVgbC/L87nNPBYRSb+lPHUk2EiTpRrKCAxI4ZMPPF27";
-    const EC_A: (&str, &str) = (
-        "sM_lwfSrbDFh_EEXhgiNimAspGfMvyWihFkXfFwsRBk",
-        "lWBsL8vzuc08FhFJv6U8dSTYSJOlGsoIDEjhkw88Xbs",
-    );
-    const EC_B_PRIVATE: &str = "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgPf/74t0FuZKXHvudDmX5WW9ddWaaVsS2nxMaMN7PW/6hRANCAAR8a4ec9eqqEIK50vFxrLr/Ft2X1YZEGv6b+LuDO4fCbMj0CHG9Oam8kZaXxzWZ/UNwV0Fo75WniMTkrnSpyENh";
-    const EC_B: (&str, &str) = (
-        "fGuHnPXqqhCCudLxcay6_xbdl9WGRBr-m_i7gzuHwmw",
-        "yPQIcb05qbyRlpfHNZn9Q3BXQWjvlaeIxOSudKnIQ2E",
-    );
     const LONG: Duration = Duration::from_secs(3600);
     /// The mock server speaks http://.
     const DEV: JwksSettings = JwksSettings {
@@ -227,21 +215,14 @@ mod tests {
     fn set(keys: &[(&str, (&str, &str))]) -> Value {
         let keys: Vec<Value> = keys
             .iter()
-            .map(|(kid, (x, y))| {
-                json!({"kty": "EC", "crv": "P-256", "x": x, "y": y, "kid": kid, "use": "sig", "alg": "ES256"})
-            })
+            .map(|(kid, point)| ec_jwk(kid, *point))
             .collect();
         json!({ "keys": keys })
     }
 
     fn token(private: &str, kid: &str) -> String {
-        let der = base64::engine::general_purpose::STANDARD
-            .decode(private)
-            .unwrap();
-        let mut header = Header::new(Algorithm::ES256);
-        header.kid = Some(kid.into());
         let claims = json!({"sub": "u", "iss": ISSUER, "aud": AUDIENCE, "exp": get_current_timestamp() + 600});
-        encode(&header, &claims, &EncodingKey::from_ec_der(&der)).unwrap()
+        es256(private, kid, &claims)
     }
 
     /// A JWKS server answering `set` (replacing what it answered before).

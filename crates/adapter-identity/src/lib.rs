@@ -15,6 +15,8 @@
 
 pub mod jwks;
 mod mint;
+#[cfg(test)]
+mod test_keys;
 mod verifier;
 
 pub use jwks::{JwksRefresher, JwksSettings, UNKNOWN_KID_REFETCH_EVERY};

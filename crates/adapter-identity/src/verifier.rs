@@ -467,6 +467,7 @@ mod tests {
 
     use super::*;
     use crate::mint::{TokenRequest, mint_hs256};
+    use crate::test_keys::{self, EC_A, EC_A_PRIVATE, EC_B, EC_B_PRIVATE, ec_jwk};
 
     const SECRET: &[u8] = b"a-test-secret-of-at-least-32-bytes!!";
     const ISSUER: &str = "https://id.example";
@@ -677,23 +678,8 @@ mod tests {
         assert_eq!(verify(&hs512), Err(InvalidToken));
     }
 
-    /// Two P-256 key pairs (PKCS #8 DER, and the public point) and an RSA public key,
-    /// made for these tests only.
-    const EC_A_PRIVATE: &str = "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgERaQ0ERV+hqS10NhlMryJsZXpUl6yV7MCR7STkxXZzehRANCAASwz+XB9KtsMWH8QReGCI2KYCykZ8y/JaKEWRd8XCxEGZVgbC/L87nNPBYRSb+lPHUk2EiTpRrKCAxI4ZMPPF27";
-    const EC_A: (&str, &str) = (
-        "sM_lwfSrbDFh_EEXhgiNimAspGfMvyWihFkXfFwsRBk",
-        "lWBsL8vzuc08FhFJv6U8dSTYSJOlGsoIDEjhkw88Xbs",
-    );
-    const EC_B_PRIVATE: &str = "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgPf/74t0FuZKXHvudDmX5WW9ddWaaVsS2nxMaMN7PW/6hRANCAAR8a4ec9eqqEIK50vFxrLr/Ft2X1YZEGv6b+LuDO4fCbMj0CHG9Oam8kZaXxzWZ/UNwV0Fo75WniMTkrnSpyENh";
-    const EC_B: (&str, &str) = (
-        "fGuHnPXqqhCCudLxcay6_xbdl9WGRBr-m_i7gzuHwmw",
-        "yPQIcb05qbyRlpfHNZn9Q3BXQWjvlaeIxOSudKnIQ2E",
-    );
+    /// An RSA public key, made for these tests only.
     const RSA_N: &str = "tlIXWhS8xB89vlven5dGFKoctDs6VhstzaHJ8F5wSFcFLAo7FvT9BcdMULEKdlBzhOqPWs6DPcGukYhL6L-Oqq3bNOhbW8C_YFnLCg57sfGPxbI86WRx__U0gprOg-r7PruAqUmJfeNHqKEVggS2cyDHkhGVRnYJdW32ap2HoEN2TRFR0FJ05Olt2sgg13rUpoiTsCYRJD_DeGp3oiUZcG0MEPIAznpSCgCTrqQ3Cd1oa1pPt7PAVw56lJrF8S3KS3oK7pvvnZSuE9-3vds02_GYhHRt1JizN_xD6h5dheb98ly_VbkdgbCS6Xx7spG67ozXynq_40avlQQIWYV57Q";
-
-    fn ec_jwk(kid: &str, (x, y): (&str, &str)) -> Value {
-        json!({"kty": "EC", "crv": "P-256", "x": x, "y": y, "kid": kid, "use": "sig", "alg": "ES256"})
-    }
 
     fn jwks_verifier(keys: Value) -> anyhow::Result<Verifier> {
         Verifier::from_jwk_set(
@@ -704,13 +690,7 @@ mod tests {
     }
 
     fn es256(private: &str, kid: &str) -> String {
-        use base64::Engine;
-        let der = base64::engine::general_purpose::STANDARD
-            .decode(private)
-            .unwrap();
-        let mut header = Header::new(Algorithm::ES256);
-        header.kid = Some(kid.into());
-        encode(&header, &claims(), &EncodingKey::from_ec_der(&der)).unwrap()
+        test_keys::es256(private, kid, &claims())
     }
 
     #[test]
