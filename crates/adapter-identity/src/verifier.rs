@@ -310,8 +310,8 @@ impl Verifier {
         if self.issuer.is_none() && iss.is_some() {
             return Err(InvalidToken);
         }
-        let subject =
-            Subject::new(self.issuer.as_deref().unwrap_or(""), &sub).map_err(|_| InvalidToken)?;
+        let subject = Subject::new(Subject::issuer_of(self.issuer.as_deref()), &sub)
+            .map_err(|_| InvalidToken)?;
         let principal = Principal {
             subject,
             admin: scope

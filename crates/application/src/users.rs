@@ -158,6 +158,40 @@ impl RegisterSubject {
     }
 }
 
+/// Gives the subjects mapped before subjects were keyed by issuer to the issuer configured
+/// now: run at start-up with authentication on, before any request, so that those users
+/// keep their wallets under the configuration they came from.
+#[derive(Clone)]
+pub struct AdoptUnkeyedSubjects {
+    users: Arc<dyn UserRepository>,
+}
+
+impl AdoptUnkeyedSubjects {
+    pub fn new(users: Arc<dyn UserRepository>) -> Self {
+        Self { users }
+    }
+
+    /// Adopts them for `configured` (the configured issuer, or none: the empty issuer of
+    /// one HS256 secret); returns how many there were.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub async fn execute(&self, configured: Option<&str>) -> anyhow::Result<u64> {
+        let issuer = Subject::issuer_of(configured);
+        let adopted = self.users.adopt_unkeyed_subjects(issuer).await?;
+        if adopted > 0 {
+            tracing::info!(
+                subjects = adopted,
+                issuer,
+                "subjects mapped before issuers were kept now belong to the configured issuer"
+            );
+        }
+        Ok(adopted)
+    }
+}
+
+crate::debug_opaque!(AdoptUnkeyedSubjects);
+
 /// Which user the caller's subject is, for every authenticated request: from this
 /// instance's [`SubjectCache`] when it has the subject (no round trip), else from the
 /// store, once.
@@ -433,6 +467,23 @@ mod tests {
         let resolve = ResolveSubject::new(Arc::new(users), SubjectCache::new(8));
         for _ in 0..3 {
             assert_eq!(resolve.execute(&subject("idp|b")).await.unwrap().get(), 9);
+        }
+    }
+
+    #[tokio::test]
+    async fn unkeyed_subjects_are_adopted_by_the_configured_issuer_or_the_empty_one() {
+        for (configured, issuer) in [
+            (Some("https://id.example"), "https://id.example"),
+            (None, ""),
+        ] {
+            let mut users = MockUserRepository::new();
+            users
+                .expect_adopt_unkeyed_subjects()
+                .withf(move |given| given == issuer)
+                .times(1)
+                .returning(|_| Ok(3));
+            let adopt = AdoptUnkeyedSubjects::new(Arc::new(users));
+            assert_eq!(adopt.execute(configured).await.unwrap(), 3);
         }
     }
 

@@ -219,17 +219,11 @@ impl Application {
         )?;
         match verifier {
             Some(verifier) => {
-                // Subjects mapped before they were keyed by issuer belong to the issuer
-                // configured now (docs/security.md), adopted before any request.
-                let issuer = config.auth_jwt_issuer.as_deref().unwrap_or("");
-                let adopted = ports.users.adopt_unkeyed_subjects(issuer).await?;
-                if adopted > 0 {
-                    tracing::info!(
-                        subjects = adopted,
-                        issuer,
-                        "subjects mapped before issuers were kept now belong to the configured issuer"
-                    );
-                }
+                // Before any request (docs/security.md).
+                use_cases
+                    .adopt_unkeyed_subjects
+                    .execute(config.auth_jwt_issuer.as_deref())
+                    .await?;
                 tracing::info!(
                     issuer = config.auth_jwt_issuer.as_deref(),
                     audience = config.auth_jwt_audience.as_deref(),

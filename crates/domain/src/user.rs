@@ -49,6 +49,14 @@ pub struct Subject {
 impl Subject {
     pub const MAX_CHARS: usize = 255;
     pub const MAX_ISSUER_CHARS: usize = 2_048;
+    /// The issuer of the subjects of a server configured with no issuer (one HS256
+    /// secret): empty.
+    pub const NO_ISSUER: &'static str = "";
+
+    /// The issuer subjects are keyed by when `configured` is the configured issuer.
+    pub fn issuer_of(configured: Option<&str>) -> &str {
+        configured.unwrap_or(Self::NO_ISSUER)
+    }
 
     /// # Errors
     /// [`ValidationError`] on `sub` when empty, longer than 255 characters or holding a
