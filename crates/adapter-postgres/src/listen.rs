@@ -85,7 +85,7 @@ impl PgOutboxListener {
     /// succeeds the listener counts as disconnected.
     ///
     /// # Errors
-    /// When the thread cannot be spawned.
+    /// When the gauge or the thread cannot be made.
     pub fn start(url: &str) -> anyhow::Result<Self> {
         let gauge = IntGauge::new(
             "shop_outbox_listener_up",

@@ -11,7 +11,8 @@
 //! the replica. A read of one row that the replica does not have yet
 //! is asked of the primary too, so a product just created is never a 404.
 //!
-//! A read costs the round trips it costs on the primary: one statement, on one of them.
+//! A read costs one statement, on the replica or on the primary; a second, on the primary,
+//! only when the replica failed it or lacked the row.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -15,8 +15,9 @@ use application::UseCases;
 pub struct Health {
     #[schema(example = "UP")]
     pub status: &'static str,
-    /// Readiness only: the parts that work beside the requests (`outboxListener`, and
-    /// `identityKeys` with a JWKS URL), by name. They never make the probe fail.
+    /// Readiness only: the parts that work beside the requests (`outboxListener`;
+    /// `identityKeys` with a JWKS URL; `readReplica` with a read replica), by name. They
+    /// never make the probe fail.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub components: Option<BTreeMap<&'static str, ComponentHealth>>,
 }
