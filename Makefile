@@ -12,7 +12,7 @@ export ADMIN_TOKEN
 PGGSSENCMODE ?= disable
 export PGGSSENCMODE
 
-.PHONY: help run test lint schema fmt bench fuzz fuzz-ci db-up db-down db-url deps
+.PHONY: help run test cluster-test lint schema fmt bench fuzz fuzz-ci db-up db-down db-url deps
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -61,6 +61,19 @@ test: deps ## provision/start the local PostgreSQL and NATS (JetStream), then ru
 	    DATABASE_URL="$$url" NATS_URL="$$nats" cargo test --workspace --no-fail-fast; \
 	  fi
 	@scripts/client-flow.sh
+
+cluster-test: deps ## the shop scaled out here (primary + replica, PgBouncer, 3 NATS nodes, 3 instances, nginx) under load and faults; checks its invariants
+	@scripts/pgbouncer.sh bin >/dev/null
+	@scripts/nginx.sh bin >/dev/null
+	cargo build --release --bin shop-server
+	@# The driver in the dev profile: it shares make test's build, not the server's.
+	cargo build -p cluster-test
+	@# Every file of the run (primary, replica, PgBouncer, NATS stores, nginx, instance logs) under
+	@# .cluster/; a failed run keeps its directory for the logs.
+	@mkdir -p .cluster
+	@TMPDIR="$(CURDIR)/.cluster" \
+	  NATS_SERVER_BIN="$${NATS_SERVER_BIN:-$$(scripts/nats.sh bin)}" \
+	  SHOP_SERVER_BIN="$(CURDIR)/target/release/shop-server" target/debug/cluster-test
 
 fuzz: deps ## schemathesis: every check of /openapi.json against a fresh server (FUZZ_MAX_EXAMPLES, default 100)
 	@if [ -z "$$DATABASE_URL" ]; then scripts/db.sh up; fi

@@ -230,3 +230,59 @@ impl Drop for NatsServer {
         let _ = std::fs::remove_dir_all(&self.store);
     }
 }
+
+/// `size` [`NatsServer`]s clustered (JetStream on each, server names `n0`, `n1`, …), each
+/// routing to all the others; dropped, each is killed.
+#[derive(Debug)]
+pub struct NatsCluster {
+    pub nodes: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    /// Starts the nodes and waits until each accepts clients (a new cluster elects its
+    /// meta leader a moment later: the first publishes may be refused until it has).
+    ///
+    /// # Errors
+    /// When a node does not start.
+    pub fn start(size: usize) -> anyhow::Result<Self> {
+        let cluster_ports: Vec<u16> = (0..size)
+            .map(|_| {
+                TcpListener::bind("127.0.0.1:0")
+                    .and_then(|l| l.local_addr())
+                    .map(|a| a.port())
+            })
+            .collect::<Result<_, _>>()?;
+        let routes = cluster_ports
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let cluster_name = unique("shop-cluster");
+        let nodes = cluster_ports
+            .iter()
+            .enumerate()
+            .map(|(n, port)| {
+                NatsServer::start(&[
+                    "--server_name",
+                    &format!("n{n}"),
+                    "--cluster_name",
+                    &cluster_name,
+                    "--cluster",
+                    &format!("nats://127.0.0.1:{port}"),
+                    "--routes",
+                    &routes,
+                ])
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Self { nodes })
+    }
+
+    /// The nodes' client URLs, comma-separated: a `DATA_PLATFORM_URL` of seeds.
+    pub fn seeds(&self) -> String {
+        self.nodes
+            .iter()
+            .map(NatsServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use adapter_dataplatform::test_support::{NatsServer, delete_stream, nats_url, read_new, unique};
+use adapter_dataplatform::test_support::{
+    NatsCluster, NatsServer, delete_stream, nats_url, read_new, unique,
+};
 use adapter_dataplatform::{
     DUPLICATE_WINDOW, JetStreamDataPlatform, JetStreamSettings, MIN_DUPLICATE_WINDOW,
 };
@@ -646,38 +648,9 @@ async fn deliver_eventually(platform: &JetStreamDataPlatform, event: &OutboxEven
 #[tokio::test(flavor = "multi_thread")]
 async fn on_a_three_node_cluster_the_stream_has_three_replicas_and_survives_a_node()
 -> anyhow::Result<()> {
-    let cluster_ports: Vec<u16> = (0..3)
-        .map(|_| {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .map(|a| a.port())
-        })
-        .collect::<Result<_, _>>()?;
-    let routes = cluster_ports
-        .iter()
-        .map(|p| format!("nats://127.0.0.1:{p}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut nodes = Vec::new();
-    for (n, port) in cluster_ports.iter().enumerate() {
-        let name = format!("n{n}");
-        let listen = format!("nats://127.0.0.1:{port}");
-        nodes.push(NatsServer::start(&[
-            "--server_name",
-            &name,
-            "--cluster_name",
-            "shop-test",
-            "--cluster",
-            &listen,
-            "--routes",
-            &routes,
-        ])?);
-    }
-    let seeds = nodes
-        .iter()
-        .map(NatsServer::url)
-        .collect::<Vec<_>>()
-        .join(",");
+    let mut cluster = NatsCluster::start(3)?;
+    let seeds = cluster.seeds();
+    let nodes = &mut cluster.nodes;
     let stream = unique("R");
     let subject = format!("test.{}.orders.paid", stream.to_ascii_lowercase());
     let platform = JetStreamDataPlatform::connect(JetStreamSettings {

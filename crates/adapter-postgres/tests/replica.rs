@@ -43,7 +43,7 @@ async fn until_in_use(reads: &Reads, in_use: bool) {
 #[tokio::test(flavor = "multi_thread")]
 async fn catalogue_reads_go_to_a_replica_that_keeps_up_and_to_the_primary_otherwise() {
     let db = TestDatabase::create().unwrap();
-    let mut replica = Replica::start(db.url()).unwrap();
+    let mut replica = Replica::start(db.url(), &[]).unwrap();
     let (primary, primary_trips) = db.counting_pool(4);
     let replica_pool = adapter_postgres::connect(&PoolConfig {
         url: replica.url(db.url()).unwrap(),

@@ -10,7 +10,8 @@
 //!
 //! [`TestDatabase::counting_pool`] counts the statements a pool's connections send, so
 //! tests can assert how many database round trips an operation takes. [`tls`] puts TLS
-//! in front of the test database.
+//! in front of the test database, [`pgbouncer`] PgBouncer; [`replica`] streams a copy of it,
+//! and [`server::Server`] is a PostgreSQL of a test's own.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
@@ -25,6 +26,7 @@ use diesel_migrations::MigrationHarness;
 
 pub mod pgbouncer;
 pub mod replica;
+pub mod server;
 pub mod tls;
 
 use crate::migrate::{MIGRATIONS, migrate};

@@ -29,7 +29,7 @@ async fn until_replica(app: &TestApp, status: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn catalogue_reads_survive_the_replica_and_readiness_shows_which_is_used() {
     let server = std::env::var("DATABASE_URL").unwrap();
-    let mut replica = Replica::start(&server).unwrap();
+    let mut replica = Replica::start(&server, &[]).unwrap();
     let app = spawn_app_with(|c| {
         c.database_read_url = Some(replica.url(&c.database_url).unwrap());
         // Other tests' databases, created and dropped on the same cluster, keep the
