@@ -16,6 +16,8 @@
 #   BENCH_PRODUCTS (1000)    products (page, detail, order + pay)
 #   BENCH_COUPON_USERS (400000)  first-time users for the hot coupon (none repeats)
 #   BENCH_PORT (18080)  BENCH_SKIP_BUILD (0)  BENCH_WRITE_DOC (1)  BENCH_CATALOGUE (1)
+#   BENCH_MODES (1)     after the table: detail, charge and order + pay again with
+#                       DB_PREPARED_STATEMENTS=false, straight and through PgBouncer
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,7 +45,9 @@ work=$(mktemp -d)
 server=""
 auth_server=""
 sampler=""
+bouncer=""
 cleanup() {
+  if [ -n "$bouncer" ]; then kill "$bouncer" 2>/dev/null || true; wait "$bouncer" 2>/dev/null || true; fi
   if [ -n "$sampler" ]; then kill "$sampler" 2>/dev/null || true; fi
   if [ -n "$server" ]; then kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; fi
   if [ -n "$auth_server" ]; then kill "$auth_server" 2>/dev/null || true; wait "$auth_server" 2>/dev/null || true; fi
@@ -169,7 +173,7 @@ ref() {
   db_cpu_start
   out=$("$pgbin/pgbench" -n -M "$mode" -c "$conns" -j "$threads" -T "$secs" \
     -D users="$users" -D products="$products" -D pages=$(( (products + 19) / 20 )) \
-    -f "scripts/bench/pgbench/$script.sql" "$bench_url" 2>&1) || { printf '%s\n' "$out"; exit 1; }
+    -f "scripts/bench/pgbench/$script.sql" "${ref_url:-$bench_url}" 2>&1) || { printf '%s\n' "$out"; exit 1; }
   db=$(db_cpu_stop)
   local tps failed
   tps=$(printf '%s\n' "$out" | awk '/^tps = / { printf "%.0f", $3 }' | tail -1)
@@ -297,9 +301,80 @@ echo
 echo "peak RSS over the run: ${rss_mb} MB (target < 100 MB): ${rss_result}"
 echo "targets missed: ${misses}"
 
+# ---- statement modes -----------------------------------------------------------------
+# The same scenarios with DB_PREPARED_STATEMENTS=false (every statement unnamed, parsed each
+# time), straight to PostgreSQL and through Debian's PgBouncer in transaction mode (pool
+# size BENCH_POOL), each beside pgbench of the same SQL sent the same way (-M extended:
+# unnamed statements) on the same path. The prepared rows are the table's above.
+modes_table=""
+if [ "${BENCH_MODES:-1}" = 1 ]; then
+  pgbouncer_bin=$(scripts/pgbouncer.sh bin)
+  # As root PgBouncer runs as postgres, which must reach its files under the private $work.
+  bouncer_dir="$work/pgbouncer"; mkdir -p "$bouncer_dir"; chmod 711 "$work"; chmod 777 "$bouncer_dir"
+  bouncer_port=$((port + 3))
+  db_hostport=${DATABASE_URL#*://}; db_hostport=${db_hostport#*@}; db_hostport=${db_hostport%%/*}
+  cat >"$bouncer_dir/pgbouncer.ini" <<INI
+[databases]
+* = host=${db_hostport%:*} port=${db_hostport##*:}
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = ${bouncer_port}
+unix_socket_dir =
+auth_type = trust
+auth_file = ${bouncer_dir}/userlist.txt
+pool_mode = transaction
+max_client_conn = 1000
+default_pool_size = ${pool}
+logfile = ${bouncer_dir}/pgbouncer.log
+INI
+  echo '"postgres" ""' >"$bouncer_dir/userlist.txt"
+  bouncer_user=(); [ "$(id -u)" -eq 0 ] && bouncer_user=(-u postgres)
+  "$pgbouncer_bin" "${bouncer_user[@]}" "$bouncer_dir/pgbouncer.ini" >/dev/null 2>&1 &
+  bouncer=$!
+  for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/${bouncer_port}") 2>/dev/null && break; sleep 0.1; done
+  (exec 3<>"/dev/tcp/127.0.0.1/${bouncer_port}") 2>/dev/null \
+    || { cat "$bouncer_dir/pgbouncer.log" 2>/dev/null; echo "pgbouncer did not start" >&2; exit 1; }
+  bouncer_url=${bench_url/$db_hostport/127.0.0.1:$bouncer_port}
+  kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; server=""
+  modes_table="$work/modes.md"
+  {
+    echo "| scenario | statements | path | app ops/s | p50 ms | p99 ms | non-2xx | reference tps | composed limit | app / limit |"
+    echo "|---|---|---|---|---|---|---|---|---|---|"
+  } >"$modes_table"
+  mode_row() {  # NAME LABEL MODE PATH
+    local name=$1 k=${R[$1.k]} floor=${R[$1.floor]} refv=${R[$1.ref]} limit
+    limit=$(awk -v k="$k" -v f="$floor" -v r="$refv" 'BEGIN { printf "%.0f", 1 / (k / f + 1 / r) }')
+    echo "| $2 | $3 | $4 | ${R[$name.ops]} | ${R[$name.p50]} | ${R[$name.p99]} | ${R[$name.non2xx]} | ${refv} (-M ${R[$name.refmode]}) | ${limit} | $(awk -v a="${R[$name.ops]}" -v l="$limit" 'BEGIN { printf "%.2f", a / l }') |" >>"$modes_table"
+  }
+  for scenario in "detail product_detail 1 detail /api/v1/products/1" "charge charge 1 charge /api/v1/points/charge" "orderpay order_+_pay 2 orderpay /api/v1/orders"; do
+    read -r sname slabel sk slua spath <<<"$scenario"
+    mode_row "$sname" "${slabel//_/ }" named "PostgreSQL"
+  done
+  for via in direct pgbouncer; do
+    url=$bench_url; [ "$via" = pgbouncer ] && url=$bouncer_url
+    echo "== DB_PREPARED_STATEMENTS=false, ${via}"
+    DATABASE_URL="$url" DATABASE_DIRECT_URL="$bench_url" DB_PREPARED_STATEMENTS=false \
+      BIND_ADDR="127.0.0.1:${port}" ADMIN_TOKEN="$token" RUST_LOG=warn \
+      DB_POOL_SIZE="$pool" ORDER_PAYMENT_TIMEOUT_SECS=86400 \
+      target/release/shop-server >"$work/server-$via.log" 2>&1 &
+    server=$!
+    for _ in $(seq 1 300); do curl -sf "$base/health/ready" >/dev/null && break; sleep 0.1; done
+    curl -sf "$base/health/ready" >/dev/null || { cat "$work/server-$via.log"; echo "the unnamed-statement server did not start" >&2; exit 1; }
+    for scenario in "detail product_detail 1 detail /api/v1/products/1" "charge charge 1 charge /api/v1/points/charge" "orderpay order_+_pay 2 orderpay /api/v1/orders"; do
+      read -r sname slabel sk slua spath <<<"$scenario"
+      ref_url=$url ref "${sname}_$via" "$sname" extended
+      app "${sname}_$via" "$sk" "$slua" "$spath"
+      mode_row "${sname}_$via" "${slabel//_/ }" unnamed "$([ "$via" = pgbouncer ] && echo "PgBouncer (transaction mode)" || echo PostgreSQL)"
+    done
+    kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; server=""
+  done
+  kill "$bouncer" 2>/dev/null || true; wait "$bouncer" 2>/dev/null || true; bouncer=""
+  echo; cat "$modes_table"
+fi
+
 catalogue=""
 if [ "${BENCH_CATALOGUE:-1}" = 1 ] && [ -x scripts/bench-catalogue.sh ]; then
-  kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; server=""
+  if [ -n "$server" ]; then kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; server=""; fi
   echo; echo "== scripts/bench-catalogue.sh"
   catalogue=$(BENCH_SKIP_BUILD=1 scripts/bench-catalogue.sh 2>&1) || catalogue+=$'\n(bench-catalogue.sh failed)'
   printf '%s\n' "$catalogue"
@@ -324,6 +399,14 @@ if [ "${BENCH_WRITE_DOC:-1}" = 1 ]; then
     echo "Peak RSS of the server over the whole run: **${rss_mb} MB** (target < 100 MB): **${rss_result}**."
     echo "Hot coupon check: ${coupon_check}. Best sellers answered ${best_items} items."
     echo "Targets missed in this run: **${misses}**."
+    if [ -n "$modes_table" ]; then
+      echo
+      echo "#### Statement modes (\`DB_PREPARED_STATEMENTS\`, same run)"
+      echo
+      echo "The named rows are the table's; the unnamed ones ran a server with \`DB_PREPARED_STATEMENTS=false\` straight to PostgreSQL, then through Debian's PgBouncer $("$pgbouncer_bin" --version 2>/dev/null | head -1 | awk '{print $2}') in transaction mode (\`default_pool_size=${pool}\`), each beside pgbench of the same SQL sent unnamed (\`-M extended\`) on the same path. The composed limit uses the HTTP floor measured just before each app run."
+      echo
+      cat "$modes_table"
+    fi
     if [ -n "$catalogue" ]; then
       echo
       echo "#### Catalogue size (\`scripts/bench-catalogue.sh\`, same run)"

@@ -259,6 +259,8 @@ async fn run() -> anyhow::Result<bool> {
     });
 
     // ---- load and faults ---------------------------------------------------------------
+    // The primary's counters start with the load, so that its top statements are the load's.
+    scalar(&primary, "SELECT pg_stat_statements_reset()")?;
     let primary_before = statements(&primary)?;
     let mut replica_served = -statements(&replica_url)?;
     let load_start = Instant::now();
@@ -517,6 +519,18 @@ async fn run() -> anyhow::Result<bool> {
             0.0
         }
     );
+    println!("== the primary's most frequent statements during the load");
+    for line in scalar(
+        &primary,
+        "SELECT string_agg(format('%8s  %s', calls, left(regexp_replace(query, '\\s+', ' ', 'g'), 90)), E'\\n' ORDER BY calls DESC) \
+         FROM (SELECT calls, query FROM pg_stat_statements \
+               WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+               ORDER BY calls DESC LIMIT 12) AS top",
+    )?
+    .lines()
+    {
+        println!("   {line}");
+    }
     println!("== checks");
     let mut ok = true;
     for (what, problems) in &results {
