@@ -130,6 +130,20 @@ pub struct Load {
     pub violations: Mutex<Vec<String>>,
     /// How long one keyed POST is retried (past a dead request's 30 s key hold).
     pub retry_for: Duration,
+    /// Requests whose outcome was left open at first, and how they were settled.
+    pub retries: Mutex<Retries>,
+}
+
+/// Requests sent again because their first answer left the outcome open.
+#[derive(Debug, Default, Clone)]
+pub struct Retries {
+    /// Requests that needed more than one attempt.
+    pub requests: usize,
+    /// Answers `IDEMPOTENCY_KEY_IN_USE` among the attempts (the key held by a request that
+    /// died or still runs).
+    pub key_in_use: usize,
+    /// The longest time from a first attempt to the definite answer.
+    pub longest: Duration,
 }
 
 impl Load {
@@ -167,15 +181,30 @@ impl Load {
         body: &Value,
         key: Option<&str>,
     ) -> Option<(u16, Value)> {
-        let deadline = Instant::now() + self.retry_for;
+        let first = Instant::now();
+        let deadline = first + self.retry_for;
+        let mut attempts = 0_usize;
+        let mut key_in_use = 0_usize;
         loop {
             let (status, value) = self
                 .shop
                 .send(method.clone(), path, Some(body), key, false)
                 .await;
             self.record(op, status);
-            if is_definite(status, value.get("code").and_then(Value::as_str)) {
+            attempts += 1;
+            let code = value.get("code").and_then(Value::as_str);
+            if is_definite(status, code) {
+                if attempts > 1
+                    && let Ok(mut retries) = self.retries.lock()
+                {
+                    retries.requests += 1;
+                    retries.key_in_use += key_in_use;
+                    retries.longest = retries.longest.max(first.elapsed());
+                }
                 return Some((status, value));
+            }
+            if code == Some("IDEMPOTENCY_KEY_IN_USE") {
+                key_in_use += 1;
             }
             if Instant::now() > deadline {
                 self.violation(format!(

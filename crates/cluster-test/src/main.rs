@@ -256,6 +256,7 @@ async fn run() -> anyhow::Result<bool> {
         responses: Mutex::default(),
         violations: Mutex::default(),
         retry_for: Duration::from_secs(45),
+        retries: Mutex::default(),
     });
 
     // ---- load and faults ---------------------------------------------------------------
@@ -518,6 +519,31 @@ async fn run() -> anyhow::Result<bool> {
         } else {
             0.0
         }
+    );
+    let retries = load
+        .retries
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .clone();
+    println!(
+        "== requests sent again (outcome open: 503 or a broken connection): {}, of which \
+         answered IDEMPOTENCY_KEY_IN_USE {} times; the longest took {:.1} s to a definite answer",
+        retries.requests,
+        retries.key_in_use,
+        retries.longest.as_secs_f64()
+    );
+    println!(
+        "== delivery: {}",
+        scalar(
+            &primary,
+            "SELECT format('%s events; claimed more than once (a failed publish or a lapsed lease): %s, \
+             at most %s times; paid to delivered p50 %s ms, p99 %s ms, max %s ms', count(*), \
+             count(*) FILTER (WHERE attempts > 1), max(attempts), \
+             round(percentile_cont(0.5) WITHIN GROUP (ORDER BY d)), \
+             round(percentile_cont(0.99) WITHIN GROUP (ORDER BY d)), round(max(d))) \
+             FROM (SELECT attempts, extract(epoch FROM delivered_at - created_at) * 1000 AS d \
+                   FROM outbox_events) AS e",
+        )?
     );
     println!("== the primary's most frequent statements during the load");
     for line in scalar(
