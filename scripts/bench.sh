@@ -338,13 +338,13 @@ INI
   kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; server=""
   modes_table="$work/modes.md"
   {
-    echo "| scenario | statements | path | app ops/s | p50 ms | p99 ms | non-2xx | reference tps | composed limit | app / limit |"
-    echo "|---|---|---|---|---|---|---|---|---|---|"
+    echo "| scenario | statements | path | app ops/s | p50 ms | p99 ms | non-2xx | reference tps | composed limit | app / limit | DB CPU s / 1k ops (app) | DB CPU s / 1k ops (reference) |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
   } >"$modes_table"
   mode_row() {  # NAME LABEL MODE PATH
     local name=$1 k=${R[$1.k]} floor=${R[$1.floor]} refv=${R[$1.ref]} limit
     limit=$(awk -v k="$k" -v f="$floor" -v r="$refv" 'BEGIN { printf "%.0f", 1 / (k / f + 1 / r) }')
-    echo "| $2 | $3 | $4 | ${R[$name.ops]} | ${R[$name.p50]} | ${R[$name.p99]} | ${R[$name.non2xx]} | ${refv} (-M ${R[$name.refmode]}) | ${limit} | $(awk -v a="${R[$name.ops]}" -v l="$limit" 'BEGIN { printf "%.2f", a / l }') |" >>"$modes_table"
+    echo "| $2 | $3 | $4 | ${R[$name.ops]} | ${R[$name.p50]} | ${R[$name.p99]} | ${R[$name.non2xx]} | ${refv} (-M ${R[$name.refmode]}) | ${limit} | $(awk -v a="${R[$name.ops]}" -v l="$limit" 'BEGIN { printf "%.2f", a / l }') | ${R[$name.dbcpu]} | ${R[$name.refdbcpu]} |" >>"$modes_table"
   }
   for scenario in "detail product_detail 1 detail /api/v1/products/1" "charge charge 1 charge /api/v1/points/charge" "orderpay order_+_pay 2 orderpay /api/v1/orders"; do
     read -r sname slabel sk slua spath <<<"$scenario"
