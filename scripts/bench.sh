@@ -132,7 +132,7 @@ wrk_run() {
 # floor_for NAME: the HTTP floor measured right before NAME's app run, so that both see
 # the same machine (other work on it drifts over a run).
 floor_for() {
-  local requests duration_us p50_us p99_us non2xx socket_errors ops
+  local requests duration_us p50_us p99_us p999_us non2xx socket_errors ops
   eval "$(wrk_run "$floor_secs" get /health/live)"
   R[$1.floor]=$(awk -v o="$requests" -v d="$duration_us" 'BEGIN { printf "%.0f", o / (d / 1e6) }')
 }
@@ -147,7 +147,7 @@ app() {
   cpu0=$(proc_ticks "$server"); db_cpu_start
   line=$(wrk_run "$secs" "$lua" "$path")
   cpu1=$(proc_ticks "$server"); db=$(db_cpu_stop)
-  local requests duration_us p50_us p99_us non2xx socket_errors ops
+  local requests duration_us p50_us p99_us p999_us non2xx socket_errors ops
   eval "$line"
   [ "$ops" -gt 0 ] || ops=$((requests / k))
   local rss; rss=$(rss_peak_kb "$server"); [ "$rss" -gt "$rss_max" ] && rss_max=$rss
@@ -155,13 +155,14 @@ app() {
   R[$name.ops]=$(awk -v o="$ops" -v d="$duration_us" 'BEGIN { printf "%.0f", o / (d / 1e6) }')
   R[$name.p50]=$(awk -v v="$p50_us" 'BEGIN { printf "%.2f", v / 1000 }')
   R[$name.p99]=$(awk -v v="$p99_us" 'BEGIN { printf "%.2f", v / 1000 }')
+  R[$name.p999]=$(awk -v v="$p999_us" 'BEGIN { printf "%.2f", v / 1000 }')
   R[$name.non2xx]=$((non2xx + socket_errors))
   R[$name.cpu]=$(awk -v t=$((cpu1 - cpu0)) -v c="$clk" -v o="$ops" 'BEGIN { printf "%.3f", t / c / o * 1000 }')
   R[$name.dbcpu]=$(awk -v t="$db" -v c="$clk" -v o="$ops" 'BEGIN { printf "%.3f", t / c / o * 1000 }')
   R[$name.rss]=$((rss / 1024))
   R[$name.requests]=$requests
-  printf '%-15s %8s ops/s  p50 %6s ms  p99 %6s ms  non-2xx %s  server CPU %s s/1k ops  DB CPU %s s/1k ops  peak RSS %s MB  (floor just before: %s req/s)\n' \
-    "$name" "${R[$name.ops]}" "${R[$name.p50]}" "${R[$name.p99]}" "${R[$name.non2xx]}" \
+  printf '%-15s %8s ops/s  p50 %6s ms  p99 %6s ms  p99.9 %6s ms  non-2xx %s  server CPU %s s/1k ops  DB CPU %s s/1k ops  peak RSS %s MB  (floor just before: %s req/s)\n' \
+    "$name" "${R[$name.ops]}" "${R[$name.p50]}" "${R[$name.p99]}" "${R[$name.p999]}" "${R[$name.non2xx]}" \
     "${R[$name.cpu]}" "${R[$name.dbcpu]}" "${R[$name.rss]}" "${R[$name.floor]:-}"
 }
 
@@ -260,8 +261,8 @@ echo "  best sellers: ${best_items} items in the answer"
 verdict() { if awk -v a="$1" -v b="$2" 'BEGIN { exit !(a >= b) }'; then echo PASS; else echo MISS; fi; }
 table="$work/table.md"
 {
-  echo "| scenario | k | app ops/s | p50 ms | p99 ms | non-2xx | reference tps | HTTP floor req/s | composed limit | app / limit | target | result | server CPU s / 1k ops | DB CPU s / 1k ops (app) | DB CPU s / 1k ops (reference) | peak RSS MB |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "| scenario | k | app ops/s | p50 ms | p99 ms | p99.9 ms | non-2xx | reference tps | HTTP floor req/s | composed limit | app / limit | target | result | server CPU s / 1k ops | DB CPU s / 1k ops (app) | DB CPU s / 1k ops (reference) | peak RSS MB |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 } >"$table"
 misses=0
 row() {
@@ -280,7 +281,7 @@ row() {
   [ "${R[$name.non2xx]}" -eq 0 ] || result="MISS (non-2xx)"
   [ "${R[$name.reffailed]:-0}" = 0 ] || result="$result (reference had failures)"
   [ "$result" = PASS ] || misses=$((misses + 1))
-  echo "| $label | $k | ${ops} | ${R[$name.p50]} | ${R[$name.p99]} | ${R[$name.non2xx]} | ${refv:-—}$([ "${R[$name.refmode]:-prepared}" = prepared ] || echo " (-M ${R[$name.refmode]})") | $floor | $limit | $ratio | $target | $result | ${R[$name.cpu]} | ${R[$name.dbcpu]} | ${R[$name.refdbcpu]:-—} | ${R[$name.rss]} |" >>"$table"
+  echo "| $label | $k | ${ops} | ${R[$name.p50]} | ${R[$name.p99]} | ${R[$name.p999]} | ${R[$name.non2xx]} | ${refv:-—}$([ "${R[$name.refmode]:-prepared}" = prepared ] || echo " (-M ${R[$name.refmode]})") | $floor | $limit | $ratio | $target | $result | ${R[$name.cpu]} | ${R[$name.dbcpu]} | ${R[$name.refdbcpu]:-—} | ${R[$name.rss]} |" >>"$table"
 }
 row page "product page"
 row detail "product detail"
@@ -293,7 +294,7 @@ row best "best sellers"
 rss_mb=$((rss_max / 1024))
 rss_result=$([ "$rss_mb" -lt 100 ] && echo PASS || echo MISS)
 [ "$rss_result" = PASS ] || misses=$((misses + 1))
-echo "| HTTP floor (GET /health/live), first run | 1 | ${R[floor.ops]} | ${R[floor.p50]} | ${R[floor.p99]} | ${R[floor.non2xx]} | | | | | | | ${R[floor.cpu]} | ${R[floor.dbcpu]} | | ${R[floor.rss]} |" >>"$table"
+echo "| HTTP floor (GET /health/live), first run | 1 | ${R[floor.ops]} | ${R[floor.p50]} | ${R[floor.p99]} | ${R[floor.p999]} | ${R[floor.non2xx]} | | | | | | | ${R[floor.cpu]} | ${R[floor.dbcpu]} | | ${R[floor.rss]} |" >>"$table"
 
 echo
 cat "$table"

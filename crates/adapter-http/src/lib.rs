@@ -43,6 +43,8 @@ pub struct HttpState {
     pub registry: web::Data<Registry>,
     admin_token: web::Data<AdminToken>,
     authentication: web::Data<Authentication>,
+    /// The best sellers' last rendered answer.
+    rendered_best: web::Data<best::Rendered>,
     metrics: PrometheusMetrics,
 }
 
@@ -72,6 +74,7 @@ impl HttpState {
             registry: web::Data::new(registry),
             admin_token: web::Data::new(AdminToken::new(admin_token)),
             authentication: web::Data::new(Authentication::default()),
+            rendered_best: web::Data::new(best::Rendered::default()),
             metrics,
         })
     }
@@ -104,6 +107,7 @@ pub fn app(
         .app_data(state.registry.clone())
         .app_data(state.admin_token.clone())
         .app_data(state.authentication.clone())
+        .app_data(state.rendered_best.clone())
         .app_data(extract::json_config())
         .app_data(extract::query_config())
         .app_data(extract::path_config())

@@ -8,6 +8,7 @@
 
 mod coupons;
 mod error;
+mod group;
 mod idempotency;
 mod listen;
 pub mod migrate;

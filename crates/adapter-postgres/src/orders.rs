@@ -13,7 +13,8 @@
 //! Every deadline is the database's clock: `now()` (the transaction's start) stamps a
 //! new order, `statement_timestamp()` decides and stamps payment and expiry.
 
-use std::sync::LazyLock;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -35,6 +36,7 @@ use domain::user::ForUser;
 use domain::{Money, OrderId, Page, PageRequest, ProductId, UserCouponId, UserId};
 
 use crate::error::{TxError, db_error};
+use crate::group::{Fetch, Grouped, READ_GROUP, READ_LANES};
 use crate::idempotency::in_tx_completing;
 use crate::pool::{PgPool, run};
 use crate::retry::retrying;
@@ -44,12 +46,46 @@ use crate::statement::statement;
 #[derive(Debug, Clone)]
 pub struct PgOrderStore {
     pool: PgPool,
+    /// Reads of one order by (user, order id), grouped while they overlap.
+    orders: Grouped<(i64, i64), ForUser<Option<Order>>>,
 }
 
 impl PgOrderStore {
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            orders: Grouped::new(orders_of(pool.clone()), READ_LANES, READ_GROUP),
+            pool,
+        }
     }
+}
+
+/// A group of (user, order id) reads: one statement, one row per pair saying whether the
+/// user exists and holding the order when it is that user's.
+fn orders_of(pool: PgPool) -> Fetch<(i64, i64), ForUser<Option<Order>>> {
+    Arc::new(move |keys: Vec<(i64, i64)>| {
+        let pool = pool.clone();
+        Box::pin(async move {
+            run(&pool, move |conn| {
+                let (users, ids): (Vec<i64>, Vec<i64>) = keys.into_iter().unzip();
+                let rows = statement(FIND_MANY)
+                    .bind::<Array<BigInt>, _>(users)
+                    .bind::<Array<BigInt>, _>(ids)
+                    .load::<Keyed>(conn)
+                    .map_err(db_error)?;
+                let mut found = HashMap::with_capacity(rows.len());
+                for row in rows {
+                    let answer = if row.user_exists {
+                        ForUser::Found(row.order.into_order()?)
+                    } else {
+                        ForUser::UnknownUser
+                    };
+                    found.insert((row.key_user, row.key_order), answer);
+                }
+                Ok(found)
+            })
+            .await
+        })
+    })
 }
 
 /// The columns of an order and its lines (as parallel arrays, in product order), read
@@ -707,12 +743,14 @@ fn diagnose_order(
 // Reads
 // ---------------------------------------------------------------------------------
 
-/// The user's order `$2`, and whether user `$1` exists, in one statement.
-const FIND: &str = concat!(
-    "SELECT EXISTS (SELECT 1 FROM users WHERE id = $1) AS user_exists, ",
+/// For each pair of user `$1[i]` and order `$2[i]`: the pair, whether the user exists, and
+/// the order when it is that user's, in one statement.
+const FIND_MANY: &str = concat!(
+    "SELECT k.user_id AS key_user, k.order_id AS key_order, \
+            EXISTS (SELECT 1 FROM users WHERE id = k.user_id) AS user_exists, ",
     order_columns!(),
-    " FROM (SELECT 1) AS one \
-      LEFT JOIN orders o ON o.id = $2 AND o.user_id = $1 ",
+    " FROM unnest($1::bigint[], $2::bigint[]) AS k (user_id, order_id) \
+      LEFT JOIN orders o ON o.id = k.order_id AND o.user_id = k.user_id ",
     lines_of_o!()
 );
 
@@ -731,7 +769,11 @@ const PAGE_OF_USER: &str = concat!(
 );
 
 #[derive(QueryableByName)]
-struct Existing {
+struct Keyed {
+    #[diesel(sql_type = BigInt)]
+    key_user: i64,
+    #[diesel(sql_type = BigInt)]
+    key_order: i64,
     #[diesel(sql_type = Bool)]
     user_exists: bool,
     #[diesel(embed)]
@@ -781,18 +823,10 @@ impl OrderStore for PgOrderStore {
 
     #[tracing::instrument(name = "pg.orders.find", skip_all, fields(order_id = %id))]
     async fn find(&self, user: UserId, id: OrderId) -> anyhow::Result<ForUser<Option<Order>>> {
-        run(&self.pool, move |conn| {
-            let row = statement(FIND)
-                .bind::<BigInt, _>(user.get())
-                .bind::<BigInt, _>(id.get())
-                .get_result::<Existing>(conn)
-                .map_err(db_error)?;
-            if !row.user_exists {
-                return Ok(ForUser::UnknownUser);
-            }
-            Ok(ForUser::Found(row.order.into_order()?))
-        })
-        .await
+        self.orders
+            .get((user.get(), id.get()))
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("order {id}: no row for its read"))
     }
 
     #[tracing::instrument(name = "pg.orders.of_user", skip_all, fields(user_id = %user))]

@@ -1,5 +1,7 @@
 //! [`PointStore`] on PostgreSQL.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use diesel::dsl::exists;
@@ -16,6 +18,7 @@ use domain::user::ForUser;
 use domain::{OrderId, Page, PageRequest, UserId};
 
 use crate::error::{TxError, db_error};
+use crate::group::{Fetch, Grouped, READ_GROUP, READ_LANES};
 use crate::idempotency::{NumberSlot, transact_idempotent};
 use crate::pool::{PgPool, run};
 use crate::retry::retrying;
@@ -26,12 +29,35 @@ use crate::statement::statement;
 #[derive(Debug, Clone)]
 pub struct PgPointStore {
     pool: PgPool,
+    /// Balance reads, grouped while they overlap.
+    balances: Grouped<i64, i64>,
 }
 
 impl PgPointStore {
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            balances: Grouped::new(balances_of(pool.clone()), READ_LANES, READ_GROUP),
+            pool,
+        }
     }
+}
+
+/// The balances of a group of users: one statement (`user_id = ANY($1)`), one connection.
+fn balances_of(pool: PgPool) -> Fetch<i64, i64> {
+    Arc::new(move |users: Vec<i64>| {
+        let pool = pool.clone();
+        Box::pin(async move {
+            run(&pool, move |conn| {
+                point_wallets::table
+                    .filter(point_wallets::user_id.eq_any(users))
+                    .select((point_wallets::user_id, point_wallets::balance))
+                    .load::<(i64, i64)>(conn)
+                    .map(|rows| rows.into_iter().collect())
+                    .map_err(db_error)
+            })
+            .await
+        })
+    })
 }
 
 /// Adds the amount to the wallet while its balance is at most the ceiling, and records
@@ -243,16 +269,11 @@ impl HistoryPageRow {
 impl PointStore for PgPointStore {
     #[tracing::instrument(name = "pg.points.balance", skip_all, fields(user_id = %user))]
     async fn balance(&self, user: UserId) -> anyhow::Result<Option<Balance>> {
-        run(&self.pool, move |conn| {
-            point_wallets::table
-                .find(user.get())
-                .select(point_wallets::balance)
-                .first::<i64>(conn)
-                .optional()
-                .map(|b| b.map(Balance::from_trusted))
-                .map_err(db_error)
-        })
-        .await
+        Ok(self
+            .balances
+            .get(user.get())
+            .await?
+            .map(Balance::from_trusted))
     }
 
     #[tracing::instrument(name = "pg.points.history", skip_all, fields(user_id = %user))]

@@ -6,6 +6,9 @@
 //! total with its rows instead of counting the table, and costs the same at 1,000 or
 //! 1,000,000 products.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use diesel::dsl::exists;
@@ -19,6 +22,7 @@ use domain::product::{
 use domain::{Page, PageRequest, ProductId};
 
 use crate::error::db_error;
+use crate::group::{Fetch, Grouped, READ_GROUP, READ_LANES};
 use crate::pool::{PgPool, run};
 use crate::reads::Reads;
 use crate::retry::retrying;
@@ -31,12 +35,19 @@ pub struct PgProductRepository {
     pool: PgPool,
     /// Where the page and detail reads go (the primary, or a read replica).
     reads: Reads,
+    /// Product details, grouped while they overlap.
+    details: Grouped<i64, Product>,
 }
 
 impl PgProductRepository {
     pub fn new(pool: PgPool) -> Self {
+        Self::reading(pool.clone(), Reads::primary(pool))
+    }
+
+    fn reading(pool: PgPool, reads: Reads) -> Self {
         Self {
-            reads: Reads::primary(pool.clone()),
+            details: Grouped::new(details_of(reads.clone()), READ_LANES, READ_GROUP),
+            reads,
             pool,
         }
     }
@@ -45,8 +56,39 @@ impl PgProductRepository {
     /// stay on the primary.
     #[must_use]
     pub fn reading_from(self, reads: Reads) -> Self {
-        Self { reads, ..self }
+        Self::reading(self.pool, reads)
     }
+}
+
+/// The products of a group of ids: one statement (`id = ANY($1)`), one connection. When
+/// the replica lacks one of them (it may be one just created), the group asks the primary.
+fn details_of(reads: Reads) -> Fetch<i64, Product> {
+    Arc::new(move |ids: Vec<i64>| {
+        let reads = reads.clone();
+        Box::pin(async move {
+            let wanted = ids.iter().collect::<std::collections::HashSet<_>>().len();
+            let (found, _) = reads
+                .run(
+                    |(found, wanted): &(HashMap<i64, Product>, usize)| found.len() < *wanted,
+                    move |conn| {
+                        products::table
+                            .filter(products::id.eq_any(ids.clone()))
+                            .select(ProductRow::as_select())
+                            .load::<ProductRow>(conn)
+                            .map(|rows| {
+                                let found = rows
+                                    .into_iter()
+                                    .map(|row| (row.id, Product::from(row)))
+                                    .collect();
+                                (found, wanted)
+                            })
+                            .map_err(db_error)
+                    },
+                )
+                .await?;
+            Ok(found)
+        })
+    })
 }
 
 #[derive(Queryable, Selectable)]
@@ -214,18 +256,7 @@ impl ProductRepository for PgProductRepository {
 
     #[tracing::instrument(name = "pg.products.find", skip_all, fields(product_id = %id))]
     async fn find(&self, id: ProductId) -> anyhow::Result<Option<Product>> {
-        // A product the replica does not have yet may be one just created: ask the primary.
-        self.reads
-            .run(Option::is_none, move |conn| {
-                products::table
-                    .find(id.get())
-                    .select(ProductRow::as_select())
-                    .first::<ProductRow>(conn)
-                    .optional()
-                    .map(|row| row.map(Product::from))
-                    .map_err(db_error)
-            })
-            .await
+        self.details.get(id.get()).await
     }
 
     #[tracing::instrument(name = "pg.products.list", skip_all, fields(page = page.page()))]

@@ -15,13 +15,13 @@ use futures_util::lock::Mutex;
 /// and the roll-up is idempotent, so any instance may refresh at any time.
 #[derive(Clone, Default)]
 pub struct RankingCache {
-    cached: Arc<RwLock<Option<Ranking>>>,
+    cached: Arc<RwLock<Option<Arc<Ranking>>>>,
     /// Held while the ranking is being computed: one computation per instance at a time.
     computing: Arc<Mutex<()>>,
 }
 
 impl RankingCache {
-    fn get(&self) -> Option<Ranking> {
+    fn get(&self) -> Option<Arc<Ranking>> {
         self.cached.read().ok().and_then(|c| c.clone())
     }
 
@@ -31,15 +31,15 @@ impl RankingCache {
         sales: &dyn SalesStore,
         window: SalesWindow,
         now: DateTime<Utc>,
-    ) -> anyhow::Result<Ranking> {
+    ) -> anyhow::Result<Arc<Ranking>> {
         let items = sales.top(window, SalesWindow::TOP).await?;
-        let ranking = Ranking {
+        let ranking = Arc::new(Ranking {
             window,
             items,
             refreshed_at: now,
-        };
+        });
         if let Ok(mut cached) = self.cached.write() {
-            *cached = Some(ranking.clone());
+            *cached = Some(Arc::clone(&ranking));
         }
         Ok(ranking)
     }
@@ -82,7 +82,7 @@ impl RefreshBestSellers {
     /// [`RefreshBestSellersError::Unknown`] when the store fails; the previous ranking
     /// stays served.
     #[tracing::instrument(name = "refresh_best_sellers", skip_all)]
-    pub async fn execute(&self) -> Result<Ranking, RefreshBestSellersError> {
+    pub async fn execute(&self) -> Result<Arc<Ranking>, RefreshBestSellersError> {
         let _computing = self.cache.computing.lock().await;
         let now = self.clock.now();
         let window = SalesWindow::ending(self.sales.business_today(self.timezone.clone()).await?);
@@ -128,14 +128,15 @@ impl GetBestSellers {
         }
     }
 
-    /// The last good ranking; on a cold instance, the ranking read once from the
-    /// rolled-up table.
+    /// The last good ranking (shared, not copied: requests read the same one until a
+    /// refresh replaces it); on a cold instance, the ranking read once from the rolled-up
+    /// table.
     ///
     /// # Errors
     /// [`GetBestSellersError::Unknown`] only on a cold instance, when reading the ranking
     /// fails.
     #[tracing::instrument(name = "get_best_sellers", skip_all)]
-    pub async fn execute(&self) -> Result<Ranking, GetBestSellersError> {
+    pub async fn execute(&self) -> Result<Arc<Ranking>, GetBestSellersError> {
         if let Some(ranking) = self.cache.get() {
             return Ok(ranking);
         }

@@ -236,6 +236,79 @@ async fn registering_a_subject_is_one_round_trip_and_resolving_a_known_one_none(
     assert_eq!((n_first, n_then), (1, 0));
 }
 
+/// Balance reads that overlap are answered together: fifty at once cost a handful of
+/// statements, not fifty, and each gets its own balance, or its own refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_balance_reads_share_statements_and_each_gets_its_own_answer() {
+    let db = TestDatabase::create().unwrap();
+    let (pool, trips) = db.counting_pool(4);
+    let f = Fixture {
+        db,
+        pool,
+        trips,
+        clock: Arc::new(SystemClock),
+    };
+    let mut users = Vec::new();
+    for n in 1..=49 {
+        users.push((f.funded_user(n * 100).await, Some(n * 100)));
+    }
+    users.push((UserId::new(987_654).unwrap(), None));
+    let balance = GetBalance::new(Arc::new(PgPointStore::new(f.pool.clone())));
+    balance.execute(users[0].0).await.unwrap();
+
+    f.trips.reset();
+    let reads = users.iter().map(|(user, want)| {
+        let balance = &balance;
+        async move { (balance.execute(*user).await.ok().map(|b| b.get()), *want) }
+    });
+    for (got, want) in futures_util::future::join_all(reads).await {
+        assert_eq!(got, want);
+    }
+    let n = f.trips.get();
+    assert!(
+        n < users.len() / 2,
+        "50 overlapping reads took {n} statements"
+    );
+}
+
+/// Product details likewise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_product_reads_share_statements_and_each_gets_its_own_answer() {
+    let db = TestDatabase::create().unwrap();
+    let (pool, trips) = db.counting_pool(4);
+    let f = Fixture {
+        db,
+        pool,
+        trips,
+        clock: Arc::new(SystemClock),
+    };
+    let mut products = Vec::new();
+    for n in 1..=49 {
+        products.push((f.product(n * 10, 5).await, Some(n * 10)));
+    }
+    products.push((ProductId::new(987_654).unwrap(), None));
+    let repository = PgProductRepository::new(f.pool.clone());
+    repository.find(products[0].0).await.unwrap();
+
+    f.trips.reset();
+    let reads = products.iter().map(|(id, want)| {
+        let repository = &repository;
+        async move {
+            let found = repository.find(*id).await.unwrap();
+            assert_eq!(found.as_ref().map(|p| p.id), want.map(|_| *id));
+            (found.map(|p| p.price.get()), *want)
+        }
+    });
+    for (got, want) in futures_util::future::join_all(reads).await {
+        assert_eq!(got, want);
+    }
+    let n = f.trips.get();
+    assert!(
+        n < products.len() / 2,
+        "50 overlapping reads took {n} statements"
+    );
+}
+
 #[tokio::test]
 async fn reading_a_balance_is_one_round_trip_and_a_history_page_one() {
     let f = Fixture::new();

@@ -26,7 +26,7 @@ function done(summary, latency, requests)
   local ops = 0
   for _, t in ipairs(threads) do ops = ops + (tonumber(t:get("ops")) or 0) end
   io.write(string.format(
-    "WRK requests=%d duration_us=%d p50_us=%d p99_us=%d non2xx=%d socket_errors=%d ops=%d\n",
+    "WRK requests=%d duration_us=%d p50_us=%d p99_us=%d p999_us=%d non2xx=%d socket_errors=%d ops=%d\n",
     summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
-    e.status, e.connect + e.read + e.write + e.timeout, ops))
+    latency:percentile(99.9), e.status, e.connect + e.read + e.write + e.timeout, ops))
 end

@@ -19,10 +19,12 @@ mod issue;
 mod rows;
 mod terms;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::BigInt;
+use diesel::sql_types::{Array, BigInt};
 use domain::coupon::{Coupon, CouponIssue, NewCoupon, UserCoupon};
 use domain::idempotency::Completion;
 use domain::ports::{CouponStore, IssueError};
@@ -33,12 +35,13 @@ use tokio::sync::oneshot;
 pub use batcher::{IssueBatcher, IssueBatcherLimits};
 
 use crate::error::db_error;
+use crate::group::{Fetch, Grouped, READ_GROUP, READ_LANES};
 use crate::pool::{PgPool, run};
 use crate::schema::{coupon_stock_stripes as stripes, coupons};
 use crate::statement::statement;
 use batcher::{Pending, Refused};
 use claim::stripe_sizes;
-use rows::{COPIES_OF_USER, CopyOfUserRow, CouponRow, FIND_COUPON, HOLDING, HoldingRow};
+use rows::{COPIES_OF_USERS, CopyOfUserRow, CouponRow, FIND_COUPON, HOLDING, HoldingRow};
 use terms::TermsCache;
 
 /// Coupons in PostgreSQL.
@@ -48,12 +51,33 @@ pub struct PgCouponStore {
     terms: TermsCache,
     /// Groups concurrent issues; without one, each issue is written alone.
     batcher: Option<IssueBatcher>,
+    /// A user's coupons, grouped while reads of them overlap.
+    copies: Grouped<i64, Vec<UserCoupon>>,
+}
+
+/// The copies of a group of users: one statement (`u.id = ANY($1)`), one connection; a
+/// user who does not exist has no entry.
+fn copies_of_users(pool: PgPool) -> Fetch<i64, Vec<UserCoupon>> {
+    Arc::new(move |users: Vec<i64>| {
+        let pool = pool.clone();
+        Box::pin(async move {
+            run(&pool, move |conn| {
+                let rows: Vec<CopyOfUserRow> = statement(COPIES_OF_USERS)
+                    .bind::<Array<BigInt>, _>(users)
+                    .load(conn)
+                    .map_err(db_error)?;
+                rows::copies_by_user(rows)
+            })
+            .await
+        })
+    })
 }
 
 impl PgCouponStore {
     /// A store that writes each issue in a transaction of its own.
     pub fn new(pool: PgPool) -> Self {
         Self {
+            copies: Grouped::new(copies_of_users(pool.clone()), READ_LANES, READ_GROUP),
             pool,
             terms: TermsCache::default(),
             batcher: None,
@@ -208,13 +232,9 @@ impl CouponStore for PgCouponStore {
 
     #[tracing::instrument(name = "pg.coupons.of_user", skip_all, fields(user_id = %user))]
     async fn of_user(&self, user: UserId) -> anyhow::Result<ForUser<Vec<UserCoupon>>> {
-        run(&self.pool, move |conn| {
-            let rows: Vec<CopyOfUserRow> = statement(COPIES_OF_USER)
-                .bind::<BigInt, _>(user.get())
-                .load(conn)
-                .map_err(db_error)?;
-            rows::copies_of_user(rows)
+        Ok(match self.copies.get(user.get()).await? {
+            Some(copies) => ForUser::Found(copies),
+            None => ForUser::UnknownUser,
         })
-        .await
     }
 }

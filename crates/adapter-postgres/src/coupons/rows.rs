@@ -2,6 +2,8 @@
 //! into domain values. A stored value the domain does not know (a discount type, a
 //! copy's status) is an error, never a guess.
 
+use std::collections::HashMap;
+
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -60,17 +62,18 @@ impl CouponRow {
     }
 }
 
-/// A user's copies, oldest first, in one statement that also says whether the user
-/// exists: no row for an unknown user, one row of NULLs for a user with no copies.
-pub(super) const COPIES_OF_USER: &str = "\
+/// The copies of a group of users, each user's oldest first, in one statement that also
+/// says which users exist: no row for an unknown user, one row of NULLs for a user with no
+/// copies.
+pub(super) const COPIES_OF_USERS: &str = "\
     SELECT uc.id, u.id AS user_id, uc.coupon_id, uc.status, uc.issued_at, uc.expires_at, \
            uc.used_at, c.name, c.discount_type, c.discount_value \
     FROM users u \
     LEFT JOIN (user_coupons uc JOIN coupons c ON c.id = uc.coupon_id) ON uc.user_id = u.id \
-    WHERE u.id = $1 \
-    ORDER BY uc.id";
+    WHERE u.id = ANY($1) \
+    ORDER BY u.id, uc.id";
 
-/// One row of [`COPIES_OF_USER`]: every copy column is NULL when the user has none.
+/// One row of [`COPIES_OF_USERS`]: every copy column is NULL when the user has none.
 #[derive(QueryableByName)]
 pub(super) struct CopyOfUserRow {
     #[diesel(sql_type = Nullable<BigInt>)]
@@ -120,16 +123,17 @@ impl CopyOfUserRow {
     }
 }
 
-/// The copies on the rows of [`COPIES_OF_USER`]; no row at all means no such user.
-pub(super) fn copies_of_user(rows: Vec<CopyOfUserRow>) -> anyhow::Result<ForUser<Vec<UserCoupon>>> {
-    if rows.is_empty() {
-        return Ok(ForUser::UnknownUser);
-    }
-    let mut copies = Vec::with_capacity(rows.len());
+/// The copies on the rows of [`COPIES_OF_USERS`], by user; a user with no row at all does
+/// not exist.
+pub(super) fn copies_by_user(
+    rows: Vec<CopyOfUserRow>,
+) -> anyhow::Result<HashMap<i64, Vec<UserCoupon>>> {
+    let mut by_user: HashMap<i64, Vec<UserCoupon>> = HashMap::new();
     for row in rows {
+        let copies = by_user.entry(row.user_id).or_default();
         copies.extend(row.into_user_coupon()?);
     }
-    Ok(ForUser::Found(copies))
+    Ok(by_user)
 }
 
 /// Whether a user exists and holds a copy of a campaign, in one statement.

@@ -102,3 +102,63 @@ async fn with_no_sales_the_ranking_is_empty() {
     assert_eq!(best["items"], json!([]));
     assert!(best["from"].is_string() && best["to"].is_string());
 }
+
+/// The answer carries an `ETag` naming its ranking: the same ranking, however often
+/// refreshed, keeps it and `If-None-Match` gets 304 with no body; a new ranking gets a new
+/// one and 200 again.
+#[tokio::test]
+async fn best_sellers_carry_an_etag_and_an_unchanged_ranking_is_304() {
+    let app = spawn_app().await;
+    let user = app.create_user().await;
+    app.charge(user, 1_000_000).await;
+    let product = app.create_product(1, 1_000).await;
+    sell(&app, user, product, 2).await;
+    let first = refresh_and_read(&app).await;
+    let res = app.get("/api/v1/products/best").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let etag = res.headers()["etag"].to_str().unwrap().to_owned();
+    assert!(etag.starts_with('"') && etag.len() > 2, "{etag}");
+    assert_eq!(res.json::<Value>().await.unwrap(), first);
+
+    let conditional = |tag: &str| {
+        app.client
+            .get(format!("{}/api/v1/products/best", app.base))
+            .header("If-None-Match", tag.to_owned())
+            .send()
+    };
+    let res = conditional(&etag).await.unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(res.headers()["etag"], etag.as_str());
+    assert!(res.bytes().await.unwrap().is_empty());
+    // Weak comparison, a list, and `*` all match; another tag does not.
+    for tag in [
+        format!("W/{etag}"),
+        format!("\"other\", {etag}"),
+        "*".to_owned(),
+    ] {
+        assert_eq!(
+            conditional(&tag).await.unwrap().status(),
+            StatusCode::NOT_MODIFIED,
+            "{tag}"
+        );
+    }
+    assert_eq!(
+        conditional("\"other\"").await.unwrap().status(),
+        StatusCode::OK
+    );
+
+    // Refreshed with nothing new: the same tag, still 304.
+    assert_eq!(refresh_and_read(&app).await, first);
+    assert_eq!(
+        conditional(&etag).await.unwrap().status(),
+        StatusCode::NOT_MODIFIED
+    );
+    // A new sale changes the ranking, its tag and the answer.
+    sell(&app, user, product, 3).await;
+    let second = refresh_and_read(&app).await;
+    assert_ne!(second, first);
+    let res = conditional(&etag).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_ne!(res.headers()["etag"], etag.as_str());
+    assert_eq!(res.json::<Value>().await.unwrap(), second);
+}
