@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use diesel::dsl::exists;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Nullable, Text, Timestamptz};
+use diesel::sql_types::{Array, BigInt, Nullable, Text, Timestamptz};
 use domain::page::{KeysetPage, KeysetRequest};
 use domain::ports::{ProductRepository, RestockError};
 use domain::product::{
@@ -37,6 +37,42 @@ pub struct PgProductRepository {
     reads: Reads,
     /// Product details, grouped while they overlap.
     details: Grouped<i64, Product>,
+    /// Catalogue pages by (offset, limit): the count and the page's products.
+    pages: Grouped<(i64, i64), (i64, Vec<Product>)>,
+}
+
+/// A group of pages by (offset, limit): one statement, one connection, each page with the
+/// catalogue's count.
+fn pages_of(reads: Reads) -> Fetch<(i64, i64), (i64, Vec<Product>)> {
+    Arc::new(move |keys: Vec<(i64, i64)>| {
+        let reads = reads.clone();
+        Box::pin(async move {
+            let (offsets, limits): (Vec<i64>, Vec<i64>) = keys.into_iter().unzip();
+            let rows = reads
+                .run(
+                    |_| false,
+                    move |conn| {
+                        statement(LIST_PAGES)
+                            .bind::<Array<BigInt>, _>(offsets.clone())
+                            .bind::<Array<BigInt>, _>(limits.clone())
+                            .load::<KeyedPageRow>(conn)
+                            .map_err(db_error)
+                    },
+                )
+                .await?;
+            let mut pages: HashMap<(i64, i64), Vec<PageRow>> = HashMap::new();
+            for keyed in rows {
+                pages
+                    .entry((keyed.key_offset, keyed.key_limit))
+                    .or_default()
+                    .push(keyed.row);
+            }
+            pages
+                .into_iter()
+                .map(|(key, rows)| Ok((key, count_and_products(rows)?)))
+                .collect()
+        })
+    })
 }
 
 impl PgProductRepository {
@@ -47,6 +83,7 @@ impl PgProductRepository {
     fn reading(pool: PgPool, reads: Reads) -> Self {
         Self {
             details: Grouped::new(details_of(reads.clone()), READ_LANES, READ_GROUP),
+            pages: Grouped::new(pages_of(reads.clone()), READ_LANES, READ_GROUP),
             reads,
             pool,
         }
@@ -202,17 +239,30 @@ const CREATE_PRODUCT: &str = "\
     SELECT created.id, created.name, created.description, created.price, created.stock \
     FROM created, counted";
 
-/// The count and one numbered page, in one statement. The LEFT JOIN keeps the count
-/// when the page is past the end. `OFFSET` still walks the skipped rows: deep pages
-/// should use [`LIST_AFTER`].
-const LIST_PAGE: &str = "\
-    SELECT c.product_count, p.id, p.name, p.description, p.price, p.stock \
-    FROM catalogue_stats c \
+/// The count and numbered pages (offset `$1[i]`, limit `$2[i]`), in one statement. The
+/// LEFT JOIN keeps the count when a page is past the end. `OFFSET` still walks the skipped
+/// rows: deep pages should use [`LIST_AFTER`].
+const LIST_PAGES: &str = "\
+    SELECT k.off AS key_offset, k.lim AS key_limit, \
+           c.product_count, p.id, p.name, p.description, p.price, p.stock \
+    FROM unnest($1::bigint[], $2::bigint[]) AS k (off, lim) \
+    CROSS JOIN catalogue_stats c \
     LEFT JOIN LATERAL ( \
         SELECT id, name, description, price, stock FROM products \
-        ORDER BY id OFFSET $1 LIMIT $2 \
+        ORDER BY id OFFSET k.off LIMIT k.lim \
     ) p ON true \
-    ORDER BY p.id";
+    ORDER BY k.off, k.lim, p.id";
+
+/// One row of [`LIST_PAGES`]: the page it belongs to, by its offset and limit.
+#[derive(QueryableByName)]
+struct KeyedPageRow {
+    #[diesel(sql_type = BigInt)]
+    key_offset: i64,
+    #[diesel(sql_type = BigInt)]
+    key_limit: i64,
+    #[diesel(embed)]
+    row: PageRow,
+}
 
 /// The count and the products after a cursor, in one statement: an index range scan
 /// from the cursor, as cheap deep in the catalogue as at its start.
@@ -261,20 +311,11 @@ impl ProductRepository for PgProductRepository {
 
     #[tracing::instrument(name = "pg.products.list", skip_all, fields(page = page.page()))]
     async fn list(&self, page: PageRequest) -> anyhow::Result<Page<Product>> {
-        let rows = self
-            .reads
-            .run(
-                |_| false,
-                move |conn| {
-                    statement(LIST_PAGE)
-                        .bind::<BigInt, _>(page.offset())
-                        .bind::<BigInt, _>(page.limit())
-                        .load::<PageRow>(conn)
-                        .map_err(db_error)
-                },
-            )
-            .await?;
-        let (total_count, items) = count_and_products(rows)?;
+        let (total_count, items) = self
+            .pages
+            .get((page.offset(), page.limit()))
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no row for page {}", page.page()))?;
         Ok(Page {
             items,
             request: page,

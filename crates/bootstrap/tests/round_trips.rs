@@ -309,6 +309,49 @@ async fn concurrent_product_reads_share_statements_and_each_gets_its_own_answer(
     );
 }
 
+/// Catalogue pages likewise: overlapping pages of any numbers share statements, and each
+/// gets its own products and the count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_page_reads_share_statements_and_each_gets_its_own_page() {
+    let db = TestDatabase::create().unwrap();
+    let (pool, trips) = db.counting_pool(4);
+    let f = Fixture {
+        db,
+        pool,
+        trips,
+        clock: Arc::new(SystemClock),
+    };
+    let mut ids = Vec::new();
+    for n in 1..=12 {
+        ids.push(f.product(n * 10, 5).await);
+    }
+    let repository = PgProductRepository::new(f.pool.clone());
+    let page = |n: u32| PageRequest::new(Some(i64::from(n)), Some(5)).unwrap();
+    repository.list(page(1)).await.unwrap();
+
+    f.trips.reset();
+    let reads = (0..48_u32).map(|i| {
+        let repository = &repository;
+        async move { (i % 4 + 1, repository.list(page(i % 4 + 1)).await.unwrap()) }
+    });
+    for (n, got) in futures_util::future::join_all(reads).await {
+        let want: Vec<ProductId> = ids
+            .iter()
+            .copied()
+            .skip(5 * (n as usize - 1))
+            .take(5)
+            .collect();
+        assert_eq!(
+            got.items.iter().map(|p| p.id).collect::<Vec<_>>(),
+            want,
+            "page {n}"
+        );
+        assert_eq!(got.total_count, 12);
+    }
+    let n = f.trips.get();
+    assert!(n < 24, "48 overlapping page reads took {n} statements");
+}
+
 #[tokio::test]
 async fn reading_a_balance_is_one_round_trip_and_a_history_page_one() {
     let f = Fixture::new();
