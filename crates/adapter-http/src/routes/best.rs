@@ -7,7 +7,7 @@
 
 use std::sync::{Arc, RwLock};
 
-use actix_web::http::header::{self, EntityTag, IfNoneMatch};
+use actix_web::http::header::{self, EntityTag, HeaderValue, IfNoneMatch};
 use actix_web::{HttpRequest, HttpResponse, web};
 use application::UseCases;
 use application::sales::{GetBestSellersError, RefreshBestSellersError};
@@ -87,6 +87,8 @@ pub struct RefreshedResponse {
     pub refreshed_at: DateTime<Utc>,
 }
 
+static JSON: HeaderValue = HeaderValue::from_static("application/json");
+
 /// One ranking's answer, rendered.
 #[derive(Debug)]
 struct Answer {
@@ -94,6 +96,8 @@ struct Answer {
     ranking: Arc<BestSellers>,
     body: web::Bytes,
     etag: EntityTag,
+    /// `etag` as sent, formatted once.
+    etag_header: HeaderValue,
 }
 
 /// The last rendered answer of one server.
@@ -118,10 +122,14 @@ impl Rendered {
             .take(16)
             .map(|b| format!("{b:02x}"))
             .collect::<String>();
+        let etag = EntityTag::new_strong(tag);
+        let etag_header = HeaderValue::from_str(&etag.to_string())
+            .map_err(|e| ApiError::unknown(&anyhow::Error::new(e)))?;
         let answer = Arc::new(Answer {
             ranking,
             body: web::Bytes::from(body),
-            etag: EntityTag::new_strong(tag),
+            etag,
+            etag_header,
         });
         if let Ok(mut held) = self.0.write() {
             *held = Some(Arc::clone(&answer));
@@ -155,18 +163,20 @@ pub async fn best(
 ) -> Result<HttpResponse, ApiError> {
     let ranking = use_cases.get_best_sellers.execute().await?;
     let answer = rendered.answer(ranking)?;
-    let unchanged = match <IfNoneMatch as header::Header>::parse(&request) {
-        Ok(IfNoneMatch::Any) => true,
-        Ok(IfNoneMatch::Items(tags)) => tags.iter().any(|t| t.weak_eq(&answer.etag)),
-        Err(_) => false,
-    };
-    let etag = header::ETag(answer.etag.clone());
+    // Parsed only when sent: most requests carry none.
+    let unchanged = request.headers().contains_key(header::IF_NONE_MATCH)
+        && match <IfNoneMatch as header::Header>::parse(&request) {
+            Ok(IfNoneMatch::Any) => true,
+            Ok(IfNoneMatch::Items(tags)) => tags.iter().any(|t| t.weak_eq(&answer.etag)),
+            Err(_) => false,
+        };
+    let etag = (header::ETAG, answer.etag_header.clone());
     Ok(if unchanged {
         HttpResponse::NotModified().insert_header(etag).finish()
     } else {
         HttpResponse::Ok()
             .insert_header(etag)
-            .content_type(header::ContentType::json())
+            .insert_header((header::CONTENT_TYPE, JSON.clone()))
             .body(answer.body.clone())
     })
 }
