@@ -41,8 +41,8 @@ pub struct PgProductRepository {
     pages: Grouped<(i64, i64), (i64, Vec<Product>)>,
 }
 
-/// A group of pages by (offset, limit): one statement, one connection, each page with the
-/// catalogue's count.
+/// A group of pages by (offset, limit): one statement ([`LIST_PAGES`]; [`LIST_PAGE`] for a
+/// page alone), one connection, each page with the catalogue's count.
 fn pages_of(reads: Reads) -> Fetch<(i64, i64), (i64, Vec<Product>)> {
     Arc::new(move |keys: Vec<(i64, i64)>| {
         let reads = reads.clone();
@@ -52,11 +52,27 @@ fn pages_of(reads: Reads) -> Fetch<(i64, i64), (i64, Vec<Product>)> {
                 .run(
                     |_| false,
                     move |conn| {
-                        statement(LIST_PAGES)
-                            .bind::<Array<BigInt>, _>(offsets.clone())
-                            .bind::<Array<BigInt>, _>(limits.clone())
-                            .load::<KeyedPageRow>(conn)
-                            .map_err(db_error)
+                        match (offsets.as_slice(), limits.as_slice()) {
+                            // Alone: the one-page statement, as cheap as before grouping.
+                            ([offset], [limit]) => statement(LIST_PAGE)
+                                .bind::<BigInt, _>(*offset)
+                                .bind::<BigInt, _>(*limit)
+                                .load::<PageRow>(conn)
+                                .map(|rows| {
+                                    rows.into_iter()
+                                        .map(|row| KeyedPageRow {
+                                            key_offset: *offset,
+                                            key_limit: *limit,
+                                            row,
+                                        })
+                                        .collect()
+                                }),
+                            _ => statement(LIST_PAGES)
+                                .bind::<Array<BigInt>, _>(offsets.clone())
+                                .bind::<Array<BigInt>, _>(limits.clone())
+                                .load::<KeyedPageRow>(conn),
+                        }
+                        .map_err(db_error)
                     },
                 )
                 .await?;
@@ -97,7 +113,8 @@ impl PgProductRepository {
     }
 }
 
-/// The products of a group of ids: one statement (`id = ANY($1)`), one connection. When
+/// The products of a group of ids: one statement (`id = ANY($1)`; `= $1` for an id alone),
+/// one connection. When
 /// the replica lacks one of them (it may be one just created), the group asks the primary.
 fn details_of(reads: Reads) -> Fetch<i64, Product> {
     Arc::new(move |ids: Vec<i64>| {
@@ -108,18 +125,25 @@ fn details_of(reads: Reads) -> Fetch<i64, Product> {
                 .run(
                     |(found, wanted): &(HashMap<i64, Product>, usize)| found.len() < *wanted,
                     move |conn| {
-                        products::table
-                            .filter(products::id.eq_any(ids.clone()))
-                            .select(ProductRow::as_select())
-                            .load::<ProductRow>(conn)
-                            .map(|rows| {
-                                let found = rows
-                                    .into_iter()
-                                    .map(|row| (row.id, Product::from(row)))
-                                    .collect();
-                                (found, wanted)
-                            })
-                            .map_err(db_error)
+                        match ids.as_slice() {
+                            // Alone: the one-key statement, as cheap as before grouping.
+                            [id] => products::table
+                                .find(*id)
+                                .select(ProductRow::as_select())
+                                .load::<ProductRow>(conn),
+                            _ => products::table
+                                .filter(products::id.eq_any(ids.clone()))
+                                .select(ProductRow::as_select())
+                                .load::<ProductRow>(conn),
+                        }
+                        .map(|rows| {
+                            let found = rows
+                                .into_iter()
+                                .map(|row| (row.id, Product::from(row)))
+                                .collect();
+                            (found, wanted)
+                        })
+                        .map_err(db_error)
                     },
                 )
                 .await?;
@@ -238,6 +262,16 @@ const CREATE_PRODUCT: &str = "\
     ) \
     SELECT created.id, created.name, created.description, created.price, created.stock \
     FROM created, counted";
+
+/// The count and one numbered page, in one statement: [`LIST_PAGES`] for a page alone.
+const LIST_PAGE: &str = "\
+    SELECT c.product_count, p.id, p.name, p.description, p.price, p.stock \
+    FROM catalogue_stats c \
+    LEFT JOIN LATERAL ( \
+        SELECT id, name, description, price, stock FROM products \
+        ORDER BY id OFFSET $1 LIMIT $2 \
+    ) p ON true \
+    ORDER BY p.id";
 
 /// The count and numbered pages (offset `$1[i]`, limit `$2[i]`), in one statement. The
 /// LEFT JOIN keeps the count when a page is past the end. `OFFSET` still walks the skipped

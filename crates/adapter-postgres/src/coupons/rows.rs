@@ -62,6 +62,15 @@ impl CouponRow {
     }
 }
 
+/// [`COPIES_OF_USERS`] for one user (`$1`), the statement of a read alone.
+pub(super) const COPIES_OF_USER: &str = "\
+    SELECT uc.id, u.id AS user_id, uc.coupon_id, uc.status, uc.issued_at, uc.expires_at, \
+           uc.used_at, c.name, c.discount_type, c.discount_value \
+    FROM users u \
+    LEFT JOIN (user_coupons uc JOIN coupons c ON c.id = uc.coupon_id) ON uc.user_id = u.id \
+    WHERE u.id = $1 \
+    ORDER BY uc.id";
+
 /// The copies of a group of users, each user's oldest first, in one statement that also
 /// says which users exist: no row for an unknown user, one row of NULLs for a user with no
 /// copies.
