@@ -270,14 +270,21 @@ row() {
   if [ -n "$refv" ]; then
     limit=$(awk -v k="$k" -v f="$floor" -v r="$refv" 'BEGIN { printf "%.0f", 1 / (k / f + 1 / r) }')
   fi
+  local want
   case $name in
     coupon) ratio=$(awk -v a="$ops" -v r="$refv" 'BEGIN { printf "%.1f× ref", a / r }')
-            target="≥ 5× ref, 0 errors"; result=$(verdict "$(awk -v a="$ops" -v r="$refv" 'BEGIN { print a / r }')" 5) ;;
+            target="≥ 7× ref, 0 errors"; result=$(verdict "$(awk -v a="$ops" -v r="$refv" 'BEGIN { print a / r }')" 7) ;;
     best)   ratio=$(awk -v a="$ops" -v f="$floor" 'BEGIN { printf "%.2f of floor", a / f }')
             target="≥ 0.9 of floor"; result=$(verdict "$(awk -v a="$ops" -v f="$floor" 'BEGIN { print a / f }')" 0.9) ;;
     *)      ratio=$(awk -v a="$ops" -v l="$limit" 'BEGIN { printf "%.2f", a / l }')
-            target="≥ 0.7 of limit"; result=$(verdict "$ratio" 0.7) ;;
+            case $name in page|detail|balance) want=1.0 ;; charge|orderpay) want=0.9 ;; *) want=0.7 ;; esac
+            target="≥ $want of limit"; result=$(verdict "$ratio" "$want") ;;
   esac
+  # The tail: p99 at most 20 × p50.
+  if awk -v p50="${R[$name.p50]}" -v p99="${R[$name.p99]}" 'BEGIN { exit !(p99 > 20 * p50) }'; then
+    result="MISS (p99 > 20 × p50)"
+  fi
+  target="$target, p99 ≤ 20 × p50"
   [ "${R[$name.non2xx]}" -eq 0 ] || result="MISS (non-2xx)"
   [ "${R[$name.reffailed]:-0}" = 0 ] || result="$result (reference had failures)"
   [ "$result" = PASS ] || misses=$((misses + 1))
