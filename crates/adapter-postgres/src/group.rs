@@ -285,6 +285,33 @@ mod tests {
         );
     }
 
+    /// A read that arrives while a statement is in flight is not answered by it: it waits
+    /// for a statement that starts after it arrived, so it sees every write before it.
+    #[tokio::test]
+    async fn a_read_never_joins_a_statement_already_running() {
+        let version = Arc::new(AtomicUsize::new(0));
+        let read_at_start = Arc::clone(&version);
+        let fetch: Fetch<u32, usize> = Arc::new(move |keys: Vec<u32>| {
+            // The statement's snapshot: the version when it starts.
+            let seen = read_at_start.load(Ordering::SeqCst);
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                Ok(keys.into_iter().map(|k| (k, seen)).collect())
+            })
+        });
+        let grouped = Grouped::new(fetch, 1, 100);
+        let before = {
+            let grouped = grouped.clone();
+            tokio::spawn(async move { grouped.get(1).await })
+        };
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        // A write commits and answers while that statement runs; then the same key is read.
+        version.store(1, Ordering::SeqCst);
+        let after = grouped.get(1).await.unwrap();
+        assert_eq!(before.await.unwrap().unwrap(), Some(0));
+        assert_eq!(after, Some(1), "the later read saw the write");
+    }
+
     #[tokio::test]
     async fn groups_hold_at_most_max_group_keys_oldest_first() {
         let (fetch, groups) = recording(Duration::from_millis(20), None, false);
