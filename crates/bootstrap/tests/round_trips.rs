@@ -80,8 +80,13 @@ impl Fixture {
     }
 
     fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        Self::with_pool(1, clock)
+    }
+
+    /// `connections` pooled connections: more than one lets reads overlap.
+    fn with_pool(connections: u32, clock: Arc<dyn Clock>) -> Self {
         let db = TestDatabase::create().unwrap();
-        let (pool, trips) = db.counting_pool(1);
+        let (pool, trips) = db.counting_pool(connections);
         Self {
             db,
             pool,
@@ -240,14 +245,7 @@ async fn registering_a_subject_is_one_round_trip_and_resolving_a_known_one_none(
 /// statements, not fifty, and each gets its own balance, or its own refusal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_balance_reads_share_statements_and_each_gets_its_own_answer() {
-    let db = TestDatabase::create().unwrap();
-    let (pool, trips) = db.counting_pool(4);
-    let f = Fixture {
-        db,
-        pool,
-        trips,
-        clock: Arc::new(SystemClock),
-    };
+    let f = Fixture::with_pool(4, Arc::new(SystemClock));
     let mut users = Vec::new();
     for n in 1..=49 {
         users.push((f.funded_user(n * 100).await, Some(n * 100)));
@@ -274,14 +272,7 @@ async fn concurrent_balance_reads_share_statements_and_each_gets_its_own_answer(
 /// Product details likewise.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_product_reads_share_statements_and_each_gets_its_own_answer() {
-    let db = TestDatabase::create().unwrap();
-    let (pool, trips) = db.counting_pool(4);
-    let f = Fixture {
-        db,
-        pool,
-        trips,
-        clock: Arc::new(SystemClock),
-    };
+    let f = Fixture::with_pool(4, Arc::new(SystemClock));
     let mut products = Vec::new();
     for n in 1..=49 {
         products.push((f.product(n * 10, 5).await, Some(n * 10)));
@@ -313,14 +304,7 @@ async fn concurrent_product_reads_share_statements_and_each_gets_its_own_answer(
 /// gets its own products and the count.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_page_reads_share_statements_and_each_gets_its_own_page() {
-    let db = TestDatabase::create().unwrap();
-    let (pool, trips) = db.counting_pool(4);
-    let f = Fixture {
-        db,
-        pool,
-        trips,
-        clock: Arc::new(SystemClock),
-    };
+    let f = Fixture::with_pool(4, Arc::new(SystemClock));
     let mut ids = Vec::new();
     for n in 1..=12 {
         ids.push(f.product(n * 10, 5).await);
