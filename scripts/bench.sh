@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make bench`: every scenario of docs/benchmarks.md against the machine's own limits,
-# in one run on one machine. For each scenario: the app through HTTP (wrk), the same SQL
-# as the app issues it straight into PostgreSQL (pgbench: the reference), and the HTTP
+# in one run on one machine. For each scenario: the app through HTTP (wrk), the SQL of
+# one operation straight into PostgreSQL (pgbench: the reference; for the reads by key,
+# the one statement per request a server without grouping sends), and the HTTP
 # floor (GET /health/live, which touches no database), with the composed limit
 #   limit = 1 / (k / floor + 1 / reference),   k = HTTP requests per operation.
 # Prints the table and writes it into docs/benchmarks.md (the generated section).

@@ -27,8 +27,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use domain::error::{StoreUnavailable, is_unavailable};
 use tokio::sync::oneshot;
 
-/// Statements of one read shape in flight at once, per instance: one runs while the next
-/// group forms.
+/// Statements of one read shape in flight at once, per instance; reads that arrive while
+/// all of them run wait, and go together in the next one.
 pub(crate) const READ_LANES: usize = 2;
 /// Keys in one grouped statement at most.
 pub(crate) const READ_GROUP: usize = 128;

@@ -83,6 +83,16 @@ impl Fixture {
         Self::with_pool(1, clock)
     }
 
+    /// The statements `reads` cost when all run at once (each checks its own answer).
+    async fn statements_of_overlapping<R>(&self, reads: impl IntoIterator<Item = R>) -> usize
+    where
+        R: std::future::Future<Output = ()>,
+    {
+        self.trips.reset();
+        futures_util::future::join_all(reads).await;
+        self.trips.get()
+    }
+
     /// `connections` pooled connections: more than one lets reads overlap.
     fn with_pool(connections: u32, clock: Arc<dyn Clock>) -> Self {
         let db = TestDatabase::create().unwrap();
@@ -254,15 +264,14 @@ async fn concurrent_balance_reads_share_statements_and_each_gets_its_own_answer(
     let balance = GetBalance::new(Arc::new(PgPointStore::new(f.pool.clone())));
     balance.execute(users[0].0).await.unwrap();
 
-    f.trips.reset();
-    let reads = users.iter().map(|(user, want)| {
-        let balance = &balance;
-        async move { (balance.execute(*user).await.ok().map(|b| b.get()), *want) }
-    });
-    for (got, want) in futures_util::future::join_all(reads).await {
-        assert_eq!(got, want);
-    }
-    let n = f.trips.get();
+    let n = f
+        .statements_of_overlapping(users.iter().map(|(user, want)| {
+            let balance = &balance;
+            async move {
+                assert_eq!(balance.execute(*user).await.ok().map(|b| b.get()), *want);
+            }
+        }))
+        .await;
     assert!(
         n < users.len() / 2,
         "50 overlapping reads took {n} statements"
@@ -281,19 +290,16 @@ async fn concurrent_product_reads_share_statements_and_each_gets_its_own_answer(
     let repository = PgProductRepository::new(f.pool.clone());
     repository.find(products[0].0).await.unwrap();
 
-    f.trips.reset();
-    let reads = products.iter().map(|(id, want)| {
-        let repository = &repository;
-        async move {
-            let found = repository.find(*id).await.unwrap();
-            assert_eq!(found.as_ref().map(|p| p.id), want.map(|_| *id));
-            (found.map(|p| p.price.get()), *want)
-        }
-    });
-    for (got, want) in futures_util::future::join_all(reads).await {
-        assert_eq!(got, want);
-    }
-    let n = f.trips.get();
+    let n = f
+        .statements_of_overlapping(products.iter().map(|(id, want)| {
+            let repository = &repository;
+            async move {
+                let found = repository.find(*id).await.unwrap();
+                assert_eq!(found.as_ref().map(|p| p.id), want.map(|_| *id));
+                assert_eq!(found.map(|p| p.price.get()), *want);
+            }
+        }))
+        .await;
     assert!(
         n < products.len() / 2,
         "50 overlapping reads took {n} statements"
@@ -313,26 +319,28 @@ async fn concurrent_page_reads_share_statements_and_each_gets_its_own_page() {
     let page = |n: u32| PageRequest::new(Some(i64::from(n)), Some(5)).unwrap();
     repository.list(page(1)).await.unwrap();
 
-    f.trips.reset();
-    let reads = (0..48_u32).map(|i| {
-        let repository = &repository;
-        async move { (i % 4 + 1, repository.list(page(i % 4 + 1)).await.unwrap()) }
-    });
-    for (n, got) in futures_util::future::join_all(reads).await {
-        let want: Vec<ProductId> = ids
-            .iter()
-            .copied()
-            .skip(5 * (n as usize - 1))
-            .take(5)
-            .collect();
-        assert_eq!(
-            got.items.iter().map(|p| p.id).collect::<Vec<_>>(),
-            want,
-            "page {n}"
-        );
-        assert_eq!(got.total_count, 12);
-    }
-    let n = f.trips.get();
+    let ids = &ids;
+    let n = f
+        .statements_of_overlapping((0..48_u32).map(|i| {
+            let repository = &repository;
+            async move {
+                let n = i % 4 + 1;
+                let got = repository.list(page(n)).await.unwrap();
+                let want: Vec<ProductId> = ids
+                    .iter()
+                    .copied()
+                    .skip(5 * (n as usize - 1))
+                    .take(5)
+                    .collect();
+                assert_eq!(
+                    got.items.iter().map(|p| p.id).collect::<Vec<_>>(),
+                    want,
+                    "page {n}"
+                );
+                assert_eq!(got.total_count, 12);
+            }
+        }))
+        .await;
     assert!(n < 24, "48 overlapping page reads took {n} statements");
 }
 

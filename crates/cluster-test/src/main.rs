@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 
 use adapter_dataplatform::test_support::{NatsCluster, read_new, unique};
 use adapter_postgres::test_support::pgbouncer::PgBouncer;
+use adapter_postgres::test_support::query_scalar_at as scalar;
 use adapter_postgres::test_support::replica::Replica;
 use adapter_postgres::test_support::server::Server;
 use anyhow::{Context as _, bail};
@@ -76,21 +77,6 @@ fn setting(name: &str, default: u64) -> anyhow::Result<u64> {
         Ok(v) if !v.trim().is_empty() => v.trim().parse().with_context(|| format!("{name}={v}")),
         _ => Ok(default),
     }
-}
-
-/// The first column of the first row of `sql`, as text.
-fn scalar(url: &str, sql: &str) -> anyhow::Result<String> {
-    #[derive(diesel::QueryableByName)]
-    struct Row {
-        #[diesel(sql_type = diesel::sql_types::Text)]
-        value: String,
-    }
-    let mut conn = diesel::PgConnection::establish(url).context("connecting")?;
-    Ok(
-        diesel::sql_query(format!("SELECT coalesce(({sql})::text, '') AS value"))
-            .get_result::<Row>(&mut conn)?
-            .value,
-    )
 }
 
 /// Both servers count the statements clients send them (`pg_stat_statements`).
@@ -658,8 +644,7 @@ async fn read_stream(
     loop {
         match read_new(url, stream, "cluster-test-checker").await {
             Ok(messages) => return Ok(messages),
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
+            Err(_) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
             Err(e) => return Err(e.context("reading the stream")),

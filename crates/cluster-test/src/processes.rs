@@ -7,14 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use adapter_postgres::test_support::{free_port, wait_for_port};
 use anyhow::{Context as _, bail};
-
-/// A free loopback port (bound, then released).
-pub fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
 
 /// Sends `signal` (`TERM`, `INT`, …) to `pid` with `kill(1)` (the workspace forbids the
 /// unsafe a direct `kill(2)` would need).
@@ -269,15 +263,8 @@ http {{
             .spawn()
             .context("running nginx (Debian's package; `scripts/nginx.sh bin` installs it)")?;
         let nginx = Self { child, port };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "nginx did not listen on {port}; see {}",
-                dir.join("error.log").display()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_port(port, Duration::from_secs(10), "nginx")
+            .with_context(|| format!("see {}", dir.join("error.log").display()))?;
         Ok(nginx)
     }
 

@@ -64,14 +64,20 @@ pub(crate) fn unique_dir(prefix: &str) -> anyhow::Result<std::path::PathBuf> {
 }
 
 /// A loopback port nothing listens on now (bound, then released).
-pub(crate) fn free_port() -> anyhow::Result<u16> {
+///
+/// # Errors
+/// When no port can be bound.
+pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
 }
 
 /// Waits until something accepts connections on `127.0.0.1:port`, for at most `within`.
-pub(crate) fn wait_for_port(port: u16, within: Duration, what: &str) -> anyhow::Result<()> {
+///
+/// # Errors
+/// When nothing does in time.
+pub fn wait_for_port(port: u16, within: Duration, what: &str) -> anyhow::Result<()> {
     let deadline = std::time::Instant::now() + within;
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         anyhow::ensure!(
@@ -96,8 +102,21 @@ use crate::pool::{PgPool, PoolConfig, connect, connect_instrumented};
 
 #[derive(diesel::QueryableByName)]
 struct Scalar {
-    #[diesel(sql_type = diesel::sql_types::Text)]
-    value: String,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    value: Option<String>,
+}
+
+/// Runs `sql` on the database of `url` (a connection of its own) and returns the first
+/// column of the first row as text, NULL as the empty text.
+///
+/// # Errors
+/// When the connection or the query fails.
+pub fn query_scalar_at(url: &str, sql: &str) -> anyhow::Result<String> {
+    let mut conn = PgConnection::establish(url).context("connecting")?;
+    Ok(diesel::sql_query(format!("SELECT ({sql})::text AS value"))
+        .get_result::<Scalar>(&mut conn)?
+        .value
+        .unwrap_or_default())
 }
 
 const TEMPLATE_LOCK_KEY: i64 = 0x5350_5445_5354; // "SPTEST"
@@ -242,7 +261,7 @@ impl TestDatabase {
                 ))
                 .get_result::<Scalar>(&mut admin)?
                 .value;
-                if left == "0" {
+                if left.as_deref() == Some("0") {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(20));
@@ -261,15 +280,12 @@ impl TestDatabase {
     }
 
     /// Runs SQL on this database and returns the first column of the first row as text
-    /// (for tests that check what the API cannot show).
+    /// (for tests that check what the API cannot show), as [`query_scalar_at`].
     ///
     /// # Errors
     /// When the query fails.
     pub fn query_scalar(&self, sql: &str) -> anyhow::Result<String> {
-        let mut conn = PgConnection::establish(&self.url)?;
-        Ok(diesel::sql_query(format!("SELECT ({sql})::text AS value"))
-            .get_result::<Scalar>(&mut conn)?
-            .value)
+        query_scalar_at(&self.url, sql)
     }
 
     fn pool_config(&self, max_size: u32) -> PoolConfig {
