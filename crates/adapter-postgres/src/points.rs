@@ -76,10 +76,10 @@ fn balances_of(pool: PgPool) -> Fetch<i64, i64> {
 const CREDIT: &str = "\
     WITH credited AS ( \
         UPDATE point_wallets SET balance = balance + $2, updated_at = $4 \
-        WHERE user_id = $1 AND balance <= $3 RETURNING balance), \
+        WHERE user_id = $1 AND balance <= $3 RETURNING user_id, balance), \
     recorded AS ( \
         INSERT INTO point_history (user_id, kind, amount, balance_after, created_at) \
-        SELECT $1, $5, $2, balance, $4 FROM credited) \
+        SELECT user_id, $5, $2, balance, $4 FROM credited) \
     SELECT balance FROM credited";
 
 #[derive(QueryableByName)]
@@ -126,10 +126,10 @@ const CREDIT_AND_COMPLETE: &str = "\
     credited AS ( \
         UPDATE point_wallets SET balance = balance + $2, updated_at = $4 \
         WHERE user_id = $1 AND balance <= $3 AND EXISTS (SELECT 1 FROM held) \
-        RETURNING balance), \
+        RETURNING user_id, balance), \
     recorded AS ( \
         INSERT INTO point_history (user_id, kind, amount, balance_after, created_at) \
-        SELECT $1, $5, $2, balance, $4 FROM credited), \
+        SELECT user_id, $5, $2, balance, $4 FROM credited), \
     completed AS ( \
         UPDATE idempotency_keys k \
         SET response_status = $11, \

@@ -84,7 +84,7 @@ diesel::table! {
         id -> Uuid,
         event_type -> Text,
         aggregate_id -> Int8,
-        payload -> Jsonb,
+        payload -> Json,
         created_at -> Timestamptz,
         attempts -> Int4,
         next_attempt_at -> Timestamptz,
@@ -155,12 +155,8 @@ diesel::table! {
 
 diesel::joinable!(coupon_stock_stripes -> coupons (coupon_id));
 diesel::joinable!(daily_product_sales -> products (product_id));
-diesel::joinable!(order_lines -> orders (order_id));
-diesel::joinable!(order_lines -> products (product_id));
 diesel::joinable!(orders -> user_coupons (user_coupon_id));
 diesel::joinable!(orders -> users (user_id));
-diesel::joinable!(point_history -> orders (order_id));
-diesel::joinable!(point_history -> point_wallets (user_id));
 diesel::joinable!(point_wallets -> users (user_id));
 diesel::joinable!(user_coupons -> coupons (coupon_id));
 diesel::joinable!(user_coupons -> users (user_id));

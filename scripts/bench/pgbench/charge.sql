@@ -5,8 +5,8 @@
 \set ceiling 100000000 - :amount
 WITH credited AS (
     UPDATE point_wallets SET balance = balance + :amount, updated_at = now()
-    WHERE user_id = :uid AND balance <= :ceiling RETURNING balance),
+    WHERE user_id = :uid AND balance <= :ceiling RETURNING user_id, balance),
 recorded AS (
     INSERT INTO point_history (user_id, kind, amount, balance_after, created_at)
-    SELECT :uid, 'CHARGE', :amount, balance, now() FROM credited)
+    SELECT user_id, 'CHARGE', :amount, balance, now() FROM credited)
 SELECT balance FROM credited;

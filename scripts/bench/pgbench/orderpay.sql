@@ -3,7 +3,9 @@
 -- crates/adapter-postgres/src/orders.rs sends them (TAKE_STOCK, STORE_ORDER, MARK_PAID,
 -- DEBIT_FOR_ORDER; prepared once per connection, so run with -M prepared). The app binds arrays and
 -- a NULL coupon id as parameters; here they are ARRAY[...] and NULL in the text, and
--- the NULL columns a \gset reads are wrapped in coalesce().
+-- the NULL columns a \gset reads are wrapped in coalesce(). The app binds the event's
+-- time-ordered id (UUIDv7) and its rendered JSON; here the id is made from the order id
+-- (ordered too) and the JSON is a literal of the same size.
 -- One pgbench "transaction" = one operation.
 \set uid random(1, :users)
 \set pid random(1, :products)
@@ -34,24 +36,14 @@ WITH used AS (
      SELECT :uid, 'NOT_PAID', :total, 0, :total, NULL::bigint, now(),
             now() + 86400000000 * interval '1 microsecond', now()
      WHERE NULL::bigint IS NULL OR EXISTS (SELECT 1 FROM used)
-     RETURNING *),
+     RETURNING id, created_at, expires_at),
  stored_lines AS (
      INSERT INTO order_lines (order_id, product_id, product_name, unit_price, quantity, amount)
      SELECT o.id, x.* FROM o,
             unnest(ARRAY[:pid]::bigint[], ARRAY[:name]::text[], ARRAY[:price]::bigint[],
                    ARRAY[:q]::bigint[], ARRAY[:total]::bigint[])
-            AS x (product_id, product_name, unit_price, quantity, amount)
-     RETURNING order_id, product_id, product_name, unit_price, quantity, amount)
- SELECT o.id AS oid, o.user_id, o.status, o.total_amount, o.discount_amount, o.pay_amount,
-        coalesce(o.user_coupon_id, 0) AS user_coupon_id, o.created_at, o.expires_at, coalesce(o.paid_at, now()) AS paid_at,
-        l.line_product_ids, l.line_names, l.line_prices, l.line_quantities, l.line_amounts
- FROM o CROSS JOIN (
-     SELECT array_agg(product_id ORDER BY product_id) AS line_product_ids,
-            array_agg(product_name ORDER BY product_id) AS line_names,
-            array_agg(unit_price ORDER BY product_id) AS line_prices,
-            array_agg(quantity ORDER BY product_id) AS line_quantities,
-            array_agg(amount ORDER BY product_id) AS line_amounts
-     FROM stored_lines) l \gset
+            AS x (product_id, product_name, unit_price, quantity, amount))
+ SELECT id AS oid, created_at, expires_at FROM o \gset
 COMMIT;
 BEGIN;
 WITH o AS (
@@ -72,14 +64,14 @@ WITH o AS (
      FROM order_lines WHERE order_id = o.id) l ON true \gset
 WITH debited AS (
     UPDATE point_wallets SET balance = balance - :amt, updated_at = now()
-    WHERE user_id = :uid AND balance >= :amt RETURNING balance),
+    WHERE user_id = :uid AND balance >= :amt RETURNING user_id, balance),
 used AS (
     INSERT INTO point_history (user_id, kind, amount, balance_after, order_id, created_at)
-    SELECT :uid, 'USE', :amt, balance, :oid, now() FROM debited),
+    SELECT user_id, 'USE', :amt, balance, :oid, now() FROM debited),
 event AS (
     INSERT INTO outbox_events (id, event_type, aggregate_id, payload, created_at, next_attempt_at)
-    SELECT gen_random_uuid(), 'ORDER_PAID', :oid,
-           '{"eventId":"00000000-0000-0000-0000-000000000000","eventType":"ORDER_PAID","occurredAt":"2026-11-29T00:00:00.000000Z","order":{"orderId":1,"userId":1,"items":[{"productId":1,"quantity":1,"unitPrice":1000,"amount":1000}],"totalAmount":1000,"discountAmount":0,"payAmount":1000,"paidAt":"2026-11-29T00:00:00.000000Z"}}'::jsonb,
+    SELECT ('00000000-0000-7000-8000-' || lpad(to_hex(:oid::bigint), 12, '0'))::uuid, 'ORDER_PAID', :oid,
+           '{"eventId":"00000000-0000-0000-0000-000000000000","eventType":"ORDER_PAID","occurredAt":"2026-11-29T00:00:00.000000Z","order":{"orderId":1,"userId":1,"items":[{"productId":1,"quantity":1,"unitPrice":1000,"amount":1000}],"totalAmount":1000,"discountAmount":0,"payAmount":1000,"paidAt":"2026-11-29T00:00:00.000000Z"}}'::json,
            now(), now()
     FROM debited)
 SELECT balance FROM debited;

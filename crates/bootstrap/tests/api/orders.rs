@@ -294,7 +294,12 @@ async fn paying_debits_records_and_queues_the_event_exactly_once() {
             "SELECT payload::text FROM outbox_events WHERE aggregate_id = {id}"
         ))
         .unwrap();
+    // Stored as the server rendered it (jsonb would have reordered the keys), under a
+    // time-ordered id.
+    assert!(event.starts_with(r#"{"eventId":""#), "{event}");
     let event: Value = serde_json::from_str(&event).unwrap();
+    let event_id = uuid::Uuid::parse_str(event["eventId"].as_str().unwrap()).unwrap();
+    assert_eq!(event_id.get_version_num(), 7);
     assert_eq!(
         (
             event["eventType"].as_str(),
