@@ -29,9 +29,9 @@ use tokio::sync::oneshot;
 
 /// Statements of one read shape in flight at once, per instance; reads that arrive while
 /// all of them run wait, and go together in the next one.
-pub(crate) const READ_LANES: usize = 2;
+pub(crate) const LANES: usize = 2;
 /// Keys in one grouped statement at most.
-pub(crate) const READ_GROUP: usize = 128;
+pub(crate) const MAX_GROUP: usize = 128;
 
 /// The statement of a group: the keys (each once) in, the rows found by key out.
 pub(crate) type Fetch<K, V> = Arc<

@@ -36,7 +36,7 @@ use domain::user::ForUser;
 use domain::{Money, OrderId, Page, PageRequest, ProductId, UserCouponId, UserId};
 
 use crate::error::{TxError, db_error};
-use crate::group::{Fetch, Grouped, READ_GROUP, READ_LANES};
+use crate::group::{Fetch, Grouped, LANES, MAX_GROUP};
 use crate::idempotency::in_tx_completing;
 use crate::pool::{PgPool, run};
 use crate::retry::retrying;
@@ -53,7 +53,7 @@ pub struct PgOrderStore {
 impl PgOrderStore {
     pub fn new(pool: PgPool) -> Self {
         Self {
-            orders: Grouped::new(orders_of(pool.clone()), READ_LANES, READ_GROUP),
+            orders: Grouped::new(orders_of(pool.clone()), LANES, MAX_GROUP),
             pool,
         }
     }

@@ -1,13 +1,15 @@
 //! [`PointStore`] on PostgreSQL.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use diesel::dsl::exists;
 use diesel::prelude::*;
 use diesel::sql_types::{
-    BigInt, Bool, Bytea, Nullable, SmallInt, Text, Timestamptz, Uuid as SqlUuid,
+    Array, BigInt, Bool, Bytea, Nullable, SmallInt, Text, Timestamptz, Uuid as SqlUuid,
 };
 use domain::idempotency::{Completion, LeaseLost, StoredResponse};
 use domain::points::{
@@ -18,10 +20,10 @@ use domain::user::ForUser;
 use domain::{OrderId, Page, PageRequest, UserId};
 
 use crate::error::{TxError, db_error};
-use crate::group::{Fetch, Grouped, READ_GROUP, READ_LANES};
+use crate::group::{Fetch, Grouped, LANES, MAX_GROUP};
 use crate::idempotency::{NumberSlot, transact_idempotent};
 use crate::pool::{PgPool, run};
-use crate::retry::retrying;
+use crate::retry::{retrying, transaction};
 use crate::schema::point_wallets;
 use crate::statement::statement;
 
@@ -31,12 +33,15 @@ pub struct PgPointStore {
     pool: PgPool,
     /// Balance reads, grouped while they overlap.
     balances: Grouped<i64, i64>,
+    /// Charges without an idempotency key, grouped while they overlap.
+    charges: Grouped<ChargeKey, Result<i64, ChargeRefusal>>,
 }
 
 impl PgPointStore {
     pub fn new(pool: PgPool) -> Self {
         Self {
-            balances: Grouped::new(balances_of(pool.clone()), READ_LANES, READ_GROUP),
+            balances: Grouped::new(balances_of(pool.clone()), LANES, MAX_GROUP),
+            charges: Grouped::new(charges_of(pool.clone()), LANES, MAX_GROUP),
             pool,
         }
     }
@@ -111,6 +116,168 @@ fn credit_now(
         user_id: credit.user_id,
         balance: Balance::from_trusted(balance),
     })
+}
+
+/// One charge of a group: the credit and the instance's time of it. `ticket` tells apart
+/// charges that are otherwise equal, so each gets its own answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct ChargeKey {
+    ticket: u64,
+    credit: Credit,
+    at: DateTime<Utc>,
+}
+
+/// Numbers the charges of this process, for [`ChargeKey::ticket`].
+static TICKETS: AtomicU64 = AtomicU64::new(0);
+
+/// Why a charge of a group credited nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChargeRefusal {
+    UserNotFound,
+    LimitExceeded,
+}
+
+impl From<ChargeRefusal> for CreditError {
+    fn from(refusal: ChargeRefusal) -> Self {
+        match refusal {
+            ChargeRefusal::UserNotFound => Self::UserNotFound,
+            ChargeRefusal::LimitExceeded => Self::LimitExceeded(BalanceLimitExceeded),
+        }
+    }
+}
+
+/// [`CREDIT`] for several users at once, each at most once: each wallet (locked in user
+/// order, so the groups of several instances cannot deadlock) gains its amount while its
+/// balance is at most its ceiling, with its CHARGE history row, both stamped with the
+/// charge's own time; returns the users credited and their balances.
+const CREDIT_MANY: &str = "\
+    WITH wanted AS ( \
+        SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::timestamptz[]) \
+            AS w (user_id, amount, ceiling, at)), \
+    locked AS MATERIALIZED ( \
+        SELECT p.user_id FROM point_wallets p JOIN wanted w ON w.user_id = p.user_id \
+        ORDER BY p.user_id FOR UPDATE OF p), \
+    credited AS ( \
+        UPDATE point_wallets p SET balance = p.balance + w.amount, updated_at = w.at \
+        FROM locked k JOIN wanted w ON w.user_id = k.user_id \
+        WHERE p.user_id = k.user_id AND p.balance <= w.ceiling \
+        RETURNING p.user_id, p.balance, w.amount, w.at), \
+    recorded AS ( \
+        INSERT INTO point_history (user_id, kind, amount, balance_after, created_at) \
+        SELECT user_id, $5, amount, balance, at FROM credited) \
+    SELECT user_id, balance FROM credited";
+
+#[derive(QueryableByName)]
+struct CreditedRow {
+    #[diesel(sql_type = BigInt)]
+    user_id: i64,
+    #[diesel(sql_type = BigInt)]
+    balance: i64,
+}
+
+/// The charges of a group: alone, [`CREDIT`] as before grouping; together, one
+/// [`CREDIT_MANY`] per round, each round taking a user's charges one at a time in arrival
+/// order. One round is one autocommit statement; several (a user charged twice in the
+/// group) are one transaction, so a group commits, or fails, as one. A charge that
+/// credited nothing is told an unknown user from a full wallet by one read of the wallets.
+fn charges_of(pool: PgPool) -> Fetch<ChargeKey, Result<i64, ChargeRefusal>> {
+    Arc::new(move |charges: Vec<ChargeKey>| {
+        let pool = pool.clone();
+        Box::pin(async move {
+            run(&pool, move |conn| {
+                let answers = match charges.as_slice() {
+                    [one] => {
+                        let answer = match credit_now(conn, one.credit, one.at) {
+                            Ok(charged) => Ok(charged.balance.get()),
+                            Err(TxError::Domain(CreditError::UserNotFound)) => {
+                                Err(ChargeRefusal::UserNotFound)
+                            }
+                            Err(TxError::Domain(CreditError::LimitExceeded(_))) => {
+                                Err(ChargeRefusal::LimitExceeded)
+                            }
+                            Err(TxError::Domain(CreditError::Unknown(err))) => return Err(err),
+                            Err(TxError::Db(err)) => return Err(db_error(err)),
+                        };
+                        HashMap::from([(*one, answer)])
+                    }
+                    _ => {
+                        let rounds = rounds(&charges);
+                        if rounds.len() == 1 {
+                            credit_rounds(conn, &rounds)
+                        } else {
+                            transaction(conn, |conn| credit_rounds(conn, &rounds))
+                        }
+                        .map_err(db_error)?
+                    }
+                };
+                Ok(answers)
+            })
+            .await
+        })
+    })
+}
+
+/// `charges` in rounds, each user at most once a round, a user's charges in arrival order.
+fn rounds(charges: &[ChargeKey]) -> Vec<Vec<ChargeKey>> {
+    let mut rounds: Vec<Vec<ChargeKey>> = Vec::new();
+    let mut seen: HashMap<i64, usize> = HashMap::with_capacity(charges.len());
+    for charge in charges {
+        let round = seen.entry(charge.credit.user_id.get()).or_insert(0);
+        match rounds.get_mut(*round) {
+            Some(members) => members.push(*charge),
+            None => rounds.push(vec![*charge]),
+        }
+        *round += 1;
+    }
+    rounds
+}
+
+fn credit_rounds(
+    conn: &mut PgConnection,
+    rounds: &[Vec<ChargeKey>],
+) -> QueryResult<HashMap<ChargeKey, Result<i64, ChargeRefusal>>> {
+    let mut answers = HashMap::new();
+    let mut refused = Vec::new();
+    for round in rounds {
+        let column = |f: fn(&ChargeKey) -> i64| round.iter().map(f).collect::<Vec<_>>();
+        let credited: HashMap<i64, i64> = retrying(conn, |conn| {
+            statement(CREDIT_MANY)
+                .bind::<Array<BigInt>, _>(column(|c| c.credit.user_id.get()))
+                .bind::<Array<BigInt>, _>(column(|c| c.credit.amount.get()))
+                .bind::<Array<BigInt>, _>(column(|c| c.credit.ceiling.get()))
+                .bind::<Array<Timestamptz>, _>(round.iter().map(|c| c.at).collect::<Vec<_>>())
+                .bind::<Text, _>(PointKind::Charge.as_str())
+                .load::<CreditedRow>(conn)
+        })?
+        .into_iter()
+        .map(|row| (row.user_id, row.balance))
+        .collect();
+        for charge in round {
+            match credited.get(&charge.credit.user_id.get()) {
+                Some(balance) => {
+                    answers.insert(*charge, Ok(*balance));
+                }
+                None => refused.push(*charge),
+            }
+        }
+    }
+    if !refused.is_empty() {
+        let known: HashSet<i64> = point_wallets::table
+            .filter(point_wallets::user_id.eq_any(refused.iter().map(|c| c.credit.user_id.get())))
+            .select(point_wallets::user_id)
+            .load::<i64>(conn)?
+            .into_iter()
+            .collect();
+        for charge in refused {
+            let refusal = if known.contains(&charge.credit.user_id.get()) {
+                ChargeRefusal::LimitExceeded
+            } else {
+                ChargeRefusal::UserNotFound
+            };
+            answers.insert(charge, Err(refusal));
+        }
+    }
+    Ok(answers)
 }
 
 /// [`CREDIT`] that also stores the idempotency key's response, in the same statement: only
@@ -325,12 +492,24 @@ impl PointStore for PgPointStore {
         completion: Option<Completion<Charged>>,
     ) -> Result<Charged, CreditError> {
         match completion {
-            // One autocommit statement: the credit and its history row, or nothing.
+            // One autocommit statement, the credit and its history row or nothing; shared
+            // with the charges that overlap it (`charges_of`).
             None => {
-                run(&self.pool, move |conn| {
-                    credit_now(conn, credit, now).map_err(TxError::into_domain)
-                })
-                .await
+                let key = ChargeKey {
+                    ticket: TICKETS.fetch_add(1, Ordering::Relaxed),
+                    credit,
+                    at: now,
+                };
+                match self.charges.get(key).await.map_err(CreditError::Unknown)? {
+                    Some(Ok(balance)) => Ok(Charged {
+                        user_id: credit.user_id,
+                        balance: Balance::from_trusted(balance),
+                    }),
+                    Some(Err(refusal)) => Err(refusal.into()),
+                    None => Err(CreditError::Unknown(anyhow::anyhow!(
+                        "a grouped charge was not answered"
+                    ))),
+                }
             }
             // The key's response commits with the credit. It shows the balance the
             // credit computes, so the statement writes it in around that number.
@@ -360,5 +539,39 @@ impl PointStore for PgPointStore {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use domain::points::ChargeAmount;
+
+    use super::*;
+
+    fn key(ticket: u64, user: i64) -> ChargeKey {
+        ChargeKey {
+            ticket,
+            credit: Credit::new(UserId::new(user).unwrap(), ChargeAmount::new(1).unwrap()),
+            at: DateTime::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn a_round_holds_each_user_once_and_a_users_charges_go_in_arrival_order() {
+        let charges = [
+            key(0, 1),
+            key(1, 2),
+            key(2, 1),
+            key(3, 3),
+            key(4, 1),
+            key(5, 2),
+        ];
+        let tickets = |round: &Vec<ChargeKey>| round.iter().map(|c| c.ticket).collect::<Vec<_>>();
+        let split = rounds(&charges);
+        assert_eq!(
+            split.iter().map(tickets).collect::<Vec<_>>(),
+            [vec![0, 1, 3], vec![2, 5], vec![4]]
+        );
+        assert_eq!(rounds(&charges[1..2]).len(), 1);
     }
 }

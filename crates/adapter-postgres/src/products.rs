@@ -22,7 +22,7 @@ use domain::product::{
 use domain::{Page, PageRequest, ProductId};
 
 use crate::error::db_error;
-use crate::group::{Fetch, Grouped, READ_GROUP, READ_LANES};
+use crate::group::{Fetch, Grouped, LANES, MAX_GROUP};
 use crate::pool::{PgPool, run};
 use crate::reads::Reads;
 use crate::retry::retrying;
@@ -98,8 +98,8 @@ impl PgProductRepository {
 
     fn reading(pool: PgPool, reads: Reads) -> Self {
         Self {
-            details: Grouped::new(details_of(reads.clone()), READ_LANES, READ_GROUP),
-            pages: Grouped::new(pages_of(reads.clone()), READ_LANES, READ_GROUP),
+            details: Grouped::new(details_of(reads.clone()), LANES, MAX_GROUP),
+            pages: Grouped::new(pages_of(reads.clone()), LANES, MAX_GROUP),
             reads,
             pool,
         }

@@ -26,7 +26,7 @@ use application::orders::{
     CancelOrder, ExpireDueOrders, GetOrder, ListOrders, PayOrder, PayOrderCommand, PayOrderError,
     PlaceOrder, PlaceOrderCommand, PlaceOrderError,
 };
-use application::points::{ChargeCommand, ChargePoints, GetBalance, GetPointHistory};
+use application::points::{ChargeCommand, ChargeError, ChargePoints, GetBalance, GetPointHistory};
 use application::users::{CreateUser, RegisterSubject, ResolveSubject, SubjectCache};
 use chrono::{DateTime, Duration, Utc};
 use domain::idempotency::{
@@ -368,6 +368,109 @@ async fn reading_a_balance_is_one_round_trip_and_a_history_page_one() {
         .await;
     assert!(page.is_err());
     assert_eq!(n, 1);
+}
+
+/// Charges without a key that overlap share statements too: fifty-two at once — thirty
+/// users, ten of them charged three times, a full wallet and an unknown user — cost fewer
+/// than half as many statements (a user charged twice in one group makes that group one
+/// transaction of one statement per round), and each gets its own answer: every charge
+/// lands once with its own history row, a user's charges one after another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_charges_share_statements_and_each_lands_once() {
+    let f = Fixture::with_pool(4, Arc::new(SystemClock));
+    let mut users = Vec::new();
+    for _ in 0..30 {
+        users.push(f.funded_user(1_000).await);
+    }
+    let full = f.funded_user(1_000_000).await;
+    f.db.execute(&format!(
+        "UPDATE point_wallets SET balance = 100000000 WHERE user_id = {}",
+        full.get()
+    ))
+    .unwrap();
+    let unknown = UserId::new(987_654).unwrap();
+    let charges = ChargePoints::new(Arc::new(PgPointStore::new(f.pool.clone())), f.clock.clone());
+    charges.execute(charge(users[0], 1), None).await.unwrap();
+
+    let mut wanted: Vec<(UserId, i64)> = users.iter().map(|u| (*u, 10)).collect();
+    for (n, user) in users.iter().take(10).enumerate() {
+        wanted.push((*user, 100 + i64::try_from(n).unwrap()));
+        wanted.push((*user, 1_000 + i64::try_from(n).unwrap()));
+    }
+    wanted.push((full, 500));
+    wanted.push((unknown, 500));
+    let answers = std::sync::Mutex::new(Vec::new());
+    let n = f
+        .statements_of_overlapping(wanted.iter().map(|(user, amount)| {
+            let (charges, answers) = (&charges, &answers);
+            async move {
+                let answer = charges.execute(charge(*user, *amount), None).await;
+                answers.lock().unwrap().push((*user, *amount, answer));
+            }
+        }))
+        .await;
+    assert!(
+        n < wanted.len() / 2,
+        "52 overlapping charges took {n} statements"
+    );
+
+    let mut answered: std::collections::HashMap<UserId, Vec<i64>> = Default::default();
+    for (user, _, answer) in answers.into_inner().unwrap() {
+        match answer {
+            Ok(charged) => answered
+                .entry(user)
+                .or_default()
+                .push(charged.balance.get()),
+            Err(ChargeError::BalanceLimitExceeded) => assert_eq!(user, full),
+            Err(ChargeError::UserNotFound) => assert_eq!(user, unknown),
+            Err(err) => panic!("charge of {user}: {err}"),
+        }
+    }
+    for (i, user) in users.iter().enumerate() {
+        let i = i64::try_from(i).unwrap();
+        let (first, extra) = (i64::from(i == 0), if i < 10 { 1_100 + 2 * i } else { 0 });
+        let want = 1_000 + first + 10 + extra;
+        let history =
+            f.db.query_scalar(&format!(
+                "SELECT w.balance || ' ' || string_agg(h.amount::text, ',') || ' ' || \
+                        string_agg(h.balance_after::text, ',') \
+                 FROM point_wallets w JOIN point_history h ON h.user_id = w.user_id \
+                 WHERE w.user_id = {} GROUP BY w.balance",
+                user.get()
+            ))
+            .unwrap();
+        let [balance, amounts, afters] = history.split(' ').collect::<Vec<_>>()[..] else {
+            panic!("{history}");
+        };
+        let numbers =
+            |list: &str| -> Vec<i64> { list.split(',').map(|v| v.parse().unwrap()).collect() };
+        let (amounts, afters) = (numbers(amounts), numbers(afters));
+        // Every charge once, with its own row; the balance is their sum.
+        assert_eq!(balance.parse::<i64>().unwrap(), want, "user {user}");
+        assert_eq!(amounts.iter().sum::<i64>(), want, "user {user}");
+        assert_eq!(
+            amounts.len(),
+            1 + usize::from(i == 0) + 1 + if i < 10 { 2 } else { 0 }
+        );
+        // Each answer is the balance one of its rows recorded, none shared.
+        let mut mine = answered.remove(user).unwrap_or_default();
+        mine.sort_unstable();
+        mine.dedup();
+        assert_eq!(mine.len(), if i < 10 { 3 } else { 1 }, "user {user}");
+        assert!(
+            mine.iter().all(|b| afters.contains(b)),
+            "user {user}: {mine:?} vs {afters:?}"
+        );
+        assert_eq!(mine.last(), Some(&want));
+    }
+    assert_eq!(
+        f.db.query_scalar(&format!(
+            "SELECT balance FROM point_wallets WHERE user_id = {}",
+            full.get()
+        ))
+        .unwrap(),
+        "100000000"
+    );
 }
 
 #[tokio::test]

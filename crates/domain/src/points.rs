@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use crate::{OrderId, UserId, ValidationError};
 
 /// The amount of one charge: `1..=1_000_000` KRW.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ChargeAmount(i64);
 
 impl ChargeAmount {
@@ -33,7 +33,7 @@ impl ChargeAmount {
 }
 
 /// A wallet balance: `0..=100_000_000` KRW.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Hash)]
 pub struct Balance(i64);
 
 impl Balance {
@@ -56,7 +56,7 @@ impl Balance {
 /// atomically *only if* the balance is still at most `ceiling`, which is exactly
 /// "the balance after the charge does not exceed [`Balance::MAX`]". Every charge that
 /// fits is counted, however many run at once, and none can push the balance past the cap.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Credit {
     pub user_id: UserId,
     pub amount: ChargeAmount,

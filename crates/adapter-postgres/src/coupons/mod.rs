@@ -35,7 +35,7 @@ use tokio::sync::oneshot;
 pub use batcher::{IssueBatcher, IssueBatcherLimits};
 
 use crate::error::db_error;
-use crate::group::{Fetch, Grouped, READ_GROUP, READ_LANES};
+use crate::group::{Fetch, Grouped, LANES, MAX_GROUP};
 use crate::pool::{PgPool, run};
 use crate::schema::{coupon_stock_stripes as stripes, coupons};
 use crate::statement::statement;
@@ -85,7 +85,7 @@ impl PgCouponStore {
     /// A store that writes each issue in a transaction of its own.
     pub fn new(pool: PgPool) -> Self {
         Self {
-            copies: Grouped::new(copies_of_users(pool.clone()), READ_LANES, READ_GROUP),
+            copies: Grouped::new(copies_of_users(pool.clone()), LANES, MAX_GROUP),
             pool,
             terms: TermsCache::default(),
             batcher: None,
