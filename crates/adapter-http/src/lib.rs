@@ -113,29 +113,47 @@ pub fn app(
         .app_data(extract::path_config())
         .app_data(web::PayloadConfig::new(extract::MAX_BODY_BYTES))
         .service(
+            // One scope per family: a scope's prefix is compared as text, so a request
+            // tries the `{id}` patterns (regular expressions, run again by the metrics
+            // middleware to name the route) of its own family only.
             web::scope("/api/v1")
-                .service(resource("/users", "POST").route(web::post().to(users::create_user)))
-                .service(resource("/users/{id}", "GET").route(web::get().to(users::get_user)))
-                .service(resource("/points", "GET").route(web::get().to(points::balance)))
-                .service(resource("/points/charge", "POST").route(web::post().to(points::charge)))
-                .service(resource("/points/history", "GET").route(web::get().to(points::history)))
-                .service(resource("/points/use", "POST").route(web::post().to(orders::pay)))
                 .service(
-                    resource("/orders", "GET, POST")
-                        .route(web::get().to(orders::list))
-                        .route(web::post().to(orders::place)),
+                    web::scope("/users")
+                        .service(resource("", "POST").route(web::post().to(users::create_user)))
+                        .service(resource("/{id}", "GET").route(web::get().to(users::get_user))),
                 )
-                .service(resource("/orders/{id}", "GET").route(web::get().to(orders::get)))
                 .service(
-                    resource("/orders/{id}/cancel", "POST").route(web::post().to(orders::cancel)),
+                    web::scope("/points")
+                        .service(resource("", "GET").route(web::get().to(points::balance)))
+                        .service(resource("/charge", "POST").route(web::post().to(points::charge)))
+                        .service(resource("/history", "GET").route(web::get().to(points::history)))
+                        .service(resource("/use", "POST").route(web::post().to(orders::pay))),
                 )
-                .service(resource("/products", "GET").route(web::get().to(products::list)))
-                // Before /products/{id}: "best" is not an id.
-                .service(resource("/products/best", "GET").route(web::get().to(best::best)))
-                .service(resource("/products/{id}", "GET").route(web::get().to(products::get)))
-                .service(resource("/coupons", "GET").route(web::get().to(coupons::of_user)))
-                .service(resource("/coupons/issue", "POST").route(web::post().to(coupons::issue)))
-                .service(resource("/coupons/{couponId}", "GET").route(web::get().to(coupons::get)))
+                .service(
+                    web::scope("/orders")
+                        .service(
+                            resource("", "GET, POST")
+                                .route(web::get().to(orders::list))
+                                .route(web::post().to(orders::place)),
+                        )
+                        .service(resource("/{id}", "GET").route(web::get().to(orders::get)))
+                        .service(
+                            resource("/{id}/cancel", "POST").route(web::post().to(orders::cancel)),
+                        ),
+                )
+                .service(
+                    web::scope("/products")
+                        .service(resource("", "GET").route(web::get().to(products::list)))
+                        // Before /{id}: "best" is not an id.
+                        .service(resource("/best", "GET").route(web::get().to(best::best)))
+                        .service(resource("/{id}", "GET").route(web::get().to(products::get))),
+                )
+                .service(
+                    web::scope("/coupons")
+                        .service(resource("", "GET").route(web::get().to(coupons::of_user)))
+                        .service(resource("/issue", "POST").route(web::post().to(coupons::issue)))
+                        .service(resource("/{couponId}", "GET").route(web::get().to(coupons::get))),
+                )
                 .service(
                     web::scope("/admin")
                         .wrap(from_fn(require_admin))
