@@ -146,71 +146,64 @@ impl From<ChargeRefusal> for CreditError {
     }
 }
 
-/// [`CREDIT`] for several users at once, each at most once: each wallet (locked in user
-/// order, so the groups of several instances cannot deadlock) gains its amount while its
-/// balance is at most its ceiling, with its CHARGE history row, both stamped with the
-/// charge's own time; returns the users credited and their balances.
-const CREDIT_MANY: &str = "\
+/// [`CREDIT`] for several users at once (or one), each at most once. It takes the wallets
+/// nobody else holds (`SKIP LOCKED`: a statement of charges never waits for a row lock, so
+/// these statements cannot deadlock, and a wallet held elsewhere delays no charge but its
+/// own); each taken wallet gains its amount while its balance is at most its ceiling, with
+/// its CHARGE history row, both stamped with the charge's own time. One row per user: was
+/// the wallet taken, its balance after (NULL when the credit would pass the cap), and
+/// whether the user exists at all.
+const CREDIT_UNHELD: &str = "\
     WITH wanted AS ( \
         SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::timestamptz[]) \
             AS w (user_id, amount, ceiling, at)), \
-    locked AS MATERIALIZED ( \
-        SELECT p.user_id FROM point_wallets p JOIN wanted w ON w.user_id = p.user_id \
-        ORDER BY p.user_id FOR UPDATE OF p), \
+    taken AS MATERIALIZED ( \
+        SELECT user_id FROM point_wallets WHERE user_id IN (SELECT user_id FROM wanted) \
+        FOR UPDATE SKIP LOCKED), \
     credited AS ( \
         UPDATE point_wallets p SET balance = p.balance + w.amount, updated_at = w.at \
-        FROM locked k JOIN wanted w ON w.user_id = k.user_id \
+        FROM taken k JOIN wanted w ON w.user_id = k.user_id \
         WHERE p.user_id = k.user_id AND p.balance <= w.ceiling \
         RETURNING p.user_id, p.balance, w.amount, w.at), \
     recorded AS ( \
         INSERT INTO point_history (user_id, kind, amount, balance_after, created_at) \
         SELECT user_id, $5, amount, balance, at FROM credited) \
-    SELECT user_id, balance FROM credited";
+    SELECT w.user_id, k.user_id IS NOT NULL AS taken, c.balance, \
+           k.user_id IS NOT NULL \
+               OR EXISTS (SELECT 1 FROM point_wallets p WHERE p.user_id = w.user_id) AS known \
+    FROM wanted w LEFT JOIN taken k ON k.user_id = w.user_id \
+         LEFT JOIN credited c ON c.user_id = w.user_id";
 
 #[derive(QueryableByName)]
-struct CreditedRow {
+struct UnheldRow {
     #[diesel(sql_type = BigInt)]
     user_id: i64,
-    #[diesel(sql_type = BigInt)]
-    balance: i64,
+    #[diesel(sql_type = Bool)]
+    taken: bool,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    balance: Option<i64>,
+    #[diesel(sql_type = Bool)]
+    known: bool,
 }
 
-/// The charges of a group: alone, [`CREDIT`] as before grouping; together, one
-/// [`CREDIT_MANY`] per round, each round taking a user's charges one at a time in arrival
-/// order. One round is one autocommit statement; several (a user charged twice in the
-/// group) are one transaction, so a group commits, or fails, as one. A charge that
-/// credited nothing is told an unknown user from a full wallet by one read of the wallets.
+/// The charges of a group, alone or together: one [`CREDIT_UNHELD`] per round, each round
+/// taking a user's charges one at a time in arrival order. One round is one autocommit
+/// statement; several (a user charged twice in the group) are one transaction, so a group
+/// commits, or fails, as one. A member whose wallet another transaction holds gets no
+/// answer, and neither do that user's later charges in the group: each then goes alone,
+/// waiting for the wallet ([`PointStore::credit`]), while its group's lane serves others.
 fn charges_of(pool: PgPool) -> Fetch<ChargeKey, Result<i64, ChargeRefusal>> {
     Arc::new(move |charges: Vec<ChargeKey>| {
         let pool = pool.clone();
         Box::pin(async move {
             run(&pool, move |conn| {
-                let answers = match charges.as_slice() {
-                    [one] => {
-                        let answer = match credit_now(conn, one.credit, one.at) {
-                            Ok(charged) => Ok(charged.balance.get()),
-                            Err(TxError::Domain(CreditError::UserNotFound)) => {
-                                Err(ChargeRefusal::UserNotFound)
-                            }
-                            Err(TxError::Domain(CreditError::LimitExceeded(_))) => {
-                                Err(ChargeRefusal::LimitExceeded)
-                            }
-                            Err(TxError::Domain(CreditError::Unknown(err))) => return Err(err),
-                            Err(TxError::Db(err)) => return Err(db_error(err)),
-                        };
-                        HashMap::from([(*one, answer)])
-                    }
-                    _ => {
-                        let rounds = rounds(&charges);
-                        if rounds.len() == 1 {
-                            credit_rounds(conn, &rounds)
-                        } else {
-                            transaction(conn, |conn| credit_rounds(conn, &rounds))
-                        }
-                        .map_err(db_error)?
-                    }
-                };
-                Ok(answers)
+                let rounds = rounds(&charges);
+                if rounds.len() == 1 {
+                    credit_rounds(conn, &rounds)
+                } else {
+                    transaction(conn, |conn| credit_rounds(conn, &rounds))
+                }
+                .map_err(db_error)
             })
             .await
         })
@@ -232,49 +225,53 @@ fn rounds(charges: &[ChargeKey]) -> Vec<Vec<ChargeKey>> {
     rounds
 }
 
+/// Runs the rounds; answers every member but those whose wallet was held elsewhere.
 fn credit_rounds(
     conn: &mut PgConnection,
     rounds: &[Vec<ChargeKey>],
 ) -> QueryResult<HashMap<ChargeKey, Result<i64, ChargeRefusal>>> {
     let mut answers = HashMap::new();
-    let mut refused = Vec::new();
+    // Users whose wallet a round found held: their later charges go alone too, after
+    // their earlier ones.
+    let mut held: HashSet<i64> = HashSet::new();
     for round in rounds {
-        let column = |f: fn(&ChargeKey) -> i64| round.iter().map(f).collect::<Vec<_>>();
-        let credited: HashMap<i64, i64> = retrying(conn, |conn| {
-            statement(CREDIT_MANY)
+        let round: Vec<&ChargeKey> = round
+            .iter()
+            .filter(|c| !held.contains(&c.credit.user_id.get()))
+            .collect();
+        if round.is_empty() {
+            continue;
+        }
+        let column = |f: fn(&ChargeKey) -> i64| round.iter().map(|c| f(c)).collect::<Vec<_>>();
+        let rows: HashMap<i64, UnheldRow> = retrying(conn, |conn| {
+            statement(CREDIT_UNHELD)
                 .bind::<Array<BigInt>, _>(column(|c| c.credit.user_id.get()))
                 .bind::<Array<BigInt>, _>(column(|c| c.credit.amount.get()))
                 .bind::<Array<BigInt>, _>(column(|c| c.credit.ceiling.get()))
                 .bind::<Array<Timestamptz>, _>(round.iter().map(|c| c.at).collect::<Vec<_>>())
                 .bind::<Text, _>(PointKind::Charge.as_str())
-                .load::<CreditedRow>(conn)
+                .load::<UnheldRow>(conn)
         })?
         .into_iter()
-        .map(|row| (row.user_id, row.balance))
+        .map(|row| (row.user_id, row))
         .collect();
         for charge in round {
-            match credited.get(&charge.credit.user_id.get()) {
-                Some(balance) => {
-                    answers.insert(*charge, Ok(*balance));
+            let user = charge.credit.user_id.get();
+            let answer = match rows.get(&user) {
+                Some(UnheldRow {
+                    taken: true,
+                    balance: Some(balance),
+                    ..
+                }) => Ok(*balance),
+                Some(UnheldRow { taken: true, .. }) => Err(ChargeRefusal::LimitExceeded),
+                Some(UnheldRow { known: false, .. }) => Err(ChargeRefusal::UserNotFound),
+                // Held by another transaction (or, impossibly, missing from the answer).
+                _ => {
+                    held.insert(user);
+                    continue;
                 }
-                None => refused.push(*charge),
-            }
-        }
-    }
-    if !refused.is_empty() {
-        let known: HashSet<i64> = point_wallets::table
-            .filter(point_wallets::user_id.eq_any(refused.iter().map(|c| c.credit.user_id.get())))
-            .select(point_wallets::user_id)
-            .load::<i64>(conn)?
-            .into_iter()
-            .collect();
-        for charge in refused {
-            let refusal = if known.contains(&charge.credit.user_id.get()) {
-                ChargeRefusal::LimitExceeded
-            } else {
-                ChargeRefusal::UserNotFound
             };
-            answers.insert(charge, Err(refusal));
+            answers.insert(*charge, answer);
         }
     }
     Ok(answers)
@@ -492,7 +489,7 @@ impl PointStore for PgPointStore {
         completion: Option<Completion<Charged>>,
     ) -> Result<Charged, CreditError> {
         match completion {
-            // One autocommit statement, the credit and its history row or nothing; shared
+            // One autocommit statement, the credit and its history row or nothing, shared
             // with the charges that overlap it (`charges_of`).
             None => {
                 let key = ChargeKey {
@@ -506,9 +503,13 @@ impl PointStore for PgPointStore {
                         balance: Balance::from_trusted(balance),
                     }),
                     Some(Err(refusal)) => Err(refusal.into()),
-                    None => Err(CreditError::Unknown(anyhow::anyhow!(
-                        "a grouped charge was not answered"
-                    ))),
+                    // Another transaction held the wallet: alone, waiting for it.
+                    None => {
+                        run(&self.pool, move |conn| {
+                            credit_now(conn, credit, now).map_err(TxError::into_domain)
+                        })
+                        .await
+                    }
                 }
             }
             // The key's response commits with the credit. It shows the balance the

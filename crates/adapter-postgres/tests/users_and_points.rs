@@ -8,10 +8,12 @@
 )]
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use adapter_postgres::test_support::TestDatabase;
 use adapter_postgres::{PgIdempotencyStore, PgPointStore, PgUserRepository};
 use chrono::Utc;
+use diesel::{Connection, PgConnection, connection::SimpleConnection};
 use domain::idempotency::{
     Completion, Fingerprint, IdempotencyKey, IdempotencyScope, LeaseLost, StoredResponse,
 };
@@ -177,6 +179,53 @@ async fn concurrent_credits_of_one_wallet_all_count() {
     let mut after: Vec<i64> = page.items.iter().map(|e| e.balance_after.get()).collect();
     after.sort_unstable();
     assert_eq!(after, (1..=50).map(|i| i * 10).collect::<Vec<_>>());
+}
+
+/// A wallet another transaction holds delays only its own charges: the overlapping charges
+/// of other users are answered meanwhile (their group takes the wallets nobody holds), and
+/// the held wallet's charges land once it is released, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_wallet_delays_only_its_own_charges() {
+    let f = Arc::new(fixture());
+    let mut users = Vec::new();
+    for _ in 0..20 {
+        users.push(f.users.create(Utc::now()).await.unwrap().id);
+    }
+    let held = users[0];
+    let mut holder = PgConnection::establish(f._db.url()).unwrap();
+    holder
+        .batch_execute(&format!(
+            "BEGIN; SELECT 1 FROM point_wallets WHERE user_id = {} FOR UPDATE",
+            held.get()
+        ))
+        .unwrap();
+    let charge = |user: UserId, amount: i64| {
+        let f = f.clone();
+        tokio::spawn(async move {
+            f.points
+                .credit(credit(user, amount), Utc::now(), None)
+                .await
+        })
+    };
+    let waiting = [charge(held, 1), charge(held, 2)];
+    let others: Vec<_> = users[1..].iter().map(|u| charge(*u, 10)).collect();
+    tokio::time::timeout(Duration::from_secs(4), async {
+        for other in others {
+            assert_eq!(other.await.unwrap().unwrap().balance.get(), 10);
+        }
+    })
+    .await
+    .expect("charges of other users waited for the held wallet");
+    assert!(waiting.iter().all(|t| !t.is_finished()));
+
+    holder.batch_execute("COMMIT").unwrap();
+    let mut after = Vec::new();
+    for task in waiting {
+        after.push(task.await.unwrap().unwrap().balance.get());
+    }
+    after.sort_unstable();
+    assert!(after == [1, 3] || after == [2, 3], "{after:?}");
+    assert_eq!(f.points.balance(held).await.unwrap().unwrap().get(), 3);
 }
 
 fn scope(user: UserId, key: &str) -> IdempotencyScope {
