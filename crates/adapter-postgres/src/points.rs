@@ -174,6 +174,68 @@ const CREDIT_UNHELD: &str = "\
     FROM wanted w LEFT JOIN taken k ON k.user_id = w.user_id \
          LEFT JOIN credited c ON c.user_id = w.user_id";
 
+/// [`CREDIT_UNHELD`] for one charge, with scalar parameters and nothing but the balance
+/// after: the form a charge alone sends, planned once per connection (the array form's plan
+/// depends on the arrays' length, so it is planned again on every run). No row when the
+/// credit did not apply; [`UNHELD_REFUSAL`] then says why.
+const CREDIT_ONE_UNHELD: &str = "\
+    WITH credited AS ( \
+        UPDATE point_wallets SET balance = balance + $2, updated_at = $4 \
+        WHERE user_id = (SELECT user_id FROM point_wallets WHERE user_id = $1 \
+                         FOR UPDATE SKIP LOCKED) \
+          AND balance <= $3 \
+        RETURNING user_id, balance), \
+    recorded AS ( \
+        INSERT INTO point_history (user_id, kind, amount, balance_after, created_at) \
+        SELECT user_id, $5, $2, balance, $4 FROM credited) \
+    SELECT balance FROM credited";
+
+/// Why [`CREDIT_ONE_UNHELD`] credited nothing, read after it: no such user; the committed
+/// balance leaves no room (the refusal stands at that balance, whoever held the wallet); or
+/// it does, so the wallet was held by another transaction.
+const UNHELD_REFUSAL: &str = "\
+    SELECT EXISTS (SELECT 1 FROM point_wallets WHERE user_id = $1) AS known, \
+           EXISTS (SELECT 1 FROM point_wallets WHERE user_id = $1 AND balance <= $2) AS fits";
+
+#[derive(QueryableByName)]
+struct UnheldRefusal {
+    #[diesel(sql_type = Bool)]
+    known: bool,
+    #[diesel(sql_type = Bool)]
+    fits: bool,
+}
+
+/// One charge by [`CREDIT_ONE_UNHELD`]: its answer, or `None` when another transaction held
+/// the wallet.
+fn credit_one_unheld(
+    conn: &mut PgConnection,
+    charge: &ChargeKey,
+) -> QueryResult<Option<Result<i64, ChargeRefusal>>> {
+    let user = charge.credit.user_id.get();
+    let credited = retrying(conn, |conn| {
+        statement(CREDIT_ONE_UNHELD)
+            .bind::<BigInt, _>(user)
+            .bind::<BigInt, _>(charge.credit.amount.get())
+            .bind::<BigInt, _>(charge.credit.ceiling.get())
+            .bind::<Timestamptz, _>(charge.at)
+            .bind::<Text, _>(PointKind::Charge.as_str())
+            .get_result::<BalanceRow>(conn)
+            .optional()
+    })?;
+    if let Some(BalanceRow { balance }) = credited {
+        return Ok(Some(Ok(balance)));
+    }
+    let why: UnheldRefusal = statement(UNHELD_REFUSAL)
+        .bind::<BigInt, _>(user)
+        .bind::<BigInt, _>(charge.credit.ceiling.get())
+        .get_result(conn)?;
+    Ok(match why {
+        UnheldRefusal { known: false, .. } => Some(Err(ChargeRefusal::UserNotFound)),
+        UnheldRefusal { fits: false, .. } => Some(Err(ChargeRefusal::LimitExceeded)),
+        UnheldRefusal { .. } => None,
+    })
+}
+
 #[derive(QueryableByName)]
 struct UnheldRow {
     #[diesel(sql_type = BigInt)]
@@ -186,7 +248,8 @@ struct UnheldRow {
     known: bool,
 }
 
-/// The charges of a group, alone or together: one [`CREDIT_UNHELD`] per round, each round
+/// The charges of a group, alone or together: one [`CREDIT_UNHELD`] per round
+/// ([`CREDIT_ONE_UNHELD`] for a round of one), each round
 /// taking a user's charges one at a time in arrival order. One round is one autocommit
 /// statement; several (a user charged twice in the group) are one transaction, so a group
 /// commits, or fails, as one. A member whose wallet another transaction holds gets no
@@ -240,6 +303,17 @@ fn credit_rounds(
             .filter(|c| !held.contains(&c.credit.user_id.get()))
             .collect();
         if round.is_empty() {
+            continue;
+        }
+        if let [one] = round.as_slice() {
+            match credit_one_unheld(conn, one)? {
+                Some(answer) => {
+                    answers.insert(**one, answer);
+                }
+                None => {
+                    held.insert(one.credit.user_id.get());
+                }
+            }
             continue;
         }
         let column = |f: fn(&ChargeKey) -> i64| round.iter().map(|c| f(c)).collect::<Vec<_>>();

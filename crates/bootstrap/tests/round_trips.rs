@@ -474,7 +474,7 @@ async fn concurrent_charges_share_statements_and_each_lands_once() {
 }
 
 #[tokio::test]
-async fn a_charge_is_one_round_trip_and_a_keyed_charge_two() {
+async fn a_charge_is_one_round_trip_a_refused_one_two_and_a_keyed_charge_two() {
     let f = Fixture::new();
     let user = f.funded_user(100).await;
     let (charged, n) = f
@@ -482,6 +482,31 @@ async fn a_charge_is_one_round_trip_and_a_keyed_charge_two() {
         .count(f.charge().execute(charge(user, 100), None))
         .await;
     assert_eq!((charged.unwrap().balance.get(), n), (200, 1));
+
+    // A refusal: one read more says which (prepared by a first refusal).
+    let unknown = UserId::new(987_654).unwrap();
+    f.charge()
+        .execute(charge(unknown, 100), None)
+        .await
+        .unwrap_err();
+    let (refused, n) = f
+        .trips
+        .count(f.charge().execute(charge(unknown, 100), None))
+        .await;
+    assert!(matches!(refused, Err(ChargeError::UserNotFound)));
+    assert_eq!(n, 2);
+    let full = f.funded_user(1_000_000).await;
+    f.db.execute(&format!(
+        "UPDATE point_wallets SET balance = 100000000 WHERE user_id = {}",
+        full.get()
+    ))
+    .unwrap();
+    let (refused, n) = f
+        .trips
+        .count(f.charge().execute(charge(full, 100), None))
+        .await;
+    assert!(matches!(refused, Err(ChargeError::BalanceLimitExceeded)));
+    assert_eq!(n, 2);
 
     // With an Idempotency-Key: claim the key, then charge and store the response.
     let idempotency = f.idempotency();
