@@ -17,6 +17,12 @@
 //!   and the answer is dropped. A running read cancelled hands its lane over as if it had
 //!   finished.
 //! - No starvation: waiting reads are taken oldest first.
+//!
+//! Charges without an idempotency key go through it too (`points.rs`): each charge is its
+//! own key, and the group's statement credits every member it can, answering each; a
+//! member it leaves unanswered (`None`: its wallet was held elsewhere) goes alone. A
+//! cancelled member's charge is still written, as it was before grouping (a blocking task
+//! is never cancelled).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
