@@ -456,19 +456,11 @@ fn place_tx(conn: &mut PgConnection, order: &OrderPlacement) -> Result<Order, Tx
     let Some(stored) = stored else {
         return Err(TxError::Domain(Stopped::Coupon));
     };
-    Ok(Order {
-        id: OrderId::from_trusted(stored.id),
-        user_id: plan.user_id,
-        status: OrderStatus::NotPaid,
-        lines: plan.lines,
-        total_amount: plan.total_amount,
-        discount_amount: plan.discount_amount,
-        pay_amount: plan.pay_amount,
-        user_coupon_id: order.user_coupon_id,
-        created_at: stored.created_at,
-        expires_at: stored.expires_at,
-        paid_at: None,
-    })
+    Ok(plan.placed(
+        OrderId::from_trusted(stored.id),
+        stored.created_at,
+        stored.expires_at,
+    ))
 }
 
 /// What [`STORE_ORDER`] returns of the order it stored.

@@ -231,6 +231,31 @@ impl OrderPlan {
     }
 }
 
+impl OrderPlan {
+    /// The order this plan becomes once stored: NOT_PAID, with the plan's lines, amounts
+    /// and coupon, under the id and the stamps the store gave it.
+    pub fn placed(
+        self,
+        id: OrderId,
+        created_at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Order {
+        Order {
+            id,
+            user_id: self.user_id,
+            status: OrderStatus::NotPaid,
+            lines: self.lines,
+            total_amount: self.total_amount,
+            discount_amount: self.discount_amount,
+            pay_amount: self.pay_amount,
+            user_coupon_id: self.coupon.map(|c| c.id),
+            created_at,
+            expires_at,
+            paid_at: None,
+        }
+    }
+}
+
 /// Why an order was not placed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PlaceRefusal {
@@ -512,6 +537,43 @@ mod tests {
         }
         let missing = OrderPlan::price(UserId::new(1).unwrap(), &items, &[], None);
         assert_eq!(missing, Err(PricingError::MissingProduct(pid(1))));
+    }
+
+    #[test]
+    fn a_placed_order_is_its_plan_unpaid_under_the_stores_id_and_stamps() {
+        let items = OrderItems::new(vec![(pid(1), qty(3))]).unwrap();
+        let coupon = AppliedCoupon {
+            id: UserCouponId::new(7).unwrap(),
+            discount: Discount::Fixed(500),
+        };
+        let plan = OrderPlan::price(
+            UserId::new(1).unwrap(),
+            &items,
+            &[product(1, 1_000)],
+            Some(coupon),
+        )
+        .unwrap();
+        let (created, expires) = (
+            DateTime::UNIX_EPOCH,
+            DateTime::UNIX_EPOCH + Duration::hours(1),
+        );
+        let order = plan
+            .clone()
+            .placed(OrderId::new(9).unwrap(), created, expires);
+        assert_eq!(
+            (
+                order.id.get(),
+                order.status,
+                order.user_coupon_id,
+                order.paid_at
+            ),
+            (9, OrderStatus::NotPaid, Some(coupon.id), None)
+        );
+        assert_eq!((order.created_at, order.expires_at), (created, expires));
+        assert_eq!(
+            (order.lines, order.pay_amount, order.user_id),
+            (plan.lines, plan.pay_amount, plan.user_id)
+        );
     }
 
     fn findings() -> PlaceFindings {
