@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use diesel::dsl::exists;
 use diesel::prelude::*;
 use diesel::sql_types::{
     Array, BigInt, Bool, Bytea, Nullable, SmallInt, Text, Timestamptz, Uuid as SqlUuid,
@@ -110,7 +109,7 @@ fn credit_now(
             .optional()
     })?;
     let Some(BalanceRow { balance }) = balance else {
-        return Err(TxError::Domain(refusal(conn, user)?));
+        return Err(TxError::Domain(refusal(conn, &credit)?));
     };
     Ok(Charged {
         user_id: credit.user_id,
@@ -177,7 +176,7 @@ const CREDIT_UNHELD: &str = "\
 /// [`CREDIT_UNHELD`] for one charge, with scalar parameters and nothing but the balance
 /// after: the form a charge alone sends, planned once per connection (the array form's plan
 /// depends on the arrays' length, so it is planned again on every run). No row when the
-/// credit did not apply; [`UNHELD_REFUSAL`] then says why.
+/// credit did not apply; [`not_credited`] then says why.
 const CREDIT_ONE_UNHELD: &str = "\
     WITH credited AS ( \
         UPDATE point_wallets SET balance = balance + $2, updated_at = $4 \
@@ -190,15 +189,14 @@ const CREDIT_ONE_UNHELD: &str = "\
         SELECT user_id, $5, $2, balance, $4 FROM credited) \
     SELECT balance FROM credited";
 
-/// Why [`CREDIT_ONE_UNHELD`] credited nothing, read after it: no such user; the committed
-/// balance leaves no room (the refusal stands at that balance, whoever held the wallet); or
-/// it does, so the wallet was held by another transaction.
-const UNHELD_REFUSAL: &str = "\
+/// Whether a user has a wallet, and whether its committed balance is at most `$2` (a
+/// credit's ceiling): [`not_credited`].
+const NOT_CREDITED: &str = "\
     SELECT EXISTS (SELECT 1 FROM point_wallets WHERE user_id = $1) AS known, \
            EXISTS (SELECT 1 FROM point_wallets WHERE user_id = $1 AND balance <= $2) AS fits";
 
 #[derive(QueryableByName)]
-struct UnheldRefusal {
+struct NotCreditedRow {
     #[diesel(sql_type = Bool)]
     known: bool,
     #[diesel(sql_type = Bool)]
@@ -225,15 +223,13 @@ fn credit_one_unheld(
     if let Some(BalanceRow { balance }) = credited {
         return Ok(Some(Ok(balance)));
     }
-    let why: UnheldRefusal = statement(UNHELD_REFUSAL)
-        .bind::<BigInt, _>(user)
-        .bind::<BigInt, _>(charge.credit.ceiling.get())
-        .get_result(conn)?;
-    Ok(match why {
-        UnheldRefusal { known: false, .. } => Some(Err(ChargeRefusal::UserNotFound)),
-        UnheldRefusal { fits: false, .. } => Some(Err(ChargeRefusal::LimitExceeded)),
-        UnheldRefusal { .. } => None,
-    })
+    Ok(
+        match not_credited(conn, user, charge.credit.ceiling.get())? {
+            NotCredited::UnknownUser => Some(Err(ChargeRefusal::UserNotFound)),
+            NotCredited::Full => Some(Err(ChargeRefusal::LimitExceeded)),
+            NotCredited::Held => None,
+        },
+    )
 }
 
 #[derive(QueryableByName)]
@@ -441,18 +437,44 @@ fn credit_and_complete(
                 balance: Balance::from_trusted(balance),
             })
         }
-        CompletedCredit { balance: None, .. } => Err(refusal(conn, user).map_err(db_error)?),
+        CompletedCredit { balance: None, .. } => Err(refusal(conn, &credit).map_err(db_error)?),
     }
 }
 
-/// The failure path only: tells an unknown user from a full wallet.
-fn refusal(conn: &mut PgConnection, user: i64) -> QueryResult<CreditError> {
-    let known: bool = diesel::select(exists(point_wallets::table.find(user))).get_result(conn)?;
-    Ok(if known {
-        CreditError::LimitExceeded(BalanceLimitExceeded)
-    } else {
-        CreditError::UserNotFound
+/// Why a credit applied nothing, read after it (the failure path only).
+enum NotCredited {
+    UnknownUser,
+    /// No room at the committed balance: the refusal stands at that balance, whoever held
+    /// the wallet meanwhile.
+    Full,
+    /// Room: a credit that skipped held wallets found this one held. (After a credit that
+    /// waited for the wallet, room means a debit committed since: it was refused as full.)
+    Held,
+}
+
+/// Why a credit for `user` under `ceiling` applied nothing: one read.
+fn not_credited(conn: &mut PgConnection, user: i64, ceiling: i64) -> QueryResult<NotCredited> {
+    let why: NotCreditedRow = statement(NOT_CREDITED)
+        .bind::<BigInt, _>(user)
+        .bind::<BigInt, _>(ceiling)
+        .get_result(conn)?;
+    Ok(match why {
+        NotCreditedRow { known: false, .. } => NotCredited::UnknownUser,
+        NotCreditedRow { fits: false, .. } => NotCredited::Full,
+        NotCreditedRow { .. } => NotCredited::Held,
     })
+}
+
+/// The refusal of a credit that waited for its wallet ([`CREDIT`], [`CREDIT_AND_COMPLETE`]).
+fn refusal(conn: &mut PgConnection, credit: &Credit) -> QueryResult<CreditError> {
+    Ok(
+        match not_credited(conn, credit.user_id.get(), credit.ceiling.get())? {
+            NotCredited::UnknownUser => CreditError::UserNotFound,
+            NotCredited::Full | NotCredited::Held => {
+                CreditError::LimitExceeded(BalanceLimitExceeded)
+            }
+        },
+    )
 }
 
 /// A page of a user's history with its count and whether the user exists, in one
