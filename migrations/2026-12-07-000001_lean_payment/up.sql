@@ -10,8 +10,8 @@ DROP INDEX order_lines_by_product;
 -- Foreign keys whose reference the inserting statement makes itself. Each is a per-row
 -- trigger (a lookup that also locks the referenced row) on every insert. Nothing deletes
 -- orders, products or wallets, nor changes their ids, so only an insert could break these,
--- and each table has one writer that takes the reference from the row it has just
--- written or locked:
+-- and every statement that inserts into these tables takes the reference from the row it
+-- has just written or locked:
 --  * an order's lines are inserted from the order the same statement inserts, with the
 --    products whose stock the same transaction has just taken (`orders.rs`, STORE_ORDER);
 --  * a history row is inserted from the wallet row the same statement updates

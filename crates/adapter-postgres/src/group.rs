@@ -33,8 +33,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use domain::error::{StoreUnavailable, is_unavailable};
 use tokio::sync::oneshot;
 
-/// Statements of one read shape in flight at once, per instance; reads that arrive while
-/// all of them run wait, and go together in the next one.
+/// Statements of one shape (a read, or the charges) in flight at once, per instance; the
+/// calls that arrive while all of them run wait, and go together in the next one.
 pub(crate) const LANES: usize = 2;
 /// Keys in one grouped statement at most.
 pub(crate) const MAX_GROUP: usize = 128;
