@@ -13,7 +13,8 @@
 //! Every deadline is the database's clock: `now()` (the transaction's start) stamps a
 //! new order, `statement_timestamp()` decides and stamps payment and expiry.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
@@ -25,8 +26,8 @@ use domain::coupon::{Discount, StoredCouponState};
 use domain::idempotency::Completion;
 use domain::order::{
     AppliedCoupon, FoundOrder, FoundUserCoupon, Order, OrderFindings, OrderLine, OrderPayment,
-    OrderPlacement, OrderPlan, OrderQuantity, OrderStatus, Payment, PlaceFindings, PlaceRefusal,
-    PricingError, ProductSnapshot,
+    OrderPlacement, OrderPlan, OrderQuantity, OrderStatus, PayRefusal, Payment, PaymentDenied,
+    PlaceFindings, PlaceRefusal, PricingError, ProductSnapshot, Settled, Settlement,
 };
 use domain::outbox::OrderPaid;
 use domain::points::{Balance, PointKind};
@@ -39,7 +40,7 @@ use crate::error::{TxError, db_error};
 use crate::group::{Fetch, Grouped, LANES, MAX_GROUP};
 use crate::idempotency::in_tx_completing;
 use crate::pool::{PgPool, run};
-use crate::retry::retrying;
+use crate::retry::{retrying, transaction};
 use crate::statement::statement;
 
 /// Orders in PostgreSQL.
@@ -48,12 +49,15 @@ pub struct PgOrderStore {
     pool: PgPool,
     /// Reads of one order by (user, order id), grouped while they overlap.
     orders: Grouped<(i64, i64), ForUser<Option<Order>>>,
+    /// Payments without an idempotency key, grouped while they overlap.
+    payments: Grouped<PayKey, Result<Payment, PaymentDenied>>,
 }
 
 impl PgOrderStore {
     pub fn new(pool: PgPool) -> Self {
         Self {
             orders: Grouped::new(orders_of(pool.clone()), LANES, MAX_GROUP),
+            payments: Grouped::new(payments_of(pool.clone()), LANES, MAX_GROUP),
             pool,
         }
     }
@@ -555,50 +559,102 @@ fn diagnose_place(
 // Paying, cancelling, expiring
 // ---------------------------------------------------------------------------------
 
-/// Moves the user's order to PAID while it is NOT_PAID and before its deadline, both
-/// by the database's clock; returns it as paid, with its lines.
-static MARK_PAID: LazyLock<String> = LazyLock::new(|| {
-    statuses!(
+/// The text of [`MARK_PAID`], the order row named by `$order` (a parameter, or a subquery
+/// that locks it).
+macro_rules! mark_paid {
+    ($order:literal) => {
         concat!(
             "WITH o AS ( \
          UPDATE orders SET status = '{paid}', paid_at = statement_timestamp(), \
                            updated_at = statement_timestamp() \
-         WHERE id = $1 AND user_id = $2 AND status = '{not_paid}' \
+         WHERE id = ",
+            $order,
+            " AND user_id = $2 AND status = '{not_paid}' \
            AND expires_at > statement_timestamp() \
          RETURNING *) \
      SELECT ",
             order_columns!(),
             " FROM o ",
             lines_of_o!()
-        ),
+        )
+    };
+}
+
+/// Moves the user's order to PAID while it is NOT_PAID and before its deadline, both
+/// by the database's clock; returns it as paid, with its lines.
+static MARK_PAID: LazyLock<String> = LazyLock::new(|| statuses!(mark_paid!("$1"), paid, not_paid));
+
+/// [`MARK_PAID`] only if no other transaction holds the order (`SKIP LOCKED`): no row
+/// either way when it does.
+static MARK_PAID_UNHELD: LazyLock<String> = LazyLock::new(|| {
+    statuses!(
+        mark_paid!("(SELECT id FROM orders WHERE id = $1 FOR UPDATE SKIP LOCKED)"),
         paid,
         not_paid
     )
 });
 
-/// Debits the wallet if it covers the amount, and with it records the USE history row
-/// and the ORDER_PAID event; returns the balance after, or nothing when short.
-static DEBIT_FOR_ORDER: LazyLock<String> = LazyLock::new(|| {
-    statuses!(
-        "\
-    WITH debited AS ( \
+/// The text of [`DEBIT_FOR_ORDER`]: `$taken` a CTE (or nothing) before the debit,
+/// `$wallet` the wallet row it debits, `$held` whether that wallet was there to debit.
+macro_rules! debit_for_order {
+    ($taken:literal, $wallet:literal, $held:literal) => {
+        concat!(
+            "WITH ",
+            $taken,
+            "debited AS ( \
         UPDATE point_wallets SET balance = balance - $2, updated_at = $3 \
-        WHERE user_id = $1 AND balance >= $2 RETURNING user_id, balance), \
+        WHERE user_id = ",
+            $wallet,
+            " AND balance >= $2 RETURNING user_id, balance), \
     used AS ( \
         INSERT INTO point_history (user_id, kind, amount, balance_after, order_id, created_at) \
         SELECT user_id, '{use_kind}', $2, balance, $4, $3 FROM debited), \
     event AS ( \
         INSERT INTO outbox_events (id, event_type, aggregate_id, payload, created_at, next_attempt_at) \
         SELECT $5, $6, $4, $7::json, $3, $3 FROM debited) \
-    SELECT balance FROM debited",
+    SELECT (SELECT balance FROM debited) AS balance, ",
+            $held,
+            " AS held"
+        )
+    };
+}
+
+/// Debits the wallet if it covers the amount, and with it records the USE history row
+/// and the ORDER_PAID event; answers the balance after (NULL when short).
+static DEBIT_FOR_ORDER: LazyLock<String> =
+    LazyLock::new(|| statuses!(debit_for_order!("", "$1", "true"), use_kind));
+
+/// [`DEBIT_FOR_ORDER`] only if no other transaction holds the wallet (`SKIP LOCKED`), and
+/// whether it did.
+static DEBIT_UNHELD: LazyLock<String> = LazyLock::new(|| {
+    statuses!(
+        debit_for_order!(
+            "taken AS MATERIALIZED ( \
+                 SELECT user_id FROM point_wallets WHERE user_id = $1 FOR UPDATE SKIP LOCKED), ",
+            "(SELECT user_id FROM taken)",
+            "EXISTS (SELECT 1 FROM taken)"
+        ),
         use_kind
     )
 });
 
 #[derive(QueryableByName)]
-struct BalanceRow {
-    #[diesel(sql_type = BigInt)]
-    balance: i64,
+struct Debit {
+    /// The balance after; `None` when short (or the wallet was not held).
+    #[diesel(sql_type = Nullable<BigInt>)]
+    balance: Option<i64>,
+    #[diesel(sql_type = Bool)]
+    held: bool,
+}
+
+/// How a payment takes its order and wallet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rows {
+    /// Waits for them while another transaction holds them.
+    Wait,
+    /// Only if no other transaction holds them (`SKIP LOCKED`): a payment that must never
+    /// wait, as a group's lane must not.
+    Unheld,
 }
 
 /// Why a payment stopped.
@@ -606,6 +662,8 @@ enum Unpaid {
     /// The guarded move to PAID touched nothing.
     NotPayable,
     InsufficientBalance,
+    /// Another transaction held the wallet ([`Rows::Unheld`] only).
+    WalletHeld,
     /// The key's response could not be stored (its lease was lost): not a refusal.
     Failed(anyhow::Error),
 }
@@ -616,8 +674,16 @@ impl From<anyhow::Error> for Unpaid {
     }
 }
 
-fn pay_tx(conn: &mut PgConnection, pay: OrderPayment) -> Result<Payment, TxError<Unpaid>> {
-    let paid = statement(&MARK_PAID)
+fn pay_tx(
+    conn: &mut PgConnection,
+    pay: OrderPayment,
+    rows: Rows,
+) -> Result<Payment, TxError<Unpaid>> {
+    let (mark_paid, debit) = match rows {
+        Rows::Wait => (&MARK_PAID, &DEBIT_FOR_ORDER),
+        Rows::Unheld => (&MARK_PAID_UNHELD, &DEBIT_UNHELD),
+    };
+    let paid = statement(mark_paid)
         .bind::<BigInt, _>(pay.order_id.get())
         .bind::<BigInt, _>(pay.user_id.get())
         .get_result::<OrderRecord>(conn)
@@ -637,7 +703,7 @@ fn pay_tx(conn: &mut PgConnection, pay: OrderPayment) -> Result<Payment, TxError
     let event = OrderPaid::new(event_id.to_string(), &order, paid_at)
         .to_json()
         .map_err(|e| TxError::Db(DieselError::SerializationError(e.into())))?;
-    let balance = statement(&DEBIT_FOR_ORDER)
+    let debited = statement(debit)
         .bind::<BigInt, _>(order.user_id.get())
         .bind::<BigInt, _>(order.pay_amount.get())
         .bind::<Timestamptz, _>(paid_at)
@@ -645,10 +711,14 @@ fn pay_tx(conn: &mut PgConnection, pay: OrderPayment) -> Result<Payment, TxError
         .bind::<SqlUuid, _>(event_id)
         .bind::<Text, _>(OrderPaid::EVENT_TYPE)
         .bind::<Text, _>(event)
-        .get_result::<BalanceRow>(conn)
-        .optional()?;
-    let Some(BalanceRow { balance }) = balance else {
-        return Err(TxError::Domain(Unpaid::InsufficientBalance));
+        .get_result::<Debit>(conn)?;
+    let balance = match debited {
+        Debit {
+            balance: Some(balance),
+            ..
+        } => balance,
+        Debit { held: false, .. } => return Err(TxError::Domain(Unpaid::WalletHeld)),
+        Debit { balance: None, .. } => return Err(TxError::Domain(Unpaid::InsufficientBalance)),
     };
     Ok(Payment {
         order_id: order.id,
@@ -657,6 +727,265 @@ fn pay_tx(conn: &mut PgConnection, pay: OrderPayment) -> Result<Payment, TxError
         balance: Balance::from_trusted(balance),
         paid_at,
     })
+}
+
+/// One payment in its own transaction (completing its idempotency key, when it has one);
+/// on a refusal, the read that names it. One checkout. `None` when, taking only
+/// [`Rows::Unheld`], its order or wallet was held elsewhere: nothing changed.
+fn pay_one(
+    conn: &mut PgConnection,
+    pay: OrderPayment,
+    completion: Option<&Completion<Payment>>,
+    rows: Rows,
+) -> Result<Option<Payment>, PayError> {
+    match in_tx_completing(conn, completion, |conn| pay_tx(conn, pay, rows)) {
+        Ok(payment) => Ok(Some(payment)),
+        Err(TxError::Db(err)) => Err(PayError::Unknown(db_error(err))),
+        Err(TxError::Domain(Unpaid::Failed(err))) => Err(PayError::Unknown(err)),
+        Err(TxError::Domain(Unpaid::InsufficientBalance)) => Err(PayError::InsufficientBalance),
+        Err(TxError::Domain(Unpaid::WalletHeld)) => Ok(None),
+        Err(TxError::Domain(Unpaid::NotPayable)) => {
+            let findings = diagnose_order(conn, pay.user_id, pay.order_id)?;
+            match (findings.payable(pay.user_id), rows) {
+                (Err(refusal), _) => Err(PayError::Refused(refusal)),
+                // Payable as committed, yet not moved: another transaction held it.
+                (Ok(()), Rows::Unheld) => Ok(None),
+                // Waiting, that cannot happen (an order never returns to NOT_PAID and its
+                // deadline never moves); answer safely.
+                (Ok(()), Rows::Wait) => Err(PayError::Refused(PayRefusal::NotPayable)),
+            }
+        }
+    }
+}
+
+/// [`pay_one`] waiting for its rows: every payment that has a key, or that its group
+/// could not decide.
+fn pay_alone(
+    conn: &mut PgConnection,
+    pay: OrderPayment,
+    completion: Option<&Completion<Payment>>,
+) -> Result<Payment, PayError> {
+    pay_one(conn, pay, completion, Rows::Wait)?.ok_or_else(|| {
+        PayError::Unknown(anyhow::anyhow!("a waiting payment found its wallet held"))
+    })
+}
+
+/// One payment of a group. `ticket` tells apart payments that are otherwise equal (one
+/// order paid twice at once), so each gets its own answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct PayKey {
+    ticket: u64,
+    pay: OrderPayment,
+}
+
+/// Numbers the payments of this process, for [`PayKey::ticket`].
+static PAY_TICKETS: AtomicU64 = AtomicU64::new(0);
+
+/// The payments of a group. Alone: [`pay_one`] taking only [`Rows::Unheld`] (the
+/// statements of a payment before grouping, each row taken with `SKIP LOCKED`). Together, in one
+/// transaction whatever their number (`BEGIN`, [`TAKE_PAYABLE`], [`PAY_SETTLED`],
+/// `COMMIT`): the orders and wallets nobody else holds are taken, the domain's
+/// [`Settlement`] decides each payment in arrival order against them, and one statement
+/// writes every payment it made. A member it leaves undecided (its order or wallet held
+/// elsewhere, not NOT_PAID, or another user's) gets no answer and goes alone.
+fn payments_of(pool: PgPool) -> Fetch<PayKey, Result<Payment, PaymentDenied>> {
+    Arc::new(move |payments: Vec<PayKey>| {
+        let pool = pool.clone();
+        Box::pin(async move {
+            run(&pool, move |conn| {
+                if let [one] = payments.as_slice() {
+                    let answer = match pay_one(conn, one.pay, None, Rows::Unheld) {
+                        Ok(Some(payment)) => Ok(payment),
+                        Ok(None) => return Ok(HashMap::new()),
+                        Err(PayError::Refused(refusal)) => Err(PaymentDenied::Refused(refusal)),
+                        Err(PayError::InsufficientBalance) => {
+                            Err(PaymentDenied::InsufficientBalance)
+                        }
+                        Err(PayError::Unknown(err)) => return Err(err),
+                    };
+                    return Ok(HashMap::from([(*one, answer)]));
+                }
+                transaction(conn, |conn| settle(conn, &payments)).map_err(|err| match err {
+                    TxError::Db(err) => db_error(err),
+                    TxError::Domain(err) => err,
+                })
+            })
+            .await
+        })
+    })
+}
+
+/// Takes the NOT_PAID orders among `$1` that no other transaction holds (`SKIP LOCKED`:
+/// a group never waits for a row, so groups cannot deadlock, and a row held elsewhere
+/// delays no payment but its own), and their owners' wallets likewise: each taken order
+/// with its lines, its owner's balance (NULL when the wallet was not taken), and the
+/// database's time, which decides expiry and stamps the payments.
+static TAKE_PAYABLE: LazyLock<String> = LazyLock::new(|| {
+    statuses!(
+        concat!(
+            "WITH taken AS MATERIALIZED ( \
+         SELECT * FROM orders WHERE id = ANY($1) AND status = '{not_paid}' \
+         ORDER BY id FOR UPDATE SKIP LOCKED), \
+     wallets AS MATERIALIZED ( \
+         SELECT user_id, balance FROM point_wallets \
+         WHERE user_id IN (SELECT user_id FROM taken) \
+         ORDER BY user_id FOR UPDATE SKIP LOCKED) \
+     SELECT ",
+            order_columns!(),
+            ", w.balance AS wallet_balance, statement_timestamp() AS now \
+     FROM taken o LEFT JOIN wallets w ON w.user_id = o.user_id ",
+            lines_of_o!()
+        ),
+        not_paid
+    )
+});
+
+#[derive(QueryableByName)]
+struct Payable {
+    #[diesel(embed)]
+    order: OrderRecord,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    wallet_balance: Option<i64>,
+    #[diesel(sql_type = Timestamptz)]
+    now: DateTime<Utc>,
+}
+
+/// Writes the payments a [`Settlement`] made, each given as its order, owner, amount, the
+/// owner's balance after it (in the group's order), its event's id and JSON: every order to
+/// PAID, each wallet debited by its payments' sum, a USE history row and an ORDER_PAID event
+/// per payment, all stamped `$7`. The history rows and events take their order and user
+/// from the rows this statement updated. Answers how many orders and wallets it updated.
+static PAY_SETTLED: LazyLock<String> = LazyLock::new(|| {
+    statuses!(
+        "\
+    WITH paying AS ( \
+        SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], \
+                             $5::uuid[], $6::text[]) \
+            AS p (order_id, user_id, amount, balance_after, event_id, payload)), \
+    paid AS ( \
+        UPDATE orders o SET status = '{paid}', paid_at = $7, updated_at = $7 \
+        FROM paying p \
+        WHERE o.id = p.order_id AND o.user_id = p.user_id AND o.status = '{not_paid}' \
+        RETURNING o.id), \
+    debits AS ( \
+        SELECT user_id, sum(amount)::bigint AS amount, min(balance_after) AS balance_after \
+        FROM paying GROUP BY user_id), \
+    debited AS ( \
+        UPDATE point_wallets w SET balance = w.balance - d.amount, updated_at = $7 \
+        FROM debits d \
+        WHERE w.user_id = d.user_id AND w.balance - d.amount = d.balance_after \
+        RETURNING w.user_id), \
+    used AS ( \
+        INSERT INTO point_history (user_id, kind, amount, balance_after, order_id, created_at) \
+        SELECT d.user_id, '{use_kind}', p.amount, p.balance_after, o.id, $7 \
+        FROM paying p JOIN paid o ON o.id = p.order_id JOIN debited d ON d.user_id = p.user_id), \
+    event AS ( \
+        INSERT INTO outbox_events (id, event_type, aggregate_id, payload, created_at, next_attempt_at) \
+        SELECT p.event_id, $8, o.id, p.payload::json, $7, $7 \
+        FROM paying p JOIN paid o ON o.id = p.order_id JOIN debited d ON d.user_id = p.user_id) \
+    SELECT (SELECT count(*) FROM paid) AS paid, (SELECT count(*) FROM debited) AS debited",
+        paid,
+        not_paid,
+        use_kind
+    )
+});
+
+#[derive(QueryableByName)]
+struct SettledCounts {
+    #[diesel(sql_type = BigInt)]
+    paid: i64,
+    #[diesel(sql_type = BigInt)]
+    debited: i64,
+}
+
+/// The columns of [`PAY_SETTLED`], one entry per payment made.
+#[derive(Default)]
+struct Paying {
+    order_ids: Vec<i64>,
+    user_ids: Vec<i64>,
+    amounts: Vec<i64>,
+    balances_after: Vec<i64>,
+    event_ids: Vec<uuid::Uuid>,
+    payloads: Vec<String>,
+}
+
+/// A group's payments, in the transaction the caller opened: answers every member the
+/// [`Settlement`] decided.
+fn settle(
+    conn: &mut PgConnection,
+    payments: &[PayKey],
+) -> Result<HashMap<PayKey, Result<Payment, PaymentDenied>>, TxError<anyhow::Error>> {
+    let order_ids: Vec<i64> = payments.iter().map(|k| k.pay.order_id.get()).collect();
+    let taken = statement(&TAKE_PAYABLE)
+        .bind::<Array<BigInt>, _>(order_ids)
+        .load::<Payable>(conn)?;
+    let Some(now) = taken.first().map(|row| row.now) else {
+        return Ok(HashMap::new());
+    };
+    let mut orders = Vec::with_capacity(taken.len());
+    let mut wallets = Vec::with_capacity(taken.len());
+    for row in taken {
+        let order = row.order.into_stored().map_err(TxError::Domain)?;
+        if let Some(balance) = row.wallet_balance {
+            wallets.push((order.user_id, Balance::from_trusted(balance)));
+        }
+        orders.push(order);
+    }
+    let mut settlement = Settlement::new(now, orders, wallets);
+    let mut answers = HashMap::with_capacity(payments.len());
+    let mut paying = Paying::default();
+    for key in payments {
+        let Some(decided) = settlement.pay(key.pay) else {
+            continue;
+        };
+        let answer = match decided {
+            Ok(Settled { order, payment }) => {
+                // Time-ordered (UUIDv7), as a payment alone makes it.
+                let event_id = uuid::Uuid::now_v7();
+                let event = OrderPaid::new(event_id.to_string(), &order, now)
+                    .to_json()
+                    .map_err(|e| TxError::Domain(anyhow::Error::new(e)))?;
+                paying.order_ids.push(order.id.get());
+                paying.user_ids.push(order.user_id.get());
+                paying.amounts.push(order.pay_amount.get());
+                paying.balances_after.push(payment.balance.get());
+                paying.event_ids.push(event_id);
+                paying.payloads.push(event);
+                Ok(payment)
+            }
+            Err(denied) => Err(denied),
+        };
+        answers.insert(*key, answer);
+    }
+    if paying.order_ids.is_empty() {
+        return Ok(answers);
+    }
+    let (orders_paid, users) = (
+        paying.order_ids.len(),
+        paying.user_ids.iter().collect::<HashSet<_>>().len(),
+    );
+    let written = statement(&PAY_SETTLED)
+        .bind::<Array<BigInt>, _>(paying.order_ids)
+        .bind::<Array<BigInt>, _>(paying.user_ids)
+        .bind::<Array<BigInt>, _>(paying.amounts)
+        .bind::<Array<BigInt>, _>(paying.balances_after)
+        .bind::<Array<SqlUuid>, _>(paying.event_ids)
+        .bind::<Array<Text>, _>(paying.payloads)
+        .bind::<Timestamptz, _>(now)
+        .bind::<Text, _>(OrderPaid::EVENT_TYPE)
+        .get_result::<SettledCounts>(conn)?;
+    // The rows were taken for this transaction, so the writes match what was read; if
+    // they ever did not, nothing is kept.
+    if usize::try_from(written.paid).ok() != Some(orders_paid)
+        || usize::try_from(written.debited).ok() != Some(users)
+    {
+        return Err(TxError::Domain(anyhow::anyhow!(
+            "a settled group wrote {} of {orders_paid} payments and {} of {users} wallets",
+            written.paid,
+            written.debited
+        )));
+    }
+    Ok(answers)
 }
 
 /// Cancels the user's order while it is NOT_PAID and puts back what it held, in one
@@ -942,20 +1271,19 @@ impl OrderStore for PgOrderStore {
         pay: OrderPayment,
         completion: Option<Completion<Payment>>,
     ) -> Result<Payment, PayError> {
-        // One checkout: the transaction, and on a refusal the read that names it.
-        run(&self.pool, move |conn| {
-            match in_tx_completing(conn, completion.as_ref(), |conn| pay_tx(conn, pay)) {
-                Ok(payment) => Ok(payment),
-                Err(TxError::Db(err)) => Err(PayError::Unknown(db_error(err))),
-                Err(TxError::Domain(Unpaid::Failed(err))) => Err(PayError::Unknown(err)),
-                Err(TxError::Domain(Unpaid::InsufficientBalance)) => {
-                    Err(PayError::InsufficientBalance)
-                }
-                Err(TxError::Domain(Unpaid::NotPayable)) => {
-                    let findings = diagnose_order(conn, pay.user_id, pay.order_id)?;
-                    Err(PayError::Refused(findings.pay_refusal(pay.user_id)))
-                }
+        if completion.is_none() {
+            let key = PayKey {
+                ticket: PAY_TICKETS.fetch_add(1, Ordering::Relaxed),
+                pay,
+            };
+            if let Some(answer) = self.payments.get(key).await? {
+                return answer.map_err(PayError::from);
             }
+            // Its group could not decide it (its order or wallet was held elsewhere):
+            // alone, waiting for them.
+        }
+        run(&self.pool, move |conn| {
+            pay_alone(conn, pay, completion.as_ref())
         })
         .await
     }

@@ -14,6 +14,7 @@
 use adapter_postgres::PgOrderStore;
 use adapter_postgres::test_support::TestDatabase;
 use chrono::Duration;
+use diesel::{Connection, PgConnection, connection::SimpleConnection};
 use domain::order::{
     CancelRefusal, OrderItems, OrderPayment, OrderPlacement, OrderQuantity, OrderStatus,
     PayRefusal, PlaceRefusal,
@@ -346,4 +347,165 @@ async fn orders_over_the_same_products_in_opposite_line_order_never_deadlock() {
     );
     // 30 orders of each user hold their units, but for the 29 cancelled.
     assert_eq!((shop.stock(a), shop.stock(b)), (100_000 - 31, 100_000 - 62));
+}
+
+/// Payments that overlap are decided together (their group takes the orders and wallets
+/// nobody holds) and end as they would have one after another: each order paid at most
+/// once, a wallet debited while it covers, and every other refusal named as when alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_payments_end_as_if_made_one_after_another() {
+    let shop = Shop::new(4);
+    let product = shop.product(1, 1_000, 1_000);
+    let mut payments = Vec::new();
+    // 20 users paying one order each, 5 of them a second one too.
+    for id in 1..=20 {
+        let user = shop.user(id, 10_000);
+        payments.push((user, shop.place(user, &[(product, 2)], None).await.unwrap()));
+        if id <= 5 {
+            payments.push((user, shop.place(user, &[(product, 1)], None).await.unwrap()));
+        }
+    }
+    // 5 users whose wallet covers one of their two orders.
+    for id in 21..=25 {
+        let user = shop.user(id, 1_500);
+        for _ in 0..2 {
+            payments.push((user, shop.place(user, &[(product, 1)], None).await.unwrap()));
+        }
+    }
+    let (twice, expired, strangers) = (
+        payments[3],
+        shop.place(UserId::new(6).unwrap(), &[(product, 1)], None)
+            .await
+            .unwrap(),
+        shop.place(UserId::new(7).unwrap(), &[(product, 1)], None)
+            .await
+            .unwrap(),
+    );
+    shop.make_due(expired);
+    payments.push(twice);
+    payments.push((UserId::new(6).unwrap(), expired));
+    payments.push((UserId::new(8).unwrap(), strangers));
+    payments.push((UserId::new(9).unwrap(), OrderId::new(987_654).unwrap()));
+
+    let answers = futures_util::future::join_all(
+        payments
+            .iter()
+            .map(|(user, order)| shop.store.pay(payment(*user, *order), None)),
+    )
+    .await;
+
+    let mut paid = std::collections::HashMap::<UserId, Vec<i64>>::new();
+    let (mut short, mut not_payable) = (Vec::new(), 0);
+    for ((user, order), answer) in payments.iter().zip(answers) {
+        match answer {
+            Ok(p) => {
+                assert_eq!((p.user_id, p.order_id), (*user, *order));
+                paid.entry(*user).or_default().push(p.balance.get());
+            }
+            Err(PayError::InsufficientBalance) => short.push(user.get()),
+            Err(PayError::Refused(PayRefusal::NotPayable)) => {
+                assert_eq!((*user, *order), twice);
+                not_payable += 1;
+            }
+            Err(PayError::Refused(PayRefusal::Expired)) => assert_eq!(*order, expired),
+            Err(PayError::Refused(PayRefusal::OrderNotFound)) => {
+                assert!(user.get() == 8 || user.get() == 9, "{user} {order}");
+            }
+            Err(err) => panic!("payment of {order} by {user}: {err}"),
+        }
+    }
+    short.sort_unstable();
+    assert_eq!(short, vec![21, 22, 23, 24, 25]);
+    assert_eq!(not_payable, 1);
+    for id in 1..=25 {
+        let user = UserId::new(id).unwrap();
+        let (start, spent) = match id {
+            1..=5 => (10_000, 3_000),
+            6..=20 => (10_000, 2_000),
+            _ => (1_500, 1_000),
+        };
+        // The balance, the history and the answers agree: each payment once, its answer
+        // the balance its own history row recorded.
+        assert_eq!(
+            shop.number(&format!(
+                "SELECT balance FROM point_wallets WHERE user_id = {id}"
+            )),
+            start - spent
+        );
+        let afters = shop.scalar(&format!(
+            "SELECT string_agg(balance_after::text, ',' ORDER BY balance_after DESC) \
+             FROM point_history WHERE user_id = {id} AND kind = 'USE'"
+        ));
+        let mut mine = paid.remove(&user).unwrap();
+        mine.sort_unstable_by(|a, b| b.cmp(a));
+        let mine = mine
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        assert_eq!(afters, mine, "user {id}");
+    }
+    assert_eq!(
+        shop.number(
+            "SELECT count(*) FROM orders o \
+             JOIN point_history h ON h.order_id = o.id AND h.amount = o.pay_amount \
+             JOIN outbox_events e ON e.aggregate_id = o.id \
+             WHERE o.status = 'PAID' AND o.paid_at = h.created_at"
+        ),
+        5 * 2 + 15 + 5
+    );
+    assert_eq!(
+        (
+            shop.number("SELECT count(*) FROM orders WHERE status = 'PAID'"),
+            shop.number("SELECT count(*) FROM point_history WHERE kind = 'USE'"),
+            shop.number("SELECT count(*) FROM outbox_events"),
+        ),
+        (30, 30, 30)
+    );
+}
+
+/// An order or a wallet another transaction holds delays only its own payment: the
+/// overlapping payments of other orders are answered meanwhile, and the held ones are made
+/// once the rows are released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_order_or_wallet_delays_only_its_own_payment() {
+    let shop = std::sync::Arc::new(Shop::new(8));
+    let product = shop.product(1, 1_000, 1_000);
+    let mut payments = Vec::new();
+    for id in 1..=20 {
+        let user = shop.user(id, 10_000);
+        payments.push((user, shop.place(user, &[(product, 1)], None).await.unwrap()));
+    }
+    let (held_order, held_wallet) = (payments[0], payments[1]);
+    let mut holder = PgConnection::establish(shop.db.url()).unwrap();
+    holder
+        .batch_execute(&format!(
+            "BEGIN; SELECT 1 FROM orders WHERE id = {} FOR UPDATE; \
+             SELECT 1 FROM point_wallets WHERE user_id = {} FOR UPDATE",
+            held_order.1, held_wallet.0
+        ))
+        .unwrap();
+    let pay = |(user, order): (UserId, OrderId)| {
+        let shop = shop.clone();
+        tokio::spawn(async move { shop.store.pay(payment(user, order), None).await })
+    };
+    let waiting = [pay(held_order), pay(held_wallet)];
+    let others: Vec<_> = payments[2..].iter().map(|p| pay(*p)).collect();
+    tokio::time::timeout(std::time::Duration::from_secs(4), async {
+        for other in others {
+            assert_eq!(other.await.unwrap().unwrap().balance.get(), 9_000);
+        }
+    })
+    .await
+    .expect("payments of other orders waited for the held rows");
+    assert!(waiting.iter().all(|t| !t.is_finished()));
+
+    holder.batch_execute("COMMIT").unwrap();
+    for task in waiting {
+        assert_eq!(task.await.unwrap().unwrap().balance.get(), 9_000);
+    }
+    assert_eq!(
+        shop.number("SELECT count(*) FROM orders WHERE status = 'PAID'"),
+        20
+    );
 }

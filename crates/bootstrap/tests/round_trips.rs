@@ -581,6 +581,52 @@ async fn placing_an_order_is_four_round_trips_and_paying_it_four() {
     assert_eq!(paid.unwrap().paid_amount, placed.pay_amount);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_payments_share_transactions_and_each_pays_once() {
+    let f = Fixture::with_pool(4, Arc::new(SystemClock));
+    let orders = f.orders(Duration::minutes(5));
+    let product = f.product(1_000, 1_000).await;
+    let mut placed = Vec::new();
+    for _ in 0..30 {
+        let user = f.funded_user(10_000).await;
+        let order = orders
+            .place
+            .execute(order_of(user, &[product]), None)
+            .await
+            .unwrap();
+        placed.push((user, order.id));
+    }
+    let answers = std::sync::Mutex::new(Vec::new());
+    let n = f
+        .statements_of_overlapping(placed.iter().map(|(user, order)| {
+            let (orders, answers) = (&orders, &answers);
+            async move {
+                let paid = orders.pay.execute(pay(*user, *order), None).await;
+                answers.lock().unwrap().push((*user, *order, paid));
+            }
+        }))
+        .await;
+    // Alone, each payment is 4 (BEGIN, mark paid, debit, COMMIT): 120.
+    assert!(
+        n < placed.len(),
+        "30 overlapping payments took {n} statements"
+    );
+    for (user, order, paid) in answers.into_inner().unwrap() {
+        let paid = paid.unwrap();
+        assert_eq!((paid.user_id, paid.order_id), (user, order));
+        assert_eq!(paid.balance.get(), 10_000 - 2_000, "user {user}");
+    }
+    assert_eq!(
+        f.db.query_scalar(
+            "SELECT count(DISTINCT o.id) || ' ' || count(h.*) || ' ' || count(e.*) \
+             FROM orders o JOIN point_history h ON h.order_id = o.id AND h.kind = 'USE' \
+             JOIN outbox_events e ON e.aggregate_id = o.id WHERE o.status = 'PAID'"
+        )
+        .unwrap(),
+        "30 30 30"
+    );
+}
+
 #[tokio::test]
 async fn cancelling_reading_listing_and_an_expiry_scan_are_one_round_trip_each() {
     let f = Fixture::new();

@@ -4,6 +4,8 @@
 //! once; it waits for payment until `expires_at`, then leaves `NOT_PAID` exactly once:
 //! to PAID, CANCELLED or EXPIRED.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Duration, Utc};
 
 use crate::coupon::{Discount, StoredCouponState};
@@ -426,18 +428,16 @@ impl OrderFindings {
         self.order.filter(|o| o.owner == user).ok_or(true)
     }
 
-    /// Why `user` could not pay the order.
-    pub fn pay_refusal(&self, user: UserId) -> PayRefusal {
+    /// Whether `user` may pay the order as found.
+    ///
+    /// # Errors
+    /// Why not: an unknown user, an order not found (or another user's), or one not payable
+    /// ([`OrderStatus::check_payable`]).
+    pub fn payable(&self, user: UserId) -> Result<(), PayRefusal> {
         match self.owned(user) {
-            Err(false) => PayRefusal::UserNotFound,
-            Err(true) => PayRefusal::OrderNotFound,
-            Ok(order) => order
-                .status
-                .check_payable(order.expires_at, self.now)
-                .err()
-                // Payable now yet refused a moment ago cannot happen (an order never
-                // returns to NOT_PAID and its deadline never moves); answer safely.
-                .unwrap_or(PayRefusal::NotPayable),
+            Err(false) => Err(PayRefusal::UserNotFound),
+            Err(true) => Err(PayRefusal::OrderNotFound),
+            Ok(order) => order.status.check_payable(order.expires_at, self.now),
         }
     }
 
@@ -464,10 +464,85 @@ pub struct Payment {
 /// An order to pay from the user's points, as
 /// [`OrderStore::pay`](crate::ports::OrderStore::pay) takes it. Whether it may be paid is
 /// decided where it is paid, by the database's clock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct OrderPayment {
     pub order_id: OrderId,
     pub user_id: UserId,
+}
+
+/// Why a payment was not made: a refusal, or a balance short of the amount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaymentDenied {
+    Refused(PayRefusal),
+    InsufficientBalance,
+}
+
+/// A payment decided by a [`Settlement`]: the order as paid, and what the payment leaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settled {
+    pub order: Order,
+    pub payment: Payment,
+}
+
+/// Payments decided together against what a store holds locked for them: the NOT_PAID
+/// orders they name, their owners' wallets, and the store's clock when it took them.
+///
+/// Each payment is decided in turn against what the ones before it left (an order paid, a
+/// wallet debited), so several payments get the outcomes they would have had one after
+/// another in that order: a second payment of one order is refused as already paid, and a
+/// wallet covers a user's payments while its balance lasts. A payment whose order or wallet
+/// is not held here is left undecided, for the store to decide alone.
+#[derive(Debug, Clone)]
+pub struct Settlement {
+    now: DateTime<Utc>,
+    orders: HashMap<OrderId, Order>,
+    balances: HashMap<UserId, Balance>,
+}
+
+impl Settlement {
+    /// `orders` and `balances` as held, at the store's time `now`.
+    pub fn new(
+        now: DateTime<Utc>,
+        orders: impl IntoIterator<Item = Order>,
+        balances: impl IntoIterator<Item = (UserId, Balance)>,
+    ) -> Self {
+        Self {
+            now,
+            orders: orders.into_iter().map(|o| (o.id, o)).collect(),
+            balances: balances.into_iter().collect(),
+        }
+    }
+
+    /// The outcome of `pay` after the payments decided before it, or `None` when it cannot
+    /// be decided here: its order is not held (no such order, not NOT_PAID when taken, or
+    /// held elsewhere), it is another user's (whether this user exists is not known here),
+    /// or its wallet is not held.
+    pub fn pay(&mut self, pay: OrderPayment) -> Option<Result<Settled, PaymentDenied>> {
+        let order = self.orders.get_mut(&pay.order_id)?;
+        if order.user_id != pay.user_id {
+            return None;
+        }
+        let balance = self.balances.get_mut(&pay.user_id)?;
+        if let Err(refusal) = order.check_payable(self.now) {
+            return Some(Err(PaymentDenied::Refused(refusal)));
+        }
+        let Some(after) = balance.less(order.pay_amount) else {
+            return Some(Err(PaymentDenied::InsufficientBalance));
+        };
+        *balance = after;
+        order.status = OrderStatus::Paid;
+        order.paid_at = Some(self.now);
+        Some(Ok(Settled {
+            order: order.clone(),
+            payment: Payment {
+                order_id: order.id,
+                user_id: order.user_id,
+                paid_amount: order.pay_amount,
+                balance: after,
+                paid_at: self.now,
+            },
+        }))
+    }
 }
 
 #[cfg(test)]
@@ -678,28 +753,29 @@ mod tests {
             user_exists: false,
             ..found(1, OrderStatus::Paid, 5)
         };
-        assert_eq!(no_user.pay_refusal(me), PayRefusal::UserNotFound);
+        assert_eq!(no_user.payable(me), Err(PayRefusal::UserNotFound));
         assert_eq!(no_user.cancel_refusal(me), CancelRefusal::UserNotFound);
         let no_order = OrderFindings {
             order: None,
             ..found(1, OrderStatus::Paid, 5)
         };
-        assert_eq!(no_order.pay_refusal(me), PayRefusal::OrderNotFound);
+        assert_eq!(no_order.payable(me), Err(PayRefusal::OrderNotFound));
         let theirs = found(2, OrderStatus::NotPaid, 5);
-        assert_eq!(theirs.pay_refusal(me), PayRefusal::OrderNotFound);
+        assert_eq!(theirs.payable(me), Err(PayRefusal::OrderNotFound));
         assert_eq!(theirs.cancel_refusal(me), CancelRefusal::OrderNotFound);
         assert_eq!(
-            found(1, OrderStatus::NotPaid, 0).pay_refusal(me),
-            PayRefusal::Expired
+            found(1, OrderStatus::NotPaid, 0).payable(me),
+            Err(PayRefusal::Expired)
         );
         assert_eq!(
-            found(1, OrderStatus::Expired, 5).pay_refusal(me),
-            PayRefusal::Expired
+            found(1, OrderStatus::Expired, 5).payable(me),
+            Err(PayRefusal::Expired)
         );
         assert_eq!(
-            found(1, OrderStatus::Cancelled, 5).pay_refusal(me),
-            PayRefusal::NotPayable
+            found(1, OrderStatus::Cancelled, 5).payable(me),
+            Err(PayRefusal::NotPayable)
         );
+        assert_eq!(found(1, OrderStatus::NotPaid, 5).payable(me), Ok(()));
         assert_eq!(
             found(1, OrderStatus::Paid, 5).cancel_refusal(me),
             CancelRefusal::NotCancellable
@@ -741,6 +817,85 @@ mod tests {
         );
         assert!(order(OrderStatus::NotPaid, -5).is_cancellable());
         assert!(!order(OrderStatus::Paid, 5).is_cancellable());
+    }
+
+    #[test]
+    fn payments_settled_together_are_decided_in_turn() {
+        let now = Utc::now();
+        let unpaid = |id: i64, user: i64, amount: i64, expires_in: i64| Order {
+            id: OrderId::new(id).unwrap(),
+            user_id: UserId::new(user).unwrap(),
+            status: OrderStatus::NotPaid,
+            lines: vec![],
+            total_amount: Money::from_trusted(amount),
+            discount_amount: Money::ZERO,
+            pay_amount: Money::from_trusted(amount),
+            user_coupon_id: None,
+            created_at: now,
+            expires_at: now + Duration::seconds(expires_in),
+            paid_at: None,
+        };
+        let pay = |order: i64, user: i64| OrderPayment {
+            order_id: OrderId::new(order).unwrap(),
+            user_id: UserId::new(user).unwrap(),
+        };
+        let wallet =
+            |user: i64, balance: i64| (UserId::new(user).unwrap(), Balance::from_trusted(balance));
+        let mut held = Settlement::new(
+            now,
+            [
+                unpaid(1, 1, 600, 60),
+                unpaid(2, 1, 500, 60),
+                unpaid(3, 1, 400, 60),
+                unpaid(4, 2, 100, 0),
+                unpaid(5, 3, 100, 60),
+                unpaid(6, 4, 100, 60),
+            ],
+            [wallet(1, 1000), wallet(2, 1000), wallet(4, 1000)],
+        );
+        let paid = held.pay(pay(1, 1)).unwrap().unwrap();
+        assert_eq!(
+            (
+                paid.order.status,
+                paid.order.paid_at,
+                paid.payment.balance.get()
+            ),
+            (OrderStatus::Paid, Some(now), 400)
+        );
+        assert_eq!(
+            (
+                paid.payment.order_id.get(),
+                paid.payment.paid_amount.get(),
+                paid.payment.paid_at
+            ),
+            (1, 600, now)
+        );
+        // The same order again: already paid.
+        assert_eq!(
+            held.pay(pay(1, 1)),
+            Some(Err(PaymentDenied::Refused(PayRefusal::NotPayable)))
+        );
+        // 400 left does not cover 500, and the refusal takes nothing: 400 still pays 400.
+        assert_eq!(
+            held.pay(pay(2, 1)),
+            Some(Err(PaymentDenied::InsufficientBalance))
+        );
+        assert_eq!(
+            held.pay(pay(3, 1)).unwrap().unwrap().payment.balance,
+            Balance::ZERO
+        );
+        assert_eq!(
+            held.pay(pay(4, 2)),
+            Some(Err(PaymentDenied::Refused(PayRefusal::Expired)))
+        );
+        // Undecided: another user's order, a wallet not held, an order not held.
+        assert_eq!(held.pay(pay(6, 1)), None);
+        assert_eq!(held.pay(pay(5, 3)), None);
+        assert_eq!(held.pay(pay(7, 1)), None);
+        assert_eq!(
+            held.pay(pay(6, 4)).unwrap().unwrap().payment.balance.get(),
+            900
+        );
     }
 
     #[test]

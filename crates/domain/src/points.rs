@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::{OrderId, UserId, ValidationError};
+use crate::{Money, OrderId, UserId, ValidationError};
 
 /// The amount of one charge: `1..=1_000_000` KRW.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -47,6 +47,12 @@ impl Balance {
 
     pub const fn get(self) -> i64 {
         self.0
+    }
+
+    /// The balance after paying `amount` from it, or `None` when it does not cover it.
+    pub fn less(self, amount: Money) -> Option<Self> {
+        let after = self.0.checked_sub(amount.get())?;
+        (after >= 0).then_some(Self(after))
     }
 }
 

@@ -28,7 +28,8 @@ use crate::idempotency::{
 };
 use crate::identity::{InvalidToken, Principal};
 use crate::order::{
-    CancelRefusal, Order, OrderPayment, OrderPlacement, PayRefusal, Payment, PlaceRefusal,
+    CancelRefusal, Order, OrderPayment, OrderPlacement, PayRefusal, Payment, PaymentDenied,
+    PlaceRefusal,
 };
 use crate::outbox::{OutboxCounts, OutboxEvent};
 use crate::page::{KeysetPage, KeysetRequest};
@@ -413,6 +414,15 @@ pub enum PayError {
     Unknown(#[from] anyhow::Error),
 }
 
+impl From<PaymentDenied> for PayError {
+    fn from(denied: PaymentDenied) -> Self {
+        match denied {
+            PaymentDenied::Refused(refusal) => Self::Refused(refusal),
+            PaymentDenied::InsufficientBalance => Self::InsufficientBalance,
+        }
+    }
+}
+
 /// Why an order was not cancelled.
 #[derive(Debug, thiserror::Error)]
 pub enum CancelError {
@@ -484,9 +494,9 @@ pub trait OrderStore: Send + Sync {
     ///
     /// # Errors
     /// [`PayError::Refused`] when the order is not payable (see
-    /// [`OrderFindings::pay_refusal`]), [`PayError::InsufficientBalance`]; nothing changes.
+    /// [`OrderFindings::payable`]), [`PayError::InsufficientBalance`]; nothing changes.
     ///
-    /// [`OrderFindings::pay_refusal`]: crate::order::OrderFindings::pay_refusal
+    /// [`OrderFindings::payable`]: crate::order::OrderFindings::payable
     async fn pay(
         &self,
         pay: OrderPayment,
