@@ -14,6 +14,7 @@
 //! new order, `statement_timestamp()` decides and stamps payment and expiry.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 
@@ -25,9 +26,10 @@ use diesel::sql_types::{Array, BigInt, Bool, Nullable, Text, Timestamptz, Uuid a
 use domain::coupon::{Discount, StoredCouponState};
 use domain::idempotency::Completion;
 use domain::order::{
-    AppliedCoupon, FoundOrder, FoundUserCoupon, Order, OrderFindings, OrderLine, OrderPayment,
-    OrderPlacement, OrderPlan, OrderQuantity, OrderStatus, PayRefusal, Payment, PaymentDenied,
-    PlaceFindings, PlaceRefusal, PricingError, ProductSnapshot, Settled, Settlement,
+    Allotment, AppliedCoupon, FoundOrder, FoundUserCoupon, HeldCoupon, Order, OrderFindings,
+    OrderLine, OrderPayment, OrderPlacement, OrderPlan, OrderQuantity, OrderStatus, PayRefusal,
+    Payment, PaymentDenied, PlaceFindings, PlaceRefusal, PricingError, ProductSnapshot, Settled,
+    Settlement,
 };
 use domain::outbox::OrderPaid;
 use domain::points::{Balance, PointKind};
@@ -49,6 +51,8 @@ pub struct PgOrderStore {
     pool: PgPool,
     /// Reads of one order by (user, order id), grouped while they overlap.
     orders: Grouped<(i64, i64), ForUser<Option<Order>>>,
+    /// Placements without an idempotency key, grouped while they overlap.
+    placements: Grouped<PlaceKey, Result<Order, PlaceRefusal>>,
     /// Payments without an idempotency key, grouped while they overlap.
     payments: Grouped<PayKey, Result<Payment, PaymentDenied>>,
 }
@@ -57,6 +61,7 @@ impl PgOrderStore {
     pub fn new(pool: PgPool) -> Self {
         Self {
             orders: Grouped::new(orders_of(pool.clone()), LANES, MAX_GROUP),
+            placements: Grouped::new(placements_of(pool.clone()), LANES, MAX_GROUP),
             payments: Grouped::new(payments_of(pool.clone()), LANES, MAX_GROUP),
             pool,
         }
@@ -478,6 +483,393 @@ struct NewOrder {
     expires_at: DateTime<Utc>,
 }
 
+/// One placement in its own transaction (completing its idempotency key, when it has
+/// one); on a refusal, the read that names it. One checkout.
+fn place_one(
+    conn: &mut PgConnection,
+    order: &OrderPlacement,
+    completion: Option<&Completion<Order>>,
+) -> Result<Order, PlaceError> {
+    match in_tx_completing(conn, completion, |conn| place_tx(conn, order)) {
+        Ok(order) => Ok(order),
+        Err(TxError::Db(err)) => Err(PlaceError::Unknown(db_error(err))),
+        Err(TxError::Domain(stopped)) => {
+            let fallback = stopped.into_refusal()?;
+            let findings = diagnose_place(conn, order)?;
+            Err(PlaceError::Refused(
+                findings.refusal(order.user_id, fallback),
+            ))
+        }
+    }
+}
+
+/// One placement of a group; its `ticket` is what tells it apart (`Eq` and `Hash` look
+/// at nothing else).
+#[derive(Debug, Clone)]
+struct PlaceKey {
+    ticket: u64,
+    order: Arc<OrderPlacement>,
+}
+
+impl PartialEq for PlaceKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.ticket == other.ticket
+    }
+}
+
+impl Eq for PlaceKey {}
+
+impl Hash for PlaceKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.ticket.hash(state);
+    }
+}
+
+/// The placements of a group. Alone: [`place_one`], as before grouping. Together, in one
+/// transaction whatever their number (`BEGIN`, [`TAKE_PLACEABLE`], [`STORE_PLACED`],
+/// `COMMIT`): their products and user coupons are locked, the domain's [`Allotment`]
+/// decides each placement in arrival order against them, and one statement writes every
+/// order it placed. A member it leaves undecided (it names a user, product or coupon that
+/// does not exist) gets no answer and goes alone.
+///
+/// Unlike a group of payments, a group of placements waits for its rows: many orders
+/// name the same products (a sale), and a group that skipped a held product would send
+/// every member that names it alone, each to wait for it in turn. It locks as every
+/// placement does, products in ascending id and then user coupons, so it cannot deadlock
+/// with them, nor with a cancel or an expiry (orders, then products, then coupons).
+fn placements_of(pool: PgPool) -> Fetch<PlaceKey, Result<Order, PlaceRefusal>> {
+    Arc::new(move |placements: Vec<PlaceKey>| {
+        let pool = pool.clone();
+        Box::pin(async move {
+            run(&pool, move |conn| {
+                if let [one] = placements.as_slice() {
+                    let answer = match place_one(conn, &one.order, None) {
+                        Ok(order) => Ok(order),
+                        Err(PlaceError::Refused(refusal)) => Err(refusal),
+                        Err(PlaceError::Unknown(err)) => return Err(err),
+                    };
+                    return Ok(HashMap::from([(one.clone(), answer)]));
+                }
+                transaction(conn, |conn| allot(conn, &placements)).map_err(|err| match err {
+                    TxError::Db(err) => db_error(err),
+                    TxError::Domain(err) => err,
+                })
+            })
+            .await
+        })
+    })
+}
+
+/// Locks the products among `$1` (in ascending id) and then the user coupons among `$2`,
+/// and reads which users among `$3` exist: one row of parallel arrays (products and
+/// coupons in id order), with the transaction's time, which decides a coupon's expiry and
+/// stamps the orders.
+const TAKE_PLACEABLE: &str = "\
+    WITH products_taken AS MATERIALIZED ( \
+         SELECT id, name, price, stock FROM products WHERE id = ANY($1) \
+         ORDER BY id FOR UPDATE), \
+     coupons_taken AS MATERIALIZED ( \
+         SELECT uc.id, uc.user_id, uc.status, uc.expires_at, c.discount_type, c.discount_value \
+         FROM user_coupons uc JOIN coupons c ON c.id = uc.coupon_id \
+         WHERE uc.id = ANY($2) ORDER BY uc.id FOR UPDATE OF uc) \
+     SELECT ARRAY(SELECT id FROM products_taken ORDER BY id) AS product_ids, \
+            ARRAY(SELECT name FROM products_taken ORDER BY id) AS product_names, \
+            ARRAY(SELECT price FROM products_taken ORDER BY id) AS product_prices, \
+            ARRAY(SELECT stock FROM products_taken ORDER BY id) AS product_stocks, \
+            ARRAY(SELECT id FROM coupons_taken ORDER BY id) AS coupon_ids, \
+            ARRAY(SELECT user_id FROM coupons_taken ORDER BY id) AS coupon_owners, \
+            ARRAY(SELECT status FROM coupons_taken ORDER BY id) AS coupon_statuses, \
+            ARRAY(SELECT expires_at FROM coupons_taken ORDER BY id) AS coupon_expiries, \
+            ARRAY(SELECT discount_type FROM coupons_taken ORDER BY id) AS discount_types, \
+            ARRAY(SELECT discount_value FROM coupons_taken ORDER BY id) AS discount_values, \
+            ARRAY(SELECT id FROM users WHERE id = ANY($3)) AS known_users, \
+            now() AS now";
+
+#[derive(QueryableByName)]
+struct Placeable {
+    #[diesel(sql_type = Array<BigInt>)]
+    product_ids: Vec<i64>,
+    #[diesel(sql_type = Array<Text>)]
+    product_names: Vec<String>,
+    #[diesel(sql_type = Array<BigInt>)]
+    product_prices: Vec<i64>,
+    #[diesel(sql_type = Array<BigInt>)]
+    product_stocks: Vec<i64>,
+    #[diesel(sql_type = Array<BigInt>)]
+    coupon_ids: Vec<i64>,
+    #[diesel(sql_type = Array<BigInt>)]
+    coupon_owners: Vec<i64>,
+    #[diesel(sql_type = Array<Text>)]
+    coupon_statuses: Vec<String>,
+    #[diesel(sql_type = Array<Timestamptz>)]
+    coupon_expiries: Vec<DateTime<Utc>>,
+    #[diesel(sql_type = Array<Text>)]
+    discount_types: Vec<String>,
+    #[diesel(sql_type = Array<BigInt>)]
+    discount_values: Vec<i64>,
+    #[diesel(sql_type = Array<BigInt>)]
+    known_users: Vec<i64>,
+    #[diesel(sql_type = Timestamptz)]
+    now: DateTime<Utc>,
+}
+
+impl Placeable {
+    /// What was taken, for the domain to decide on.
+    fn into_allotment(self) -> anyhow::Result<Allotment> {
+        let products = self
+            .product_ids
+            .into_iter()
+            .zip(self.product_names)
+            .zip(self.product_prices.into_iter().zip(self.product_stocks))
+            .map(|((id, name), (price, stock))| {
+                (
+                    ProductSnapshot {
+                        id: ProductId::from_trusted(id),
+                        name: ProductName::from_trusted(name),
+                        price: Price::from_trusted(price),
+                    },
+                    stock,
+                )
+            });
+        let coupons = self
+            .coupon_ids
+            .into_iter()
+            .zip(self.coupon_owners)
+            .zip(self.coupon_statuses.into_iter().zip(self.coupon_expiries))
+            .zip(self.discount_types.into_iter().zip(self.discount_values))
+            .map(|(((id, owner), (status, expires_at)), (kind, value))| {
+                Ok((
+                    UserCouponId::from_trusted(id),
+                    HeldCoupon {
+                        found: FoundUserCoupon {
+                            owner: UserId::from_trusted(owner),
+                            state: StoredCouponState::parse(&status)?,
+                            expires_at,
+                        },
+                        discount: Discount::new(&kind, value)
+                            .map_err(|e| anyhow::anyhow!("stored coupon has {e}"))?,
+                    },
+                ))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Allotment::new(
+            self.now,
+            products,
+            coupons,
+            self.known_users.into_iter().map(UserId::from_trusted),
+        ))
+    }
+}
+
+/// Stores the orders an [`Allotment`] placed: member `n` (the 1-based position in the
+/// arrays `$1`..`$6`: user, user coupon or NULL, total, discount, pay amount, payment
+/// timeout in microseconds) gets an order id from the orders' sequence; each product in
+/// `$7` loses `$8` units of stock (the sum over the members); each named coupon becomes
+/// USED; every order is stored NOT_PAID with its lines (`$9`..`$14`: member, product, name,
+/// unit price, quantity, amount), each line joined to the order and the product this
+/// statement wrote. Answers each member's order id and stamps, with how many products and
+/// coupons it updated.
+static STORE_PLACED: LazyLock<String> = LazyLock::new(|| {
+    statuses!(
+        "WITH members AS MATERIALIZED ( \
+         SELECT nextval(pg_get_serial_sequence('orders', 'id')) AS id, p.* \
+         FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], \
+                     $6::bigint[]) WITH ORDINALITY \
+             AS p (user_id, user_coupon_id, total_amount, discount_amount, pay_amount, \
+                   timeout, member)), \
+     taken AS ( \
+         UPDATE products p SET stock = p.stock - t.quantity, updated_at = now() \
+         FROM unnest($7::bigint[], $8::bigint[]) AS t (product_id, quantity) \
+         WHERE p.id = t.product_id AND p.stock >= t.quantity \
+         RETURNING p.id), \
+     used AS ( \
+         UPDATE user_coupons uc SET status = '{used}', used_at = now() \
+         FROM members p \
+         WHERE uc.id = p.user_coupon_id AND uc.user_id = p.user_id \
+           AND uc.status = '{available}' AND uc.expires_at > now() \
+         RETURNING uc.id), \
+     o AS ( \
+         INSERT INTO orders (id, user_id, status, total_amount, discount_amount, pay_amount, \
+                             user_coupon_id, created_at, expires_at, updated_at) \
+         SELECT id, user_id, '{not_paid}', total_amount, discount_amount, pay_amount, \
+                user_coupon_id, now(), now() + timeout * interval '1 microsecond', now() \
+         FROM members \
+         RETURNING id, created_at, expires_at), \
+     stored_lines AS ( \
+         INSERT INTO order_lines (order_id, product_id, product_name, unit_price, quantity, amount) \
+         SELECT o.id, t.id, l.product_name, l.unit_price, l.quantity, l.amount \
+         FROM unnest($9::bigint[], $10::bigint[], $11::text[], $12::bigint[], $13::bigint[], \
+                     $14::bigint[]) \
+             AS l (member, product_id, product_name, unit_price, quantity, amount) \
+         JOIN members p ON p.member = l.member JOIN o ON o.id = p.id \
+         JOIN taken t ON t.id = l.product_id \
+         RETURNING order_id) \
+     SELECT p.member, o.id, o.created_at, o.expires_at, \
+            (SELECT count(*) FROM taken) AS products_taken, \
+            (SELECT count(*) FROM used) AS coupons_used, \
+            (SELECT count(*) FROM stored_lines) AS lines_stored \
+     FROM members p JOIN o ON o.id = p.id",
+        used,
+        available,
+        not_paid
+    )
+});
+
+#[derive(QueryableByName)]
+struct Placed {
+    #[diesel(sql_type = BigInt)]
+    member: i64,
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+    #[diesel(sql_type = Timestamptz)]
+    created_at: DateTime<Utc>,
+    #[diesel(sql_type = Timestamptz)]
+    expires_at: DateTime<Utc>,
+    #[diesel(sql_type = BigInt)]
+    products_taken: i64,
+    #[diesel(sql_type = BigInt)]
+    coupons_used: i64,
+    #[diesel(sql_type = BigInt)]
+    lines_stored: i64,
+}
+
+/// The columns of [`STORE_PLACED`].
+#[derive(Default)]
+struct Placing {
+    user_ids: Vec<i64>,
+    coupon_ids: Vec<Option<i64>>,
+    totals: Vec<i64>,
+    discounts: Vec<i64>,
+    pays: Vec<i64>,
+    timeouts: Vec<i64>,
+    /// Units taken per product, over every order placed.
+    stock: HashMap<i64, i64>,
+    line_members: Vec<i64>,
+    line_products: Vec<i64>,
+    line_names: Vec<String>,
+    line_prices: Vec<i64>,
+    line_quantities: Vec<i64>,
+    line_amounts: Vec<i64>,
+}
+
+impl Placing {
+    fn push(&mut self, order: &OrderPlacement, plan: &OrderPlan) {
+        self.user_ids.push(plan.user_id.get());
+        self.coupon_ids.push(plan.coupon.map(|c| c.id.get()));
+        self.totals.push(plan.total_amount.get());
+        self.discounts.push(plan.discount_amount.get());
+        self.pays.push(plan.pay_amount.get());
+        self.timeouts
+            .push(order.payment_timeout.num_microseconds().unwrap_or(i64::MAX));
+        let member = i64::try_from(self.user_ids.len()).unwrap_or(i64::MAX);
+        for line in &plan.lines {
+            *self.stock.entry(line.product_id.get()).or_insert(0) += line.quantity.get();
+            self.line_members.push(member);
+            self.line_products.push(line.product_id.get());
+            self.line_names.push(line.product_name.as_str().to_owned());
+            self.line_prices.push(line.unit_price.get());
+            self.line_quantities.push(line.quantity.get());
+            self.line_amounts.push(line.amount.get());
+        }
+    }
+}
+
+/// A group's placements, in the transaction the caller opened: answers every member the
+/// [`Allotment`] decided.
+fn allot(
+    conn: &mut PgConnection,
+    placements: &[PlaceKey],
+) -> Result<HashMap<PlaceKey, Result<Order, PlaceRefusal>>, TxError<anyhow::Error>> {
+    let ids = |of: &dyn Fn(&OrderPlacement) -> Vec<i64>| {
+        let mut ids: Vec<i64> = placements.iter().flat_map(|k| of(&k.order)).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    };
+    let held = statement(TAKE_PLACEABLE)
+        .bind::<Array<BigInt>, _>(ids(&|o| line_arrays(o).0))
+        .bind::<Array<BigInt>, _>(ids(&|o| {
+            o.user_coupon_id
+                .map(UserCouponId::get)
+                .into_iter()
+                .collect()
+        }))
+        .bind::<Array<BigInt>, _>(ids(&|o| vec![o.user_id.get()]))
+        .get_result::<Placeable>(conn)?;
+    let mut allotment = held.into_allotment().map_err(TxError::Domain)?;
+    let mut answers = HashMap::with_capacity(placements.len());
+    let mut placing = Placing::default();
+    let mut plans = Vec::new();
+    for key in placements {
+        match allotment.place(&key.order) {
+            None => {}
+            Some(Err(refusal)) => {
+                answers.insert(key.clone(), Err(refusal));
+            }
+            Some(Ok(plan)) => {
+                placing.push(&key.order, &plan);
+                plans.push(Some((key.clone(), plan)));
+            }
+        }
+    }
+    if plans.is_empty() {
+        return Ok(answers);
+    }
+    let (products, coupons, lines) = (
+        placing.stock.len(),
+        placing.coupon_ids.iter().flatten().count(),
+        placing.line_members.len(),
+    );
+    let (stock_ids, stock_quantities): (Vec<i64>, Vec<i64>) = placing.stock.into_iter().unzip();
+    let stored = statement(&STORE_PLACED)
+        .bind::<Array<BigInt>, _>(placing.user_ids)
+        .bind::<Array<Nullable<BigInt>>, _>(placing.coupon_ids)
+        .bind::<Array<BigInt>, _>(placing.totals)
+        .bind::<Array<BigInt>, _>(placing.discounts)
+        .bind::<Array<BigInt>, _>(placing.pays)
+        .bind::<Array<BigInt>, _>(placing.timeouts)
+        .bind::<Array<BigInt>, _>(stock_ids)
+        .bind::<Array<BigInt>, _>(stock_quantities)
+        .bind::<Array<BigInt>, _>(placing.line_members)
+        .bind::<Array<BigInt>, _>(placing.line_products)
+        .bind::<Array<Text>, _>(placing.line_names)
+        .bind::<Array<BigInt>, _>(placing.line_prices)
+        .bind::<Array<BigInt>, _>(placing.line_quantities)
+        .bind::<Array<BigInt>, _>(placing.line_amounts)
+        .load::<Placed>(conn)?;
+    // The rows were taken for this transaction, so the writes match what was read; if
+    // they ever did not, nothing is kept.
+    let wrote = stored.first().map_or((0, 0, 0), |row| {
+        (row.products_taken, row.coupons_used, row.lines_stored)
+    });
+    let wanted = [products, coupons, lines].map(|n| i64::try_from(n).unwrap_or(i64::MAX));
+    if stored.len() != plans.len() || [wrote.0, wrote.1, wrote.2] != wanted {
+        return Err(TxError::Domain(anyhow::anyhow!(
+            "a placed group stored {} of {} orders and (products, coupons, lines) {wrote:?} of {wanted:?}",
+            stored.len(),
+            plans.len()
+        )));
+    }
+    for row in stored {
+        let member = usize::try_from(row.member - 1).ok();
+        let Some((key, plan)) = member.and_then(|m| plans.get_mut(m)).and_then(Option::take) else {
+            return Err(TxError::Domain(anyhow::anyhow!(
+                "a placed group answered member {} twice or out of range",
+                row.member
+            )));
+        };
+        answers.insert(
+            key,
+            Ok(plan.placed(
+                OrderId::from_trusted(row.id),
+                row.created_at,
+                row.expires_at,
+            )),
+        );
+    }
+    Ok(answers)
+}
+
 /// Reads what is wrong with an order that could not be placed, after its rollback.
 const DIAGNOSE_PLACE: &str = "\
     SELECT EXISTS (SELECT 1 FROM users WHERE id = $1) AS user_exists, \
@@ -513,8 +905,7 @@ struct PlaceDiagnosis {
 fn diagnose_place(
     conn: &mut PgConnection,
     order: &OrderPlacement,
-    fallback: PlaceRefusal,
-) -> anyhow::Result<PlaceRefusal> {
+) -> anyhow::Result<PlaceFindings> {
     let (ids, quantities) = line_arrays(order);
     let found: PlaceDiagnosis = statement(DIAGNOSE_PLACE)
         .bind::<BigInt, _>(order.user_id.get())
@@ -552,7 +943,7 @@ fn diagnose_place(
             .collect(),
         now: found.now,
     };
-    Ok(findings.refusal(order.user_id, fallback))
+    Ok(findings)
 }
 
 // ---------------------------------------------------------------------------------
@@ -778,8 +1169,9 @@ struct PayKey {
     pay: OrderPayment,
 }
 
-/// Numbers the payments of this process, for [`PayKey::ticket`].
-static PAY_TICKETS: AtomicU64 = AtomicU64::new(0);
+/// Numbers the placements and payments of this process, for [`PlaceKey::ticket`] and
+/// [`PayKey::ticket`].
+static TICKETS: AtomicU64 = AtomicU64::new(0);
 
 /// The payments of a group. Alone: [`pay_one`] taking only [`Rows::Unheld`] (the
 /// statements of a payment before grouping, each row taken with `SKIP LOCKED`). Together, in one
@@ -1160,16 +1552,20 @@ impl OrderStore for PgOrderStore {
         order: OrderPlacement,
         completion: Option<Completion<Order>>,
     ) -> Result<Order, PlaceError> {
-        // One checkout: the transaction, and on a refusal the read that names it.
-        run(&self.pool, move |conn| {
-            match in_tx_completing(conn, completion.as_ref(), |conn| place_tx(conn, &order)) {
-                Ok(order) => Ok(order),
-                Err(TxError::Db(err)) => Err(PlaceError::Unknown(db_error(err))),
-                Err(TxError::Domain(stopped)) => {
-                    let fallback = stopped.into_refusal()?;
-                    Err(PlaceError::Refused(diagnose_place(conn, &order, fallback)?))
-                }
+        let order = Arc::new(order);
+        if completion.is_none() {
+            let key = PlaceKey {
+                ticket: TICKETS.fetch_add(1, Ordering::Relaxed),
+                order: Arc::clone(&order),
+            };
+            if let Some(answer) = self.placements.get(key).await? {
+                return answer.map_err(PlaceError::Refused);
             }
+            // Its group could not decide it (it names a user, product or coupon that
+            // does not exist): alone, which names the refusal.
+        }
+        run(&self.pool, move |conn| {
+            place_one(conn, &order, completion.as_ref())
         })
         .await
     }
@@ -1273,7 +1669,7 @@ impl OrderStore for PgOrderStore {
     ) -> Result<Payment, PayError> {
         if completion.is_none() {
             let key = PayKey {
-                ticket: PAY_TICKETS.fetch_add(1, Ordering::Relaxed),
+                ticket: TICKETS.fetch_add(1, Ordering::Relaxed),
                 pay,
             };
             if let Some(answer) = self.payments.get(key).await? {

@@ -509,3 +509,114 @@ async fn a_held_order_or_wallet_delays_only_its_own_payment() {
         20
     );
 }
+
+/// Placements that overlap are decided together (their group takes the products and
+/// coupons nobody holds) and end as they would have one after another: stock taken while
+/// it lasts and never below zero, a coupon used once, every refusal named as when alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_placements_end_as_if_made_one_after_another() {
+    let shop = Shop::new(4);
+    let (plenty, scarce) = (shop.product(1, 1_000, 100), shop.product(2, 500, 5));
+    let users: Vec<UserId> = (1..=20).map(|id| shop.user(id, 0)).collect();
+    let coupons: Vec<UserCouponId> = (1..=3)
+        .map(|i| shop.user_coupon(i, users[usize::try_from(i - 1).unwrap()]))
+        .collect();
+    let mut placements = Vec::new();
+    for user in &users {
+        placements.push(placement(*user, &[(plenty, 1), (scarce, 1)], None));
+    }
+    for (user, coupon) in users.iter().zip(&coupons) {
+        placements.push(placement(*user, &[(plenty, 2)], Some(*coupon)));
+    }
+    placements.push(placement(users[0], &[(plenty, 1)], Some(coupons[0])));
+    placements.push(placement(users[3], &[(plenty, 1)], Some(coupons[1])));
+    placements.push(placement(UserId::new(99).unwrap(), &[(plenty, 1)], None));
+    placements.push(placement(
+        users[4],
+        &[(plenty, 1), (ProductId::new(77).unwrap(), 1)],
+        None,
+    ));
+
+    let answers = futures_util::future::join_all(
+        placements.iter().map(|p| shop.store.place(p.clone(), None)),
+    )
+    .await;
+
+    let mut refusals = std::collections::HashMap::<String, usize>::new();
+    let mut placed = Vec::new();
+    for (wanted, answer) in placements.iter().zip(answers) {
+        match answer {
+            Ok(order) => {
+                assert_eq!(order.user_id, wanted.user_id);
+                assert_eq!(order.user_coupon_id, wanted.user_coupon_id);
+                let discount = if wanted.user_coupon_id.is_some() {
+                    500
+                } else {
+                    0
+                };
+                assert_eq!(order.discount_amount.get(), discount);
+                assert_eq!(order.pay_amount.get(), order.total_amount.get() - discount);
+                placed.push(order);
+            }
+            Err(PlaceError::Refused(refusal)) => {
+                *refusals.entry(format!("{refusal:?}")).or_default() += 1;
+            }
+            Err(err) => panic!("{wanted:?}: {err}"),
+        }
+    }
+    let expected: std::collections::HashMap<String, usize> = [
+        (format!("{:?}", PlaceRefusal::OutOfStock(scarce)), 15),
+        (format!("{:?}", PlaceRefusal::CouponNotUsable), 1),
+        (format!("{:?}", PlaceRefusal::UserCouponNotFound), 1),
+        (format!("{:?}", PlaceRefusal::UserNotFound), 1),
+        (
+            format!(
+                "{:?}",
+                PlaceRefusal::ProductNotFound(ProductId::new(77).unwrap())
+            ),
+            1,
+        ),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(refusals, expected);
+    assert_eq!(placed.len(), 5 + 3);
+    // Stock, stored lines and answers agree; each coupon was used by its one order.
+    assert_eq!(shop.stock(scarce), 0);
+    assert_eq!(shop.stock(plenty), 100 - 5 - 3 * 2);
+    for order in &placed {
+        let stored = shop.scalar(&format!(
+            "SELECT o.user_id || ' ' || o.status || ' ' || o.total_amount || ' ' || \
+                    string_agg(l.product_id || 'x' || l.quantity || '@' || l.unit_price, ',' \
+                               ORDER BY l.product_id) \
+             FROM orders o JOIN order_lines l ON l.order_id = o.id WHERE o.id = {} \
+             GROUP BY o.id",
+            order.id
+        ));
+        let lines: Vec<String> = order
+            .lines
+            .iter()
+            .map(|l| {
+                format!(
+                    "{}x{}@{}",
+                    l.product_id,
+                    l.quantity.get(),
+                    l.unit_price.get()
+                )
+            })
+            .collect();
+        assert_eq!(
+            stored,
+            format!(
+                "{} NOT_PAID {} {}",
+                order.user_id,
+                order.total_amount.get(),
+                lines.join(",")
+            )
+        );
+    }
+    for coupon in &coupons {
+        assert_eq!(shop.coupon_state(*coupon), "USED false");
+    }
+    assert_eq!(shop.number("SELECT count(*) FROM orders"), 8);
+}

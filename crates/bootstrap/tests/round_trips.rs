@@ -15,6 +15,7 @@
     clippy::indexing_slicing
 )]
 
+use std::future::Future;
 use std::sync::Arc;
 
 use adapter_postgres::test_support::{RoundTrips, TestDatabase};
@@ -71,6 +72,8 @@ struct Fixture {
     pool: PgPool,
     trips: RoundTrips,
     clock: Arc<dyn Clock>,
+    /// The pool's size.
+    connections: u32,
 }
 
 impl Fixture {
@@ -83,13 +86,29 @@ impl Fixture {
         Self::with_pool(1, clock)
     }
 
-    /// The statements `reads` cost when all run at once (each checks its own answer).
-    async fn statements_of_overlapping<R>(&self, reads: impl IntoIterator<Item = R>) -> usize
+    /// The statements `calls` cost when all run at once (each checks its own answer).
+    ///
+    /// They overlap whatever the scheduler does: every pooled connection is held until each
+    /// call has started, so none can finish before the last one arrives (otherwise a busy
+    /// machine may run them one after another, each alone).
+    async fn statements_of_overlapping<R>(&self, calls: impl IntoIterator<Item = R>) -> usize
     where
         R: std::future::Future<Output = ()>,
     {
+        let held: Vec<_> = (0..self.connections)
+            .map(|_| self.pool.get().unwrap())
+            .collect();
         self.trips.reset();
-        futures_util::future::join_all(reads).await;
+        let mut all = std::pin::pin!(futures_util::future::join_all(calls));
+        let started =
+            std::future::poll_fn(|cx| std::task::Poll::Ready(all.as_mut().poll(cx).is_pending()))
+                .await;
+        assert!(
+            started,
+            "the calls finished while every connection was held"
+        );
+        drop(held);
+        all.await;
         self.trips.get()
     }
 
@@ -102,6 +121,7 @@ impl Fixture {
             pool,
             trips,
             clock,
+            connections,
         }
     }
 
@@ -579,6 +599,54 @@ async fn placing_an_order_is_four_round_trips_and_paying_it_four() {
         "BEGIN, mark paid, debit with history and event, COMMIT"
     );
     assert_eq!(paid.unwrap().paid_amount, placed.pay_amount);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_placements_share_transactions_and_each_is_stored_once() {
+    let f = Fixture::with_pool(4, Arc::new(SystemClock));
+    let orders = f.orders(Duration::minutes(5));
+    let (one, two) = (f.product(1_000, 1_000).await, f.product(500, 1_000).await);
+    let mut users = Vec::new();
+    for _ in 0..30 {
+        users.push(f.user().await);
+    }
+    let answers = std::sync::Mutex::new(Vec::new());
+    let n = f
+        .statements_of_overlapping(users.iter().map(|user| {
+            let (orders, answers) = (&orders, &answers);
+            async move {
+                let placed = orders
+                    .place
+                    .execute(order_of(*user, &[one, two]), None)
+                    .await;
+                answers.lock().unwrap().push((*user, placed));
+            }
+        }))
+        .await;
+    // Alone, each placement is 4 (BEGIN, take the stock, store the order, COMMIT): 120.
+    assert!(
+        n < users.len(),
+        "30 overlapping placements took {n} statements"
+    );
+    let mut ids = Vec::new();
+    for (user, placed) in answers.into_inner().unwrap() {
+        let placed = placed.unwrap();
+        assert_eq!(placed.user_id, user);
+        assert_eq!(placed.total_amount.get(), 2 * 1_000 + 2 * 500);
+        ids.push(placed.id);
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 30);
+    assert_eq!(
+        f.db.query_scalar(
+            "SELECT count(DISTINCT o.id) || ' ' || count(l.*) || ' ' || \
+                    (SELECT string_agg(stock::text, ',' ORDER BY id) FROM products) \
+             FROM orders o JOIN order_lines l ON l.order_id = o.id"
+        )
+        .unwrap(),
+        "30 60 940,940"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

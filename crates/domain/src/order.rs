@@ -4,7 +4,7 @@
 //! once; it waits for payment until `expires_at`, then leaves `NOT_PAID` exactly once:
 //! to PAID, CANCELLED or EXPIRED.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Duration, Utc};
 
@@ -298,31 +298,134 @@ pub struct PlaceFindings {
 }
 
 impl PlaceFindings {
-    /// The refusal to answer, by API.md's precedence: the user, then what the order
-    /// references (the coupon must be the user's), then the business rules. When the
-    /// findings show nothing wrong any more (stock came back meanwhile), the order is
-    /// still refused as out of stock on `fallback`, the product the attempt found short.
-    pub fn refusal(&self, user: UserId, fallback: PlaceRefusal) -> PlaceRefusal {
+    /// Whether `user` may place the order as found.
+    ///
+    /// # Errors
+    /// The refusal, by API.md's precedence: the user, then what the order references (the
+    /// coupon must be the user's), then the business rules.
+    pub fn placeable(&self, user: UserId) -> Result<(), PlaceRefusal> {
         if !self.user_exists {
-            return PlaceRefusal::UserNotFound;
+            return Err(PlaceRefusal::UserNotFound);
         }
         let coupon = match self.coupon {
             None => None,
             Some(Some(found)) if found.owner == user => Some(found),
-            Some(_) => return PlaceRefusal::UserCouponNotFound,
+            Some(_) => return Err(PlaceRefusal::UserCouponNotFound),
         };
         if let Some(missing) = self.missing_products.first() {
-            return PlaceRefusal::ProductNotFound(*missing);
+            return Err(PlaceRefusal::ProductNotFound(*missing));
         }
         if coupon
             .is_some_and(|c| c.state != StoredCouponState::Available || self.now >= c.expires_at)
         {
-            return PlaceRefusal::CouponNotUsable;
+            return Err(PlaceRefusal::CouponNotUsable);
         }
         if let Some(short) = self.short_products.first() {
-            return PlaceRefusal::OutOfStock(*short);
+            return Err(PlaceRefusal::OutOfStock(*short));
         }
-        fallback
+        Ok(())
+    }
+
+    /// The refusal to answer ([`PlaceFindings::placeable`]). When the findings show
+    /// nothing wrong any more (stock came back meanwhile), the order is still refused as
+    /// out of stock on `fallback`, the product the attempt found short.
+    pub fn refusal(&self, user: UserId, fallback: PlaceRefusal) -> PlaceRefusal {
+        self.placeable(user).err().unwrap_or(fallback)
+    }
+}
+
+/// A user coupon as a store holds it for a group of placements: as found, and its terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeldCoupon {
+    pub found: FoundUserCoupon,
+    pub discount: Discount,
+}
+
+/// Placements decided together against what a store holds locked for them: the products
+/// they order with their stock, the user coupons they name, which of their users exist,
+/// and the store's clock when it took them.
+///
+/// Each placement is decided in turn against what the ones before it left (stock taken, a
+/// coupon used), so several placements get the outcomes they would have had one after
+/// another in that order, each refusal named as [`PlaceFindings::placeable`] names it. A
+/// placement that names a product or a coupon not held here, or whose user is not known
+/// to exist, is left undecided, for the store to decide alone.
+#[derive(Debug, Clone)]
+pub struct Allotment {
+    now: DateTime<Utc>,
+    products: HashMap<ProductId, (ProductSnapshot, i64)>,
+    coupons: HashMap<UserCouponId, HeldCoupon>,
+    users: HashSet<UserId>,
+}
+
+impl Allotment {
+    /// `products` (each with its stock), `coupons` and the existing `users`, as held at
+    /// the store's time `now`.
+    pub fn new(
+        now: DateTime<Utc>,
+        products: impl IntoIterator<Item = (ProductSnapshot, i64)>,
+        coupons: impl IntoIterator<Item = (UserCouponId, HeldCoupon)>,
+        users: impl IntoIterator<Item = UserId>,
+    ) -> Self {
+        Self {
+            now,
+            products: products
+                .into_iter()
+                .map(|(p, stock)| (p.id, (p, stock)))
+                .collect(),
+            coupons: coupons.into_iter().collect(),
+            users: users.into_iter().collect(),
+        }
+    }
+
+    /// The plan of `order` after the placements decided before it, or its refusal; `None`
+    /// when it cannot be decided here (something it names is not held, or an amount of it
+    /// leaves the range of money, which the store reports alone).
+    pub fn place(&mut self, order: &OrderPlacement) -> Option<Result<OrderPlan, PlaceRefusal>> {
+        if !self.users.contains(&order.user_id) {
+            return None;
+        }
+        let lines = order.items.lines();
+        let mut snapshots = Vec::with_capacity(lines.len());
+        let mut short_products = Vec::new();
+        for (product, quantity) in lines {
+            let (snapshot, stock) = self.products.get(product)?;
+            if *stock < quantity.get() {
+                short_products.push(*product);
+            }
+            snapshots.push(snapshot.clone());
+        }
+        let coupon = match order.user_coupon_id {
+            None => None,
+            Some(id) => Some((id, *self.coupons.get(&id)?)),
+        };
+        let findings = PlaceFindings {
+            user_exists: true,
+            coupon: coupon.map(|(_, held)| Some(held.found)),
+            missing_products: Vec::new(),
+            short_products,
+            now: self.now,
+        };
+        if let Err(refusal) = findings.placeable(order.user_id) {
+            return Some(Err(refusal));
+        }
+        let applied = coupon.map(|(id, held)| AppliedCoupon {
+            id,
+            discount: held.discount,
+        });
+        let plan = OrderPlan::price(order.user_id, &order.items, &snapshots, applied).ok()?;
+        for (product, quantity) in lines {
+            if let Some((_, stock)) = self.products.get_mut(product) {
+                *stock -= quantity.get();
+            }
+        }
+        if let Some(held) = order
+            .user_coupon_id
+            .and_then(|id| self.coupons.get_mut(&id))
+        {
+            held.found.state = StoredCouponState::Used;
+        }
+        Some(Ok(plan))
     }
 }
 
@@ -817,6 +920,84 @@ mod tests {
         );
         assert!(order(OrderStatus::NotPaid, -5).is_cancellable());
         assert!(!order(OrderStatus::Paid, 5).is_cancellable());
+    }
+
+    #[test]
+    fn placements_allotted_together_are_decided_in_turn() {
+        let now = Utc::now();
+        let (me, you) = (UserId::new(1).unwrap(), UserId::new(2).unwrap());
+        let coupon = |id: i64, expires_in: i64| {
+            (
+                UserCouponId::new(id).unwrap(),
+                HeldCoupon {
+                    found: FoundUserCoupon {
+                        owner: me,
+                        state: StoredCouponState::Available,
+                        expires_at: now + Duration::seconds(expires_in),
+                    },
+                    discount: Discount::Fixed(500),
+                },
+            )
+        };
+        let mut held = Allotment::new(
+            now,
+            [(product(1, 1_000), 5), (product(2, 700), 1)],
+            [coupon(10, 60), coupon(11, 0)],
+            [me, you],
+        );
+        let order = |user: UserId, lines: &[(i64, i64)], coupon: Option<i64>| OrderPlacement {
+            user_id: user,
+            items: OrderItems::new(lines.iter().map(|(p, q)| (pid(*p), qty(*q))).collect())
+                .unwrap(),
+            user_coupon_id: coupon.map(|c| UserCouponId::new(c).unwrap()),
+            payment_timeout: Duration::minutes(5),
+        };
+        let plan = held
+            .place(&order(me, &[(1, 3)], Some(10)))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (
+                plan.total_amount.get(),
+                plan.discount_amount.get(),
+                plan.pay_amount.get()
+            ),
+            (3_000, 500, 2_500)
+        );
+        // Two units of product 1 are left, and the coupon is used.
+        assert_eq!(
+            held.place(&order(you, &[(1, 3)], None)),
+            Some(Err(PlaceRefusal::OutOfStock(pid(1))))
+        );
+        let plan = held
+            .place(&order(you, &[(2, 1), (1, 2)], None))
+            .unwrap()
+            .unwrap();
+        assert_eq!(plan.total_amount.get(), 2 * 1_000 + 700);
+        assert_eq!(
+            held.place(&order(me, &[(2, 1)], None)),
+            Some(Err(PlaceRefusal::OutOfStock(pid(2))))
+        );
+        assert_eq!(
+            held.place(&order(me, &[(1, 1)], Some(10))),
+            Some(Err(PlaceRefusal::CouponNotUsable))
+        );
+        // Precedence as when alone: another user's coupon before the stock.
+        assert_eq!(
+            held.place(&order(you, &[(1, 1)], Some(11))),
+            Some(Err(PlaceRefusal::UserCouponNotFound))
+        );
+        assert_eq!(
+            held.place(&order(me, &[(2, 1)], Some(11))),
+            Some(Err(PlaceRefusal::CouponNotUsable))
+        );
+        // Undecided: an unknown user, a product or a coupon not held.
+        assert_eq!(
+            held.place(&order(UserId::new(3).unwrap(), &[(2, 1)], None)),
+            None
+        );
+        assert_eq!(held.place(&order(me, &[(1, 1), (3, 1)], None)), None);
+        assert_eq!(held.place(&order(me, &[(1, 1)], Some(12))), None);
     }
 
     #[test]
