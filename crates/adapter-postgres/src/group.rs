@@ -22,7 +22,9 @@
 //! own key, and the group's statement credits every member it can, answering each; a
 //! member it leaves unanswered (`None`: its wallet was held elsewhere) goes alone. A
 //! cancelled member's charge is still written, as it was before grouping (a blocking task
-//! is never cancelled).
+//! is never cancelled). Placements and payments without a key likewise (`orders.rs`):
+//! the group's transaction answers every member the domain could decide, and the others
+//! go alone.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;

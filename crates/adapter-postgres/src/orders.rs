@@ -3,12 +3,15 @@
 //! Round trips per operation (success path): place 4 (`BEGIN`, take the stock, store
 //! the order, `COMMIT`), pay 4 (`BEGIN`, move the order to PAID, debit + history +
 //! event, `COMMIT`), cancel 1, an expiry batch 1, a read 1. A refusal costs one more
-//! statement, a diagnosing read that names it.
+//! statement, a diagnosing read that names it. Placements and payments without an
+//! idempotency key that overlap are grouped: 4 round trips for the whole group (`BEGIN`,
+//! lock and read, write every member the domain accepted, `COMMIT`).
 //!
 //! Lock order, the same everywhere, so transactions cannot deadlock: order rows (in id
 //! order), then product rows in ascending id, then user coupons, then the wallet. A
 //! user coupon is only ever waited for by a transaction that found it AVAILABLE, which
-//! no transaction restoring it (it was USED) can be holding it for.
+//! no transaction restoring it (it was USED) can be holding it for. A group of payments,
+//! and a payment without a key, waits for no row (`SKIP LOCKED`).
 //!
 //! Every deadline is the database's clock: `now()` (the transaction's start) stamps a
 //! new order, `statement_timestamp()` decides and stamps payment and expiry.
