@@ -122,12 +122,19 @@ psql_ "$bench_url" -v users="$users" -v all_users=$((users + coupon_users)) -v p
 declare -A R  # results: R[scenario.field]
 rss_max=0
 
-# A checkpoint right before each measured run (app and reference alike): its full-page
-# writes then fall at the start of every run, instead of in whichever run a timed or
-# size-triggered checkpoint lands (one such run measured order + pay at 504 ops/s, against
-# 1,150-1,250 in the runs before and after). Needs a role that may CHECKPOINT; skipped
-# where it may not.
-checkpoint() { psql_ "$bench_url" -c CHECKPOINT >/dev/null 2>&1 || true; }
+# A VACUUM and a checkpoint right before each measured run (app and reference alike). The
+# VACUUM does the cleanup the runs before left (the hot coupon's 150,000 copies, say), which
+# autovacuum would otherwise do during the next run, on the same 2 cores: user_coupons and
+# the coupon's stripes were autovacuumed in the middle of order + pay, whose runs measured
+# 1,830-1,955 ops/s in the bench against 2,700-3,300 with the same binary right after. The
+# checkpoint's full-page writes then fall at the start of every run, instead of in whichever
+# run a timed or size-triggered checkpoint lands (one such run measured order + pay at 504
+# ops/s, against 1,150-1,250 in the runs before and after). Needs a role that may VACUUM
+# and CHECKPOINT; skipped where it may not.
+checkpoint() {
+  psql_ "$bench_url" -c VACUUM >/dev/null 2>&1 || true
+  psql_ "$bench_url" -c CHECKPOINT >/dev/null 2>&1 || true
+}
 
 # wrk_run SCENARIO LUA PATH [ENV...]: runs wrk with common.lua + LUA; prints its WRK line.
 wrk_run() {
