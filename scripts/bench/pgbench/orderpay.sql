@@ -1,7 +1,10 @@
 -- Order + pay: the two transactions the app runs for POST /orders and POST /points/use
--- (one line, no coupon, no Idempotency-Key), statement for statement as
--- crates/adapter-postgres/src/orders.rs sends them (TAKE_STOCK, STORE_ORDER, MARK_PAID,
--- DEBIT_FOR_ORDER; prepared once per connection, so run with -M prepared). The app binds arrays and
+-- (one line, no coupon, no Idempotency-Key) one request at a time, statement for statement
+-- as crates/adapter-postgres/src/orders.rs sends them for a call that waits for its rows
+-- (TAKE_STOCK, STORE_ORDER, MARK_PAID, DEBIT_FOR_ORDER; prepared once per connection, so run
+-- with -M prepared): the per-request reference. The app sends these, with the payment's
+-- rows taken by SKIP LOCKED, for a call alone; calls that overlap go in grouped transactions
+-- (TAKE_PLACEABLE, STORE_PLACED; TAKE_PAYABLE, PAY_SETTLED). The app binds arrays and
 -- a NULL coupon id as parameters; here they are ARRAY[...] and NULL in the text, and
 -- the NULL columns a \gset reads are wrapped in coalesce(). The app binds the event's
 -- time-ordered id (UUIDv7) and its rendered JSON; here the id is made from the order id
@@ -74,5 +77,5 @@ event AS (
            '{"eventId":"00000000-0000-0000-0000-000000000000","eventType":"ORDER_PAID","occurredAt":"2026-11-29T00:00:00.000000Z","order":{"orderId":1,"userId":1,"items":[{"productId":1,"quantity":1,"unitPrice":1000,"amount":1000}],"totalAmount":1000,"discountAmount":0,"payAmount":1000,"paidAt":"2026-11-29T00:00:00.000000Z"}}'::json,
            now(), now()
     FROM debited)
-SELECT balance FROM debited;
+SELECT (SELECT balance FROM debited) AS balance, true AS held;
 COMMIT;
