@@ -549,19 +549,43 @@ impl Hash for PlaceKey {
 /// placement does, products in ascending id and then user coupons, so it cannot deadlock
 /// with them, nor with a cancel or an expiry (orders, then products, then coupons).
 fn placements_of(pool: PgPool) -> Fetch<PlaceKey, Result<Order, PlaceRefusal>> {
-    Arc::new(move |placements: Vec<PlaceKey>| {
+    grouped_writes(
+        pool,
+        |conn, one: &PlaceKey| match place_one(conn, &one.order, None) {
+            Ok(order) => Ok(Some(Ok(order))),
+            Err(PlaceError::Refused(refusal)) => Ok(Some(Err(refusal))),
+            Err(PlaceError::Unknown(err)) => Err(err),
+        },
+        allot,
+    )
+}
+
+/// What a group's transaction answers: each member it decided, by key.
+type GroupAnswers<K, V> = Result<HashMap<K, V>, TxError<anyhow::Error>>;
+
+/// The [`Fetch`] of a group of writes on one connection: a call alone by `alone` (`None`
+/// when it could not be decided), several in one transaction by `together` (run again from
+/// `BEGIN` after a deadlock or serialization failure), answering the calls they decided.
+fn grouped_writes<K, V>(
+    pool: PgPool,
+    alone: fn(&mut PgConnection, &K) -> anyhow::Result<Option<V>>,
+    together: fn(&mut PgConnection, &[K]) -> GroupAnswers<K, V>,
+) -> Fetch<K, V>
+where
+    K: Eq + Hash + Clone + Send + 'static,
+    V: Send + 'static,
+{
+    Arc::new(move |calls: Vec<K>| {
         let pool = pool.clone();
         Box::pin(async move {
             run(&pool, move |conn| {
-                if let [one] = placements.as_slice() {
-                    let answer = match place_one(conn, &one.order, None) {
-                        Ok(order) => Ok(order),
-                        Err(PlaceError::Refused(refusal)) => Err(refusal),
-                        Err(PlaceError::Unknown(err)) => return Err(err),
-                    };
-                    return Ok(HashMap::from([(one.clone(), answer)]));
+                if let [one] = calls.as_slice() {
+                    let answer = alone(conn, one)?;
+                    return Ok(answer
+                        .map(|v| HashMap::from([(one.clone(), v)]))
+                        .unwrap_or_default());
                 }
-                transaction(conn, |conn| allot(conn, &placements)).map_err(|err| match err {
+                transaction(conn, |conn| together(conn, &calls)).map_err(|err| match err {
                     TxError::Db(err) => db_error(err),
                     TxError::Domain(err) => err,
                 })
@@ -790,7 +814,7 @@ impl Placing {
 fn allot(
     conn: &mut PgConnection,
     placements: &[PlaceKey],
-) -> Result<HashMap<PlaceKey, Result<Order, PlaceRefusal>>, TxError<anyhow::Error>> {
+) -> GroupAnswers<PlaceKey, Result<Order, PlaceRefusal>> {
     let ids = |of: &dyn Fn(&OrderPlacement) -> Vec<i64>| {
         let mut ids: Vec<i64> = placements.iter().flat_map(|k| of(&k.order)).collect();
         ids.sort_unstable();
@@ -1192,30 +1216,16 @@ static TICKETS: AtomicU64 = AtomicU64::new(0);
 /// writes every payment it made. A member it leaves undecided (its order or wallet held
 /// elsewhere, not NOT_PAID, or another user's) gets no answer and goes alone.
 fn payments_of(pool: PgPool) -> Fetch<PayKey, Result<Payment, PaymentDenied>> {
-    Arc::new(move |payments: Vec<PayKey>| {
-        let pool = pool.clone();
-        Box::pin(async move {
-            run(&pool, move |conn| {
-                if let [one] = payments.as_slice() {
-                    let answer = match pay_one(conn, one.pay, None, Rows::Unheld) {
-                        Ok(Some(payment)) => Ok(payment),
-                        Ok(None) => return Ok(HashMap::new()),
-                        Err(PayError::Refused(refusal)) => Err(PaymentDenied::Refused(refusal)),
-                        Err(PayError::InsufficientBalance) => {
-                            Err(PaymentDenied::InsufficientBalance)
-                        }
-                        Err(PayError::Unknown(err)) => return Err(err),
-                    };
-                    return Ok(HashMap::from([(*one, answer)]));
-                }
-                transaction(conn, |conn| settle(conn, &payments)).map_err(|err| match err {
-                    TxError::Db(err) => db_error(err),
-                    TxError::Domain(err) => err,
-                })
-            })
-            .await
-        })
-    })
+    grouped_writes(
+        pool,
+        |conn, one: &PayKey| match pay_one(conn, one.pay, None, Rows::Unheld) {
+            Ok(payment) => Ok(payment.map(Ok)),
+            Err(PayError::Refused(refusal)) => Ok(Some(Err(PaymentDenied::Refused(refusal)))),
+            Err(PayError::InsufficientBalance) => Ok(Some(Err(PaymentDenied::InsufficientBalance))),
+            Err(PayError::Unknown(err)) => Err(err),
+        },
+        settle,
+    )
 }
 
 /// Takes the NOT_PAID orders among `$1` that no other transaction holds (`SKIP LOCKED`:
@@ -1317,7 +1327,7 @@ struct Paying {
 fn settle(
     conn: &mut PgConnection,
     payments: &[PayKey],
-) -> Result<HashMap<PayKey, Result<Payment, PaymentDenied>>, TxError<anyhow::Error>> {
+) -> GroupAnswers<PayKey, Result<Payment, PaymentDenied>> {
     let order_ids: Vec<i64> = payments.iter().map(|k| k.pay.order_id.get()).collect();
     let taken = statement(&TAKE_PAYABLE)
         .bind::<Array<BigInt>, _>(order_ids)
