@@ -703,7 +703,7 @@ impl Placeable {
 /// USED; every order is stored NOT_PAID with its lines (`$9`..`$14`: member, product, name,
 /// unit price, quantity, amount), each line joined to the order and the product this
 /// statement wrote. Answers each member's order id and stamps, with how many products and
-/// coupons it updated.
+/// coupons it updated and how many lines it stored.
 static STORE_PLACED: LazyLock<String> = LazyLock::new(|| {
     statuses!(
         "WITH members AS MATERIALIZED ( \
