@@ -32,7 +32,7 @@ mod users;
 pub use coupons::{IssueBatcher, IssueBatcherLimits, PgCouponStore};
 pub use idempotency::PgIdempotencyStore;
 pub use listen::PgOutboxListener;
-pub use migrate::run_migrations;
+pub use migrate::{MigrationFailed, run_migrations};
 pub use orders::PgOrderStore;
 pub use outbox::PgOutboxStore;
 pub use points::PgPointStore;

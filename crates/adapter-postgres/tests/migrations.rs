@@ -7,8 +7,8 @@
     clippy::indexing_slicing
 )]
 
-use adapter_postgres::run_migrations;
 use adapter_postgres::test_support::TestDatabase;
+use adapter_postgres::{MigrationFailed, run_migrations};
 
 #[test]
 fn migrating_an_up_to_date_database_runs_nothing_even_from_several_instances_at_once() {
@@ -23,4 +23,36 @@ fn migrating_an_up_to_date_database_runs_nothing_even_from_several_instances_at_
     for run in runs {
         assert_eq!(run.join().unwrap().unwrap(), 0);
     }
+}
+
+/// A migration whose SQL fails on a database that answers is reported as such
+/// ([`MigrationFailed`]), so start-up stops at once instead of waiting for the database;
+/// one that cannot reach the database is not.
+#[test]
+fn a_migration_failing_on_a_reachable_database_is_told_from_an_unreachable_one() {
+    let db = TestDatabase::create().unwrap();
+    // The last migration looks pending again: its `DROP INDEX` finds no index.
+    let last = adapter_postgres::test_support::query_scalar_at(
+        db.url(),
+        "SELECT max(version) FROM __diesel_schema_migrations",
+    )
+    .unwrap();
+    db.execute(&format!(
+        "DELETE FROM __diesel_schema_migrations WHERE version = '{last}'"
+    ))
+    .unwrap();
+    let err = run_migrations(db.url()).unwrap_err();
+    assert!(err.downcast_ref::<MigrationFailed>().is_some(), "{err:#}");
+    assert!(
+        format!("{err:#}").contains("order_lines_by_product"),
+        "{err:#}"
+    );
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err = run_migrations(&format!("postgres://postgres@127.0.0.1:{port}/shop")).unwrap_err();
+    assert!(err.downcast_ref::<MigrationFailed>().is_none(), "{err:#}");
 }

@@ -62,7 +62,8 @@ impl Application {
     /// adapter, binds the listener and starts the schedulers.
     ///
     /// # Errors
-    /// When the database stays unreachable, a migration fails, or the address is taken.
+    /// When the database stays unreachable, a migration fails (at once when the database
+    /// still answers: [`adapter_postgres::MigrationFailed`]), or the address is taken.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let url = config.direct_database_url().to_owned();
         let migrated = tokio::task::spawn_blocking(move || {
@@ -73,6 +74,12 @@ impl Application {
                         .with_max_delay(Duration::from_secs(5))
                         .with_max_times(10),
                 )
+                // A migration that failed on a database that answers fails the same way
+                // again: stop at once, with its error.
+                .when(|err| {
+                    err.downcast_ref::<adapter_postgres::MigrationFailed>()
+                        .is_none()
+                })
                 .notify(|err, wait| {
                     tracing::warn!(
                         error = format!("{err:#}"),

@@ -291,3 +291,35 @@ async fn the_openapi_document_states_the_bounds_and_refusals_the_server_enforces
         false
     );
 }
+
+/// A migration that fails on a database that answers stops start-up at once with its
+/// error; only an unreachable database is waited for (up to about 30 s).
+#[tokio::test]
+async fn a_failing_migration_stops_start_up_at_once() {
+    let db = adapter_postgres::test_support::TestDatabase::create().unwrap();
+    db.execute(
+        "DELETE FROM __diesel_schema_migrations \
+         WHERE version = (SELECT max(version) FROM __diesel_schema_migrations)",
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let err = bootstrap::Application::build(bootstrap::Config {
+        database_url: db.url().to_owned(),
+        bind_addr: "127.0.0.1:0".into(),
+        http_workers: 1,
+        ..bootstrap::Config::default()
+    })
+    .await
+    .err()
+    .expect("start-up fails");
+    assert!(
+        format!("{err:#}").contains("order_lines_by_product"),
+        "{err:#}"
+    );
+    // Retried as "not ready", its ten retries would wait about 30 s (the first four 3 s).
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+}
