@@ -310,8 +310,7 @@ async fn a_failing_migration_stops_start_up_at_once() {
         ..bootstrap::Config::default()
     })
     .await
-    .err()
-    .expect("start-up fails");
+    .expect_err("start-up fails");
     assert!(
         format!("{err:#}").contains("order_lines_by_product"),
         "{err:#}"
