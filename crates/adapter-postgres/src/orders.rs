@@ -11,7 +11,8 @@
 //! order), then product rows in ascending id, then user coupons, then the wallet. A
 //! user coupon is only ever waited for by a transaction that found it AVAILABLE, which
 //! no transaction restoring it (it was USED) can be holding it for. A group of payments,
-//! and a payment without a key, waits for no row (`SKIP LOCKED`).
+//! and a payment without a key run as a group of one, waits for no row (`SKIP LOCKED`);
+//! only a payment its group could not decide then waits, alone and outside the group.
 //!
 //! Every deadline is the database's clock: `now()` (the transaction's start) stamps a
 //! new order, `statement_timestamp()` decides and stamps payment and expiry.
@@ -476,14 +477,10 @@ fn place_tx(conn: &mut PgConnection, order: &OrderPlacement) -> Result<Order, Tx
     let Some(stored) = stored else {
         return Err(TxError::Domain(Stopped::Coupon));
     };
-    Ok(plan.placed(
-        OrderId::from_trusted(stored.id),
-        stored.created_at,
-        stored.expires_at,
-    ))
+    Ok(stored.order_of(plan))
 }
 
-/// What [`STORE_ORDER`] returns of the order it stored.
+/// What [`STORE_ORDER`] (and [`STORE_PLACED`], per member) returns of an order it stored.
 #[derive(QueryableByName)]
 struct NewOrder {
     #[diesel(sql_type = BigInt)]
@@ -492,6 +489,17 @@ struct NewOrder {
     created_at: DateTime<Utc>,
     #[diesel(sql_type = Timestamptz)]
     expires_at: DateTime<Utc>,
+}
+
+impl NewOrder {
+    /// The order `plan` became, under the id and stamps the store gave it.
+    fn order_of(self, plan: OrderPlan) -> Order {
+        plan.placed(
+            OrderId::from_trusted(self.id),
+            self.created_at,
+            self.expires_at,
+        )
+    }
 }
 
 /// One placement in its own transaction (completing its idempotency key, when it has
@@ -754,12 +762,8 @@ static STORE_PLACED: LazyLock<String> = LazyLock::new(|| {
 struct Placed {
     #[diesel(sql_type = BigInt)]
     member: i64,
-    #[diesel(sql_type = BigInt)]
-    id: i64,
-    #[diesel(sql_type = Timestamptz)]
-    created_at: DateTime<Utc>,
-    #[diesel(sql_type = Timestamptz)]
-    expires_at: DateTime<Utc>,
+    #[diesel(embed)]
+    order: NewOrder,
     #[diesel(sql_type = BigInt)]
     products_taken: i64,
     #[diesel(sql_type = BigInt)]
@@ -893,14 +897,7 @@ fn allot(
                 row.member
             )));
         };
-        answers.insert(
-            key,
-            Ok(plan.placed(
-                OrderId::from_trusted(row.id),
-                row.created_at,
-                row.expires_at,
-            )),
-        );
+        answers.insert(key, Ok(row.order.order_of(plan)));
     }
     Ok(answers)
 }
@@ -1696,8 +1693,8 @@ impl OrderStore for PgOrderStore {
             if let Some(answer) = self.payments.get(key).await? {
                 return answer.map_err(PayError::from);
             }
-            // Its group could not decide it (its order or wallet was held elsewhere):
-            // alone, waiting for them.
+            // Its group could not decide it (its order or wallet held elsewhere, or a
+            // refusal only the diagnosing read can name): alone, waiting for its rows.
         }
         run(&self.pool, move |conn| {
             pay_alone(conn, pay, completion.as_ref())
