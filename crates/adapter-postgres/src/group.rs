@@ -35,9 +35,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use domain::error::{StoreUnavailable, is_unavailable};
 use tokio::sync::oneshot;
 
-/// Statements of one shape (a read, or the charges) in flight at once, per instance; the
-/// calls that arrive while all of them run wait, and go together in the next one.
-pub(crate) const LANES: usize = 2;
+/// Statements (or, for placements and payments, transactions) of one shape in flight at
+/// once, per instance; the calls that arrive while it runs wait, and go together in the
+/// next one. One: with two, groups were half as large and each cost the server about as
+/// much, so the server spent more per call and answered fewer. Alternating 6 s runs at 32
+/// connections, one lane against two: product detail 47,600–48,600 against 39,500–44,400
+/// reads a second, balance 51,900–52,000 against 43,900–44,500, charge 14,800–16,200
+/// against 14,500–14,900; order + pay 3,440–3,590 against 3,030–3,210 (10 s runs).
+pub(crate) const LANES: usize = 1;
 /// Keys in one grouped statement at most.
 pub(crate) const MAX_GROUP: usize = 128;
 

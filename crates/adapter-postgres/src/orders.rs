@@ -49,14 +49,6 @@ use crate::pool::{PgPool, run};
 use crate::retry::{retrying, transaction};
 use crate::statement::statement;
 
-/// Groups of placements, and of payments, in flight at once per instance (reads and
-/// charges have [`LANES`]): a group is a transaction of four round trips, and while it runs
-/// every placement (payment) that arrives waits to go in the next one. With two in flight,
-/// a second lane mostly carried calls alone, each paying the four round trips for itself:
-/// order + pay measured 3,030–3,210 operations a second with two, 3,440–3,590 with one
-/// (alternating 10 s runs, 32 connections).
-const WRITE_LANES: usize = 1;
-
 /// Orders in PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct PgOrderStore {
@@ -73,8 +65,8 @@ impl PgOrderStore {
     pub fn new(pool: PgPool) -> Self {
         Self {
             orders: Grouped::new(orders_of(pool.clone()), LANES, MAX_GROUP),
-            placements: Grouped::new(placements_of(pool.clone()), WRITE_LANES, MAX_GROUP),
-            payments: Grouped::new(payments_of(pool.clone()), WRITE_LANES, MAX_GROUP),
+            placements: Grouped::new(placements_of(pool.clone()), LANES, MAX_GROUP),
+            payments: Grouped::new(payments_of(pool.clone()), LANES, MAX_GROUP),
             pool,
         }
     }

@@ -41,54 +41,81 @@ pub struct PgProductRepository {
     pages: Grouped<(i64, i64), (i64, Vec<Product>)>,
 }
 
-/// A group of pages by (offset, limit): one statement ([`LIST_PAGES`]; [`LIST_PAGE`] for a
-/// page alone), one connection, each page with the catalogue's count.
+/// A group of pages by (offset, limit): one statement and one connection for the lot,
+/// each page with the catalogue's count. A page alone: [`LIST_PAGE`]. Overlapping pages:
+/// [`LIST_POSITIONS`], which walks the catalogue once, as far as the deepest page reaches,
+/// and answers each wanted position once; the pages are cut from those rows here.
 fn pages_of(reads: Reads) -> Fetch<(i64, i64), (i64, Vec<Product>)> {
     Arc::new(move |keys: Vec<(i64, i64)>| {
         let reads = reads.clone();
         Box::pin(async move {
-            let (offsets, limits): (Vec<i64>, Vec<i64>) = keys.into_iter().unzip();
+            if let [(offset, limit)] = keys[..] {
+                // Alone: the one-page statement, as cheap as before grouping.
+                let rows = reads
+                    .run(
+                        |_| false,
+                        move |conn| {
+                            statement(LIST_PAGE)
+                                .bind::<BigInt, _>(offset)
+                                .bind::<BigInt, _>(limit)
+                                .load::<PageRow>(conn)
+                                .map_err(db_error)
+                        },
+                    )
+                    .await?;
+                return Ok(HashMap::from([(
+                    (offset, limit),
+                    count_and_products(rows)?,
+                )]));
+            }
+            let (positions, end) = positions_of(&keys);
             let rows = reads
                 .run(
                     |_| false,
                     move |conn| {
-                        match (offsets.as_slice(), limits.as_slice()) {
-                            // Alone: the one-page statement, as cheap as before grouping.
-                            ([offset], [limit]) => statement(LIST_PAGE)
-                                .bind::<BigInt, _>(*offset)
-                                .bind::<BigInt, _>(*limit)
-                                .load::<PageRow>(conn)
-                                .map(|rows| {
-                                    rows.into_iter()
-                                        .map(|row| KeyedPageRow {
-                                            key_offset: *offset,
-                                            key_limit: *limit,
-                                            row,
-                                        })
-                                        .collect()
-                                }),
-                            _ => statement(LIST_PAGES)
-                                .bind::<Array<BigInt>, _>(offsets.clone())
-                                .bind::<Array<BigInt>, _>(limits.clone())
-                                .load::<KeyedPageRow>(conn),
-                        }
-                        .map_err(db_error)
+                        statement(LIST_POSITIONS)
+                            .bind::<Array<BigInt>, _>(&positions)
+                            .bind::<BigInt, _>(end)
+                            .load::<PositionedRow>(conn)
+                            .map_err(db_error)
                     },
                 )
                 .await?;
-            let mut pages: HashMap<(i64, i64), Vec<PageRow>> = HashMap::new();
-            for keyed in rows {
-                pages
-                    .entry((keyed.key_offset, keyed.key_limit))
-                    .or_default()
-                    .push(keyed.row);
-            }
-            pages
+            let (total_count, mut placed) = count_and_placed(rows)?;
+            placed.sort_unstable_by_key(|(position, _)| *position);
+            Ok(keys
                 .into_iter()
-                .map(|(key, rows)| Ok((key, count_and_products(rows)?)))
-                .collect()
+                .map(|(offset, limit)| {
+                    let first = placed.partition_point(|(position, _)| *position < offset);
+                    let page = placed
+                        .get(first..)
+                        .unwrap_or_default()
+                        .iter()
+                        .take_while(|(position, _)| *position < offset.saturating_add(limit))
+                        .map(|(_, product)| product.clone())
+                        .collect();
+                    ((offset, limit), (total_count, page))
+                })
+                .collect())
         })
     })
+}
+
+/// The positions (0 = the lowest id) that pages (offset, limit) cover, each once and in
+/// order, and the end of the deepest page.
+fn positions_of(keys: &[(i64, i64)]) -> (Vec<i64>, i64) {
+    let mut positions: Vec<i64> = keys
+        .iter()
+        .flat_map(|&(offset, limit)| offset..offset.saturating_add(limit))
+        .collect();
+    positions.sort_unstable();
+    positions.dedup();
+    let end = keys
+        .iter()
+        .map(|&(offset, limit)| offset.saturating_add(limit))
+        .max()
+        .unwrap_or(0);
+    (positions, end)
 }
 
 impl PgProductRepository {
@@ -236,6 +263,21 @@ impl PageRow {
     }
 }
 
+/// Splits positioned rows into the count and the products by position. No row at all
+/// means the count row is gone, which only a broken migration could cause.
+fn count_and_placed(rows: Vec<PositionedRow>) -> anyhow::Result<(i64, Vec<(i64, Product)>)> {
+    let total_count = rows
+        .first()
+        .map(|row| row.row.product_count)
+        .ok_or_else(|| anyhow::anyhow!("catalogue_stats has no row"))?;
+    Ok((
+        total_count,
+        rows.into_iter()
+            .filter_map(|row| Some((row.position?, row.row.into_product()?)))
+            .collect(),
+    ))
+}
+
 /// Splits page rows into the count and the products. No row at all means the count row
 /// is gone, which only a broken migration could cause.
 fn count_and_products(rows: Vec<PageRow>) -> anyhow::Result<(i64, Vec<Product>)> {
@@ -264,7 +306,8 @@ const CREATE_PRODUCT: &str = "\
     SELECT created.id, created.name, created.description, created.price, created.stock \
     FROM created, counted";
 
-/// The count and one numbered page, in one statement: [`LIST_PAGES`] for a page alone.
+/// The count and one numbered page, in one statement: a page alone (overlapping pages go
+/// together, by [`LIST_POSITIONS`]).
 const LIST_PAGE: &str = "\
     SELECT c.product_count, p.id, p.name, p.description, p.price, p.stock \
     FROM catalogue_stats c \
@@ -274,27 +317,30 @@ const LIST_PAGE: &str = "\
     ) p ON true \
     ORDER BY p.id";
 
-/// The count and numbered pages (offset `$1[i]`, limit `$2[i]`), in one statement. The
-/// LEFT JOIN keeps the count when a page is past the end. `OFFSET` still walks the skipped
-/// rows: deep pages should use [`LIST_AFTER`].
-const LIST_PAGES: &str = "\
-    SELECT k.off AS key_offset, k.lim AS key_limit, \
-           c.product_count, p.id, p.name, p.description, p.price, p.stock \
-    FROM unnest($1::bigint[], $2::bigint[]) AS k (off, lim) \
-    CROSS JOIN catalogue_stats c \
-    LEFT JOIN LATERAL ( \
-        SELECT id, name, description, price, stock FROM products \
-        ORDER BY id OFFSET k.off LIMIT k.lim \
-    ) p ON true \
-    ORDER BY k.off, k.lim, p.id";
+/// The count and the products at the catalogue's positions `$1` (0 = the lowest id; in
+/// order, each once) below `$2`, each row with its position, in one statement. The
+/// products are walked once in id order, numbered, and stopped at `$2`: one pass however
+/// many pages overlap, where each page's own `OFFSET` would walk the rows before it again.
+/// The products are reached only by that ordered walk, so the plan cannot turn into a scan
+/// of the whole table when the catalogue grows. The LEFT JOIN keeps the count when no
+/// position holds a product (every page past the end).
+const LIST_POSITIONS: &str = "\
+    SELECT c.product_count, r.position, r.id, r.name, r.description, r.price, r.stock \
+    FROM catalogue_stats c \
+    LEFT JOIN ( \
+        SELECT r.* FROM ( \
+            SELECT row_number() OVER (ORDER BY id) - 1 AS position, \
+                   id, name, description, price, stock \
+            FROM products ORDER BY id LIMIT $2 \
+        ) r \
+        JOIN unnest($1::bigint[]) AS wanted (position) USING (position) \
+    ) r ON true";
 
-/// One row of [`LIST_PAGES`]: the page it belongs to, by its offset and limit.
+/// One row of [`LIST_POSITIONS`]: a product and its position, or the count alone.
 #[derive(QueryableByName)]
-struct KeyedPageRow {
-    #[diesel(sql_type = BigInt)]
-    key_offset: i64,
-    #[diesel(sql_type = BigInt)]
-    key_limit: i64,
+struct PositionedRow {
+    #[diesel(sql_type = Nullable<BigInt>)]
+    position: Option<i64>,
     #[diesel(embed)]
     row: PageRow,
 }

@@ -326,8 +326,9 @@ async fn concurrent_product_reads_share_statements_and_each_gets_its_own_answer(
     );
 }
 
-/// Catalogue pages likewise: overlapping pages of any numbers share statements, and each
-/// gets its own products and the count.
+/// Catalogue pages likewise: overlapping pages of any numbers and sizes (some covering
+/// the same products, some past the end) share statements, and each gets exactly its own
+/// products and the count.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_page_reads_share_statements_and_each_gets_its_own_page() {
     let f = Fixture::with_pool(4, Arc::new(SystemClock));
@@ -336,26 +337,38 @@ async fn concurrent_page_reads_share_statements_and_each_gets_its_own_page() {
         ids.push(f.product(n * 10, 5).await);
     }
     let repository = PgProductRepository::new(f.pool.clone());
-    let page = |n: u32| PageRequest::new(Some(i64::from(n)), Some(5)).unwrap();
-    repository.list(page(1)).await.unwrap();
+    let page =
+        |n: u32, size: u32| PageRequest::new(Some(i64::from(n)), Some(i64::from(size))).unwrap();
+    repository.list(page(1, 5)).await.unwrap();
+    // (page, size): 5s from the start to past the end, 3s and a 4 and a 7 across them.
+    let pages = [
+        (1, 5),
+        (2, 5),
+        (3, 5),
+        (4, 5),
+        (1, 3),
+        (2, 3),
+        (3, 4),
+        (2, 7),
+    ];
 
     let ids = &ids;
     let n = f
-        .statements_of_overlapping((0..48_u32).map(|i| {
+        .statements_of_overlapping((0..48_usize).map(|i| {
             let repository = &repository;
             async move {
-                let n = i % 4 + 1;
-                let got = repository.list(page(n)).await.unwrap();
+                let (n, size) = pages[i % pages.len()];
+                let got = repository.list(page(n, size)).await.unwrap();
                 let want: Vec<ProductId> = ids
                     .iter()
                     .copied()
-                    .skip(5 * (n as usize - 1))
-                    .take(5)
+                    .skip(size as usize * (n as usize - 1))
+                    .take(size as usize)
                     .collect();
                 assert_eq!(
                     got.items.iter().map(|p| p.id).collect::<Vec<_>>(),
                     want,
-                    "page {n}"
+                    "page {n} of size {size}"
                 );
                 assert_eq!(got.total_count, 12);
             }

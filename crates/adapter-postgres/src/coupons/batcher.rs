@@ -30,7 +30,7 @@ use crate::pool::{PgPool, run};
 const MAX_GROUP: usize = 128;
 
 /// Groups written at once; while all are busy, new issues queue and form larger groups.
-/// Two, like `Grouped`'s lanes: with eight, groups stayed small (about six issues a
+/// Two: with eight, groups stayed small (about six issues a
 /// transaction) and the hot coupon ran at 8,500 issues/s where two gave 15,300 and one
 /// 14,400 (docs/benchmarks.md).
 const GROUPS_IN_FLIGHT: u32 = 2;
