@@ -5,17 +5,24 @@
 //! the statement costs the database. `Grouped` runs a read at once while fewer than `lanes`
 //! reads of its shape are in flight; a read that arrives while they are waits, and when a
 //! lane frees, every read waiting (up to `max_group`, oldest first) is answered by one
-//! `WHERE key = ANY($1)` statement, on one hand-off and one checkout.
+//! `WHERE key = ANY($1)` statement, on one checkout.
 //!
-//! - A read alone goes at once: no timer, no task spawned.
+//! A lane is one blocking-pool thread: the read that takes it is fetched there, and the
+//! thread then answers the groups that gathered meanwhile, one after another, until nobody
+//! waits. A group therefore starts as soon as the statement before it has been answered,
+//! without a hand-off back to the async workers (which are busy writing the responses) and
+//! out to the blocking pool again.
+//!
+//! - A read alone goes at once: no timer, one hand-off to the blocking pool, as without
+//!   grouping.
 //! - Fresh: a group's statement starts after its youngest member arrived, so a read that
 //!   starts after a write's response was sent sees that write.
 //! - Each member gets exactly its own answer: its row, or `None` for a key with no row.
-//! - A failing statement fails its group only, each member getting the error (its
-//!   unavailability kept, so the edge still answers 503); the next group runs anew.
-//! - A waiting read may be cancelled (its caller gone): it is still fetched with its group,
-//!   and the answer is dropped. A running read cancelled hands its lane over as if it had
-//!   finished.
+//! - A failing statement (or one that panics) fails its group only, each member getting
+//!   the error (its unavailability kept, so the edge still answers 503); the next group
+//!   runs anew.
+//! - A read may be cancelled (its caller gone): it is still fetched with its group, and
+//!   the answer is dropped; the lane goes on to the reads waiting.
 //! - No starvation: waiting reads are taken oldest first.
 //!
 //! Charges without an idempotency key go through it too (`points.rs`): each charge is its
@@ -26,10 +33,9 @@
 //! the group's transaction answers every member the domain could decide, and the others
 //! go alone.
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::future::Future;
+use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
-use std::pin::Pin;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use domain::error::{StoreUnavailable, is_unavailable};
@@ -46,12 +52,9 @@ pub(crate) const LANES: usize = 1;
 /// Keys in one grouped statement at most.
 pub(crate) const MAX_GROUP: usize = 128;
 
-/// The statement of a group: the keys (each once) in, the rows found by key out.
-pub(crate) type Fetch<K, V> = Arc<
-    dyn Fn(Vec<K>) -> Pin<Box<dyn Future<Output = anyhow::Result<HashMap<K, V>>> + Send>>
-        + Send
-        + Sync,
->;
+/// The statement of a group, run on a blocking-pool thread: the keys (each once) in, the
+/// rows found by key out.
+pub(crate) type Fetch<K, V> = Arc<dyn Fn(Vec<K>) -> anyhow::Result<HashMap<K, V>> + Send + Sync>;
 
 type Reply<V> = oneshot::Sender<anyhow::Result<Option<V>>>;
 
@@ -116,28 +119,28 @@ where
     /// # Errors
     /// When the statement that read it failed.
     pub(crate) async fn get(&self, key: K) -> anyhow::Result<Option<V>> {
-        let waiting = {
+        let (reply, answer) = oneshot::channel();
+        let takes_lane = {
             let mut state = self.inner.lock();
             if state.running < self.inner.lanes {
                 state.running += 1;
-                None
+                Some((key, reply))
             } else {
-                let (reply, answer) = oneshot::channel();
-                state.waiting.push_back((key.clone(), reply));
-                Some(answer)
+                state.waiting.push_back((key, reply));
+                None
             }
         };
-        match waiting {
-            None => {
-                // Hands the lane over when this read ends, or is dropped half-way.
-                let _lane = Lane(Arc::clone(&self.inner));
-                let mut found = (self.inner.fetch)(vec![key.clone()]).await?;
-                Ok(found.remove(&key))
-            }
-            Some(answer) => answer
-                .await
-                .map_err(|_| anyhow::anyhow!("a grouped read was dropped unanswered"))?,
+        if let Some(alone) = takes_lane {
+            let inner = Arc::clone(&self.inner);
+            // The read that takes the lane is fetched in its caller's span.
+            let span = tracing::Span::current();
+            drop(tokio::task::spawn_blocking(move || {
+                inner.drive(vec![alone], span);
+            }));
         }
+        answer
+            .await
+            .map_err(|_| anyhow::anyhow!("a grouped read was dropped unanswered"))?
     }
 }
 
@@ -164,21 +167,42 @@ where
         Some(state.waiting.drain(..take).collect())
     }
 
-    /// Answers groups on the lane it was given until nobody waits.
-    async fn drive(self: Arc<Self>, mut group: Vec<(K, Reply<V>)>) {
+    /// Answers `group` and then every group that gathers meanwhile, on this blocking
+    /// thread (the lane), until nobody waits; the first in `span`.
+    fn drive(&self, mut group: Vec<(K, Reply<V>)>, span: tracing::Span) {
+        let mut span = Some(span);
         loop {
-            // Each key once: members asking for the same row share it.
-            let mut seen = HashSet::with_capacity(group.len());
+            // Each key once, in arrival order: members asking for the same row share it.
+            let mut members: HashMap<K, usize> = HashMap::with_capacity(group.len());
             let keys = group
                 .iter()
-                .filter(|(key, _)| seen.insert(key.clone()))
+                .filter(|(key, _)| {
+                    let count = members.entry(key.clone()).or_insert(0);
+                    *count += 1;
+                    *count == 1
+                })
                 .map(|(key, _)| key.clone())
                 .collect();
-            match (self.fetch)(keys).await {
-                Ok(found) => {
+            let fetched = {
+                let _entered = span.take().map(tracing::Span::entered);
+                catch_unwind(AssertUnwindSafe(|| (self.fetch)(keys)))
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a grouped statement panicked")))
+            };
+            match fetched {
+                Ok(mut found) => {
                     for (key, reply) in group {
+                        // The last member of a key takes its row; the others get a copy.
+                        let left = members.get_mut(&key).map_or(0, |count| {
+                            *count = count.saturating_sub(1);
+                            *count
+                        });
+                        let answer = if left == 0 {
+                            found.remove(&key)
+                        } else {
+                            found.get(&key).cloned()
+                        };
                         // A member whose caller is gone is not listening: nothing to do.
-                        let _ = reply.send(Ok(found.get(&key).cloned()));
+                        let _ = reply.send(Ok(answer));
                     }
                 }
                 Err(err) => {
@@ -198,25 +222,6 @@ where
                 Some(next) => group = next,
                 None => return,
             }
-        }
-    }
-}
-
-/// A lane taken by a read that runs alone; dropped, it passes to the reads waiting (a task
-/// answers them) or is released.
-struct Lane<K, V>(Arc<Inner<K, V>>)
-where
-    K: Eq + Hash + Clone + Send + 'static,
-    V: Clone + Send + 'static;
-
-impl<K, V> Drop for Lane<K, V>
-where
-    K: Eq + Hash + Clone + Send + 'static,
-    V: Clone + Send + 'static,
-{
-    fn drop(&mut self) {
-        if let Some(group) = self.0.next_group() {
-            tokio::spawn(Arc::clone(&self.0).drive(group));
         }
     }
 }
@@ -241,24 +246,21 @@ mod tests {
         let groups = Arc::new(Mutex::new(Vec::new()));
         let seen = Arc::clone(&groups);
         let fetch: Fetch<u32, u32> = Arc::new(move |keys: Vec<u32>| {
-            let seen = Arc::clone(&seen);
-            Box::pin(async move {
-                seen.lock().unwrap().push(keys.clone());
-                tokio::time::sleep(delay).await;
-                if fail_on.is_some_and(|bad| keys.contains(&bad)) {
-                    let err = anyhow::anyhow!("the statement failed");
-                    return Err(if unavailable {
-                        err.context(StoreUnavailable)
-                    } else {
-                        err
-                    });
-                }
-                Ok(keys
-                    .into_iter()
-                    .filter(|k| k % 2 == 0)
-                    .map(|k| (k, k * 2))
-                    .collect())
-            })
+            seen.lock().unwrap().push(keys.clone());
+            std::thread::sleep(delay);
+            if fail_on.is_some_and(|bad| keys.contains(&bad)) {
+                let err = anyhow::anyhow!("the statement failed");
+                return Err(if unavailable {
+                    err.context(StoreUnavailable)
+                } else {
+                    err
+                });
+            }
+            Ok(keys
+                .into_iter()
+                .filter(|k| k % 2 == 0)
+                .map(|k| (k, k * 2))
+                .collect())
         });
         (fetch, groups)
     }
@@ -307,10 +309,8 @@ mod tests {
         let fetch: Fetch<u32, usize> = Arc::new(move |keys: Vec<u32>| {
             // The statement's snapshot: the version when it starts.
             let seen = read_at_start.load(Ordering::SeqCst);
-            Box::pin(async move {
-                tokio::time::sleep(Duration::from_millis(30)).await;
-                Ok(keys.into_iter().map(|k| (k, seen)).collect())
-            })
+            std::thread::sleep(Duration::from_millis(30));
+            Ok(keys.into_iter().map(|k| (k, seen)).collect())
         });
         let grouped = Grouped::new(fetch, 1, 100);
         let before = {
@@ -385,11 +385,40 @@ mod tests {
         assert_eq!(groups.lock().unwrap().len(), 3);
     }
 
+    /// A statement that panics (a bug) fails its group like an error does, and the lane
+    /// goes on: the reads after it are answered.
+    #[tokio::test]
+    async fn a_panicking_statement_fails_its_group_only() {
+        let fetch: Fetch<u32, u32> = Arc::new(|keys: Vec<u32>| {
+            std::thread::sleep(Duration::from_millis(20));
+            assert!(!keys.contains(&13), "the statement panicked");
+            Ok(keys.into_iter().map(|k| (k, k)).collect())
+        });
+        let grouped = Grouped::new(fetch, 1, 100);
+        let alone = grouped.get(13).await.expect_err("alone");
+        assert!(format!("{alone:#}").contains("panicked"), "{alone:#}");
+        let first = {
+            let grouped = grouped.clone();
+            tokio::spawn(async move { grouped.get(1).await })
+        };
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let together = [13, 5].map(|k| {
+            let grouped = grouped.clone();
+            tokio::spawn(async move { grouped.get(k).await })
+        });
+        assert_eq!(first.await.unwrap().unwrap(), Some(1));
+        for read in together {
+            read.await.unwrap().expect_err("in the group that panicked");
+        }
+        assert_eq!(grouped.get(7).await.unwrap(), Some(7), "the lane goes on");
+    }
+
     #[tokio::test]
     async fn a_cancelled_read_leaves_the_others_answered() {
         let (fetch, _) = recording(Duration::from_millis(30), None, false);
         let grouped = Grouped::new(fetch, 1, 100);
-        // The lane holder is cancelled half-way: its lane passes to those waiting.
+        // The lane holder's caller is cancelled half-way: its statement finishes, and the
+        // lane goes on to those waiting.
         let holder = {
             let grouped = grouped.clone();
             tokio::spawn(async move { grouped.get(2).await })

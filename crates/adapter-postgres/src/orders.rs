@@ -45,7 +45,7 @@ use domain::{Money, OrderId, Page, PageRequest, ProductId, UserCouponId, UserId}
 use crate::error::{TxError, db_error};
 use crate::group::{Fetch, Grouped, LANES, MAX_GROUP};
 use crate::idempotency::in_tx_completing;
-use crate::pool::{PgPool, run};
+use crate::pool::{PgPool, run, with_connection};
 use crate::retry::{retrying, transaction};
 use crate::statement::statement;
 
@@ -76,34 +76,30 @@ impl PgOrderStore {
 /// user exists and holding the order when it is that user's.
 fn orders_of(pool: PgPool) -> Fetch<(i64, i64), ForUser<Option<Order>>> {
     Arc::new(move |keys: Vec<(i64, i64)>| {
-        let pool = pool.clone();
-        Box::pin(async move {
-            run(&pool, move |conn| {
-                let (users, ids): (Vec<i64>, Vec<i64>) = keys.into_iter().unzip();
-                let rows = match (users.as_slice(), ids.as_slice()) {
-                    // Alone: the one-order statement, as cheap as before grouping.
-                    ([user], [id]) => statement(FIND)
-                        .bind::<BigInt, _>(*user)
-                        .bind::<BigInt, _>(*id)
-                        .load::<Keyed>(conn),
-                    _ => statement(FIND_MANY)
-                        .bind::<Array<BigInt>, _>(users)
-                        .bind::<Array<BigInt>, _>(ids)
-                        .load::<Keyed>(conn),
-                }
-                .map_err(db_error)?;
-                let mut found = HashMap::with_capacity(rows.len());
-                for row in rows {
-                    let answer = if row.user_exists {
-                        ForUser::Found(row.order.into_order()?)
-                    } else {
-                        ForUser::UnknownUser
-                    };
-                    found.insert((row.key_user, row.key_order), answer);
-                }
-                Ok(found)
-            })
-            .await
+        with_connection(&pool, move |conn| {
+            let (users, ids): (Vec<i64>, Vec<i64>) = keys.into_iter().unzip();
+            let rows = match (users.as_slice(), ids.as_slice()) {
+                // Alone: the one-order statement, as cheap as before grouping.
+                ([user], [id]) => statement(FIND)
+                    .bind::<BigInt, _>(*user)
+                    .bind::<BigInt, _>(*id)
+                    .load::<Keyed>(conn),
+                _ => statement(FIND_MANY)
+                    .bind::<Array<BigInt>, _>(users)
+                    .bind::<Array<BigInt>, _>(ids)
+                    .load::<Keyed>(conn),
+            }
+            .map_err(db_error)?;
+            let mut found = HashMap::with_capacity(rows.len());
+            for row in rows {
+                let answer = if row.user_exists {
+                    ForUser::Found(row.order.into_order()?)
+                } else {
+                    ForUser::UnknownUser
+                };
+                found.insert((row.key_user, row.key_order), answer);
+            }
+            Ok(found)
         })
     })
 }
@@ -576,21 +572,17 @@ where
     V: Send + 'static,
 {
     Arc::new(move |calls: Vec<K>| {
-        let pool = pool.clone();
-        Box::pin(async move {
-            run(&pool, move |conn| {
-                if let [one] = calls.as_slice() {
-                    let answer = alone(conn, one)?;
-                    return Ok(answer
-                        .map(|v| HashMap::from([(one.clone(), v)]))
-                        .unwrap_or_default());
-                }
-                transaction(conn, |conn| together(conn, &calls)).map_err(|err| match err {
-                    TxError::Db(err) => db_error(err),
-                    TxError::Domain(err) => err,
-                })
+        with_connection(&pool, move |conn| {
+            if let [one] = calls.as_slice() {
+                let answer = alone(conn, one)?;
+                return Ok(answer
+                    .map(|v| HashMap::from([(one.clone(), v)]))
+                    .unwrap_or_default());
+            }
+            transaction(conn, |conn| together(conn, &calls)).map_err(|err| match err {
+                TxError::Db(err) => db_error(err),
+                TxError::Domain(err) => err,
             })
-            .await
         })
     })
 }

@@ -21,7 +21,7 @@ use domain::{OrderId, Page, PageRequest, UserId};
 use crate::error::{TxError, db_error};
 use crate::group::{Fetch, Grouped, LANES, MAX_GROUP};
 use crate::idempotency::{NumberSlot, transact_idempotent};
-use crate::pool::{PgPool, run};
+use crate::pool::{PgPool, run, with_connection};
 use crate::retry::{retrying, transaction};
 use crate::schema::point_wallets;
 use crate::statement::statement;
@@ -50,25 +50,21 @@ impl PgPointStore {
 /// alone), one connection.
 fn balances_of(pool: PgPool) -> Fetch<i64, i64> {
     Arc::new(move |users: Vec<i64>| {
-        let pool = pool.clone();
-        Box::pin(async move {
-            run(&pool, move |conn| {
-                let columns = (point_wallets::user_id, point_wallets::balance);
-                match users.as_slice() {
-                    // Alone: the one-key statement, as cheap as before grouping.
-                    [user] => point_wallets::table
-                        .find(*user)
-                        .select(columns)
-                        .load::<(i64, i64)>(conn),
-                    _ => point_wallets::table
-                        .filter(point_wallets::user_id.eq_any(users))
-                        .select(columns)
-                        .load::<(i64, i64)>(conn),
-                }
-                .map(|rows| rows.into_iter().collect())
-                .map_err(db_error)
-            })
-            .await
+        with_connection(&pool, move |conn| {
+            let columns = (point_wallets::user_id, point_wallets::balance);
+            match users.as_slice() {
+                // Alone: the one-key statement, as cheap as before grouping.
+                [user] => point_wallets::table
+                    .find(*user)
+                    .select(columns)
+                    .load::<(i64, i64)>(conn),
+                _ => point_wallets::table
+                    .filter(point_wallets::user_id.eq_any(users))
+                    .select(columns)
+                    .load::<(i64, i64)>(conn),
+            }
+            .map(|rows| rows.into_iter().collect())
+            .map_err(db_error)
         })
     })
 }
@@ -253,18 +249,14 @@ struct UnheldRow {
 /// waiting for the wallet ([`PointStore::credit`]), while its group's lane serves others.
 fn charges_of(pool: PgPool) -> Fetch<ChargeKey, Result<i64, ChargeRefusal>> {
     Arc::new(move |charges: Vec<ChargeKey>| {
-        let pool = pool.clone();
-        Box::pin(async move {
-            run(&pool, move |conn| {
-                let rounds = rounds(&charges);
-                if rounds.len() == 1 {
-                    credit_rounds(conn, &rounds)
-                } else {
-                    transaction(conn, |conn| credit_rounds(conn, &rounds))
-                }
-                .map_err(db_error)
-            })
-            .await
+        with_connection(&pool, move |conn| {
+            let rounds = rounds(&charges);
+            if rounds.len() == 1 {
+                credit_rounds(conn, &rounds)
+            } else {
+                transaction(conn, |conn| credit_rounds(conn, &rounds))
+            }
+            .map_err(db_error)
         })
     })
 }

@@ -157,13 +157,27 @@ where
     let span = tracing::Span::current();
     tokio::task::spawn_blocking(move || {
         let _entered = span.enter();
-        let mut conn = pool
-            .get()
-            .map_err(|err| E::from(anyhow::Error::new(err).context(StoreUnavailable)))?;
-        work(&mut conn)
+        with_connection(&pool, work)
     })
     .await
     .map_err(|join| E::from(anyhow::anyhow!("database task failed: {join}")))?
+}
+
+/// Runs `work` with a pooled connection on this thread, which may block: a blocking-pool
+/// thread (a [`Grouped`](crate::group::Grouped) lane, or [`run`]'s). A failed checkout is
+/// [`StoreUnavailable`].
+///
+/// # Errors
+/// Whatever `work` returns, or an unavailable/unknown error from the checkout.
+pub(crate) fn with_connection<T, E, F>(pool: &PgPool, work: F) -> Result<T, E>
+where
+    F: FnOnce(&mut PgConnection) -> Result<T, E>,
+    E: From<anyhow::Error>,
+{
+    let mut conn = pool
+        .get()
+        .map_err(|err| E::from(anyhow::Error::new(err).context(StoreUnavailable)))?;
+    work(&mut conn)
 }
 
 /// Checks, on a pooled connection, that the server's error messages are the English ones

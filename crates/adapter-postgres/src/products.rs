@@ -38,67 +38,84 @@ pub struct PgProductRepository {
     /// Product details, grouped while they overlap.
     details: Grouped<i64, Product>,
     /// Catalogue pages by (offset, limit): the count and the page's products.
-    pages: Grouped<(i64, i64), (i64, Vec<Product>)>,
+    pages: Grouped<(i64, i64), PageCut>,
 }
 
 /// A group of pages by (offset, limit): one statement and one connection for the lot,
 /// each page with the catalogue's count. A page alone: [`LIST_PAGE`]. Overlapping pages:
 /// [`LIST_POSITIONS`], which walks the catalogue once, as far as the deepest page reaches,
 /// and answers each wanted position once; the pages are cut from those rows here.
-fn pages_of(reads: Reads) -> Fetch<(i64, i64), (i64, Vec<Product>)> {
+fn pages_of(reads: Reads) -> Fetch<(i64, i64), PageCut> {
     Arc::new(move |keys: Vec<(i64, i64)>| {
-        let reads = reads.clone();
-        Box::pin(async move {
-            if let [(offset, limit)] = keys[..] {
-                // Alone: the one-page statement, as cheap as before grouping.
-                let rows = reads
-                    .run(
-                        |_| false,
-                        move |conn| {
-                            statement(LIST_PAGE)
-                                .bind::<BigInt, _>(offset)
-                                .bind::<BigInt, _>(limit)
-                                .load::<PageRow>(conn)
-                                .map_err(db_error)
-                        },
-                    )
-                    .await?;
-                return Ok(HashMap::from([(
-                    (offset, limit),
-                    count_and_products(rows)?,
-                )]));
-            }
-            let (positions, end) = positions_of(&keys);
-            let rows = reads
-                .run(
-                    |_| false,
-                    move |conn| {
-                        statement(LIST_POSITIONS)
-                            .bind::<Array<BigInt>, _>(&positions)
-                            .bind::<BigInt, _>(end)
-                            .load::<PositionedRow>(conn)
-                            .map_err(db_error)
-                    },
-                )
-                .await?;
-            let (total_count, mut placed) = count_and_placed(rows)?;
-            placed.sort_unstable_by_key(|(position, _)| *position);
-            Ok(keys
-                .into_iter()
-                .map(|(offset, limit)| {
-                    let first = placed.partition_point(|(position, _)| *position < offset);
-                    let page = placed
-                        .get(first..)
-                        .unwrap_or_default()
-                        .iter()
-                        .take_while(|(position, _)| *position < offset.saturating_add(limit))
-                        .map(|(_, product)| product.clone())
-                        .collect();
-                    ((offset, limit), (total_count, page))
-                })
-                .collect())
-        })
+        if let [(offset, limit)] = keys[..] {
+            // Alone: the one-page statement, as cheap as before grouping.
+            let rows = reads.run_here(
+                |_| false,
+                |conn| {
+                    statement(LIST_PAGE)
+                        .bind::<BigInt, _>(offset)
+                        .bind::<BigInt, _>(limit)
+                        .load::<PageRow>(conn)
+                        .map_err(db_error)
+                },
+            )?;
+            let (total_count, products) = count_and_products(rows)?;
+            let cut = PageCut {
+                total_count,
+                range: 0..products.len(),
+                products: Arc::new(products),
+            };
+            return Ok(HashMap::from([((offset, limit), cut)]));
+        }
+        let (positions, end) = positions_of(&keys);
+        let rows = reads.run_here(
+            |_| false,
+            |conn| {
+                statement(LIST_POSITIONS)
+                    .bind::<Array<BigInt>, _>(&positions)
+                    .bind::<BigInt, _>(end)
+                    .load::<PositionedRow>(conn)
+                    .map_err(db_error)
+            },
+        )?;
+        let (total_count, mut placed) = count_and_placed(rows)?;
+        placed.sort_unstable_by_key(|(position, _)| *position);
+        let (positions, products): (Vec<i64>, Vec<Product>) = placed.into_iter().unzip();
+        let products = Arc::new(products);
+        Ok(keys
+            .into_iter()
+            .map(|(offset, limit)| {
+                let first = positions.partition_point(|position| *position < offset);
+                let end =
+                    positions.partition_point(|position| *position < offset.saturating_add(limit));
+                let cut = PageCut {
+                    total_count,
+                    range: first..end,
+                    products: Arc::clone(&products),
+                };
+                ((offset, limit), cut)
+            })
+            .collect())
     })
+}
+
+/// A page as a group answers it: the count, and where its products lie among the rows
+/// the group read, which its members share; each member copies out its own page (in its
+/// own task, not on the group's lane).
+#[derive(Debug, Clone)]
+struct PageCut {
+    total_count: i64,
+    products: Arc<Vec<Product>>,
+    range: std::ops::Range<usize>,
+}
+
+impl PageCut {
+    fn products(&self) -> Vec<Product> {
+        self.products
+            .get(self.range.clone())
+            .unwrap_or_default()
+            .to_vec()
+    }
 }
 
 /// The positions (0 = the lowest id) that pages (offset, limit) cover, each once and in
@@ -145,38 +162,33 @@ impl PgProductRepository {
 /// the replica lacks one of them (it may be one just created), the group asks the primary.
 fn details_of(reads: Reads) -> Fetch<i64, Product> {
     Arc::new(move |ids: Vec<i64>| {
-        let reads = reads.clone();
-        Box::pin(async move {
-            // A group asks each id once.
-            let wanted = ids.len();
-            let (found, _) = reads
-                .run(
-                    |(found, wanted): &(HashMap<i64, Product>, usize)| found.len() < *wanted,
-                    move |conn| {
-                        match ids.as_slice() {
-                            // Alone: the one-key statement, as cheap as before grouping.
-                            [id] => products::table
-                                .find(*id)
-                                .select(ProductRow::as_select())
-                                .load::<ProductRow>(conn),
-                            _ => products::table
-                                .filter(products::id.eq_any(ids.clone()))
-                                .select(ProductRow::as_select())
-                                .load::<ProductRow>(conn),
-                        }
-                        .map(|rows| {
-                            let found = rows
-                                .into_iter()
-                                .map(|row| (row.id, Product::from(row)))
-                                .collect();
-                            (found, wanted)
-                        })
-                        .map_err(db_error)
-                    },
-                )
-                .await?;
-            Ok(found)
-        })
+        // A group asks each id once.
+        let wanted = ids.len();
+        let (found, _) = reads.run_here(
+            |(found, wanted): &(HashMap<i64, Product>, usize)| found.len() < *wanted,
+            |conn| {
+                match ids.as_slice() {
+                    // Alone: the one-key statement, as cheap as before grouping.
+                    [id] => products::table
+                        .find(*id)
+                        .select(ProductRow::as_select())
+                        .load::<ProductRow>(conn),
+                    _ => products::table
+                        .filter(products::id.eq_any(&ids))
+                        .select(ProductRow::as_select())
+                        .load::<ProductRow>(conn),
+                }
+                .map(|rows| {
+                    let found = rows
+                        .into_iter()
+                        .map(|row| (row.id, Product::from(row)))
+                        .collect();
+                    (found, wanted)
+                })
+                .map_err(db_error)
+            },
+        )?;
+        Ok(found)
     })
 }
 
@@ -392,15 +404,15 @@ impl ProductRepository for PgProductRepository {
 
     #[tracing::instrument(name = "pg.products.list", skip_all, fields(page = page.page()))]
     async fn list(&self, page: PageRequest) -> anyhow::Result<Page<Product>> {
-        let (total_count, items) = self
+        let cut = self
             .pages
             .get((page.offset(), page.limit()))
             .await?
             .ok_or_else(|| anyhow::anyhow!("no row for page {}", page.page()))?;
         Ok(Page {
-            items,
+            items: cut.products(),
             request: page,
-            total_count,
+            total_count: cut.total_count,
         })
     }
 

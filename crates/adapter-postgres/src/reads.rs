@@ -25,7 +25,7 @@ use domain::ports::ComponentStatus;
 use prometheus::IntGauge;
 
 use crate::error::db_error;
-use crate::pool::{PgPool, run};
+use crate::pool::{PgPool, run, with_connection};
 
 /// How far the replica is behind, in milliseconds: NULL when it does not stream.
 const REPLICA_LAG: &str = "\
@@ -148,18 +148,33 @@ impl Reads {
 
     /// Runs `work` on the replica when it is in use, else on the primary; again on the
     /// primary when it failed on the replica, or when `missing` says the replica's answer
-    /// may only be lag (a row not there yet).
+    /// may only be lag (a row not there yet). On the blocking pool, in the caller's span.
     pub(crate) async fn run<T, F>(&self, missing: fn(&T) -> bool, work: F) -> anyhow::Result<T>
     where
-        F: Fn(&mut PgConnection) -> anyhow::Result<T> + Clone + Send + 'static,
+        F: Fn(&mut PgConnection) -> anyhow::Result<T> + Send + 'static,
         T: Send + 'static,
+    {
+        let reads = self.clone();
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
+            reads.run_here(missing, work)
+        })
+        .await
+        .map_err(|join| anyhow::anyhow!("database task failed: {join}"))?
+    }
+
+    /// [`Self::run`] on this thread, which may block (a blocking-pool thread).
+    pub(crate) fn run_here<T, F>(&self, missing: fn(&T) -> bool, work: F) -> anyhow::Result<T>
+    where
+        F: Fn(&mut PgConnection) -> anyhow::Result<T>,
     {
         if let Some(replica) = self
             .replica
             .as_ref()
             .filter(|r| r.in_use.load(Ordering::SeqCst))
         {
-            match run(&replica.pool, work.clone()).await {
+            match with_connection(&replica.pool, &work) {
                 Ok(found) if !missing(&found) => return Ok(found),
                 Ok(_) => {}
                 // A read is safe to run again: whatever failed on the replica (it is gone,
@@ -173,7 +188,7 @@ impl Reads {
                 }
             }
         }
-        run(&self.primary, work).await
+        with_connection(&self.primary, work)
     }
 }
 

@@ -36,7 +36,7 @@ pub use batcher::{IssueBatcher, IssueBatcherLimits};
 
 use crate::error::db_error;
 use crate::group::{Fetch, Grouped, LANES, MAX_GROUP};
-use crate::pool::{PgPool, run};
+use crate::pool::{PgPool, run, with_connection};
 use crate::schema::{coupon_stock_stripes as stripes, coupons};
 use crate::statement::statement;
 use batcher::{Pending, Refused};
@@ -61,22 +61,18 @@ pub struct PgCouponStore {
 /// alone), one connection; a user who does not exist has no entry.
 fn copies_of_users(pool: PgPool) -> Fetch<i64, Vec<UserCoupon>> {
     Arc::new(move |users: Vec<i64>| {
-        let pool = pool.clone();
-        Box::pin(async move {
-            run(&pool, move |conn| {
-                let rows: Vec<CopyOfUserRow> = match users.as_slice() {
-                    // Alone: the one-user statement, as cheap as before grouping.
-                    [user] => statement(COPIES_OF_USER)
-                        .bind::<BigInt, _>(*user)
-                        .load(conn),
-                    _ => statement(COPIES_OF_USERS)
-                        .bind::<Array<BigInt>, _>(users)
-                        .load(conn),
-                }
-                .map_err(db_error)?;
-                rows::copies_by_user(rows)
-            })
-            .await
+        with_connection(&pool, move |conn| {
+            let rows: Vec<CopyOfUserRow> = match users.as_slice() {
+                // Alone: the one-user statement, as cheap as before grouping.
+                [user] => statement(COPIES_OF_USER)
+                    .bind::<BigInt, _>(*user)
+                    .load(conn),
+                _ => statement(COPIES_OF_USERS)
+                    .bind::<Array<BigInt>, _>(users)
+                    .load(conn),
+            }
+            .map_err(db_error)?;
+            rows::copies_by_user(rows)
         })
     })
 }
