@@ -1,7 +1,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, spawn_app};
+use crate::helpers::{TestApp, assert_problem, spawn_app};
 
 async fn sell(app: &TestApp, user: i64, product: i64, quantity: i64) {
     let res = app
@@ -101,6 +101,42 @@ async fn with_no_sales_the_ranking_is_empty() {
     let best: Value = app.get("/api/v1/products/best").await.json().await.unwrap();
     assert_eq!(best["items"], json!([]));
     assert!(best["from"].is_string() && best["to"].is_string());
+}
+
+/// Best sellers are routed ahead of the `/api/v1` scopes by their full path: only that
+/// path, only GET; the paths next to it still reach the products' routes, and the metrics
+/// name it by its path.
+#[tokio::test]
+async fn best_sellers_route_is_exactly_its_path() {
+    let app = spawn_app().await;
+    let res = app
+        .client
+        .post(app.url("/api/v1/products/best"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["allow"], "GET");
+    assert_problem(res, 405, "METHOD_NOT_ALLOWED").await;
+    for path in ["/api/v1/products/best/", "/api/v1/products/best/1"] {
+        assert_eq!(
+            app.get(path).await.status(),
+            StatusCode::NOT_FOUND,
+            "{path}"
+        );
+    }
+    // Not an id: the products' own route refuses it.
+    let res = app.get("/api/v1/products/bestx").await;
+    assert_problem(res, 400, "VALIDATION_FAILED").await;
+    let product = app.create_product(3, 1_000).await;
+    let res = app.get(&format!("/api/v1/products/{product}")).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(app.get("/api/v1/products").await.status(), StatusCode::OK);
+    app.get("/api/v1/products/best").await;
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains(r#"endpoint="/api/v1/products/best""#),
+        "{metrics}"
+    );
 }
 
 /// The answer carries an `ETag` naming its ranking: the same ranking, however often
