@@ -128,10 +128,10 @@ async fn best_sellers_route_is_exactly_its_path() {
     let res = app.get("/api/v1/products/bestx").await;
     assert_problem(res, 400, "VALIDATION_FAILED").await;
     let product = app.create_product(3, 1_000).await;
-    let res = app.get(&format!("/api/v1/products/{product}")).await;
-    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(app.product(product).await["id"], product);
     assert_eq!(app.get("/api/v1/products").await.status(), StatusCode::OK);
-    app.get("/api/v1/products/best").await;
+    let res = app.get("/api/v1/products/best").await;
+    assert_eq!(res.status(), StatusCode::OK);
     let metrics = app.get("/metrics").await.text().await.unwrap();
     assert!(
         metrics.contains(r#"endpoint="/api/v1/products/best""#),
